@@ -1,0 +1,11 @@
+export { loadModel, LladaModel, atomicDirectory } from './model.js';
+export type { Backend, LoadModelOptions, SaveOptions, RandomModelOptions } from './model.js';
+export { parseModelConfig, toRawConfig } from './config.js';
+export type { ModelConfig } from './config.js';
+export { Tokenizer } from './tokenizer.js';
+export type { ChatMessage, ChatTemplateOptions } from './tokenizer.js';
+export { readSafetensorsHeader, buildSafetensorsHeader } from './safetensors.js';
+export type { DType, SafetensorsHeader, TensorEntry } from './safetensors.js';
+export { createTinyModel, TINY_SIZE } from './init.js';
+export { charModelConfig, charTokenizerFiles, CHAR_TOKENIZER_IDS, CHAR_VOCAB_SIZE } from './chartokenizer.js';
+export * from './errors.js';

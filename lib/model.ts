@@ -1,0 +1,428 @@
+// A LLaDA-architecture masked diffusion model: a Hugging Face directory in, a native engine
+// inside, logits out. The public entry point is `loadModel`.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+
+import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
+import { CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
+import { native, type NativeEngine } from './native/binding.js';
+import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
+import { Tokenizer } from './tokenizer.js';
+
+export type Backend = 'cpu' | 'cuda';
+
+export type LoadModelOptions = {
+  /** Where the model runs. Defaults to `'cpu'`. */
+  backend?: Backend;
+  /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
+  device?: number;
+};
+
+export type SaveOptions = {
+  /** Weight dtype on disk. Defaults to the dtype the model was loaded in (`'F32'` for new models). */
+  dtype?: DType;
+  /** Largest shard in bytes; larger models are split with a model.safetensors.index.json. Defaults to 5 GiB. */
+  maxShardBytes?: number;
+};
+
+export type RandomModelOptions = {
+  /** Seed of the weights. Defaults to `0`. */
+  seed?: number;
+  /** Standard deviation of the normal initialisation of matrices. Defaults to `0.02`. */
+  initStd?: number;
+  /** Files written beside the weights by `save` (e.g. tokenizer.json), by name. Defaults to none. */
+  files?: Record<string, string>;
+  /** A tokenizer for `model.tokenizer`. Defaults to none. */
+  tokenizer?: Tokenizer;
+};
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
+const WEIGHTS_FILE = 'model.safetensors';
+const INDEX_FILE = 'model.safetensors.index.json';
+
+export class LladaModel {
+  readonly #engine: NativeEngine;
+  readonly #config: ModelConfig;
+  readonly #rawConfig: Record<string, unknown>;
+  readonly #tokenizer: Tokenizer | undefined;
+  readonly #files: Record<string, string>;
+  readonly #dtype: DType;
+  readonly #source: string;
+  #queue: Promise<unknown> = Promise.resolve();
+  #disposed = false;
+
+  private constructor(args: {
+    engine: NativeEngine;
+    config: ModelConfig;
+    rawConfig: Record<string, unknown>;
+    tokenizer: Tokenizer | undefined;
+    files: Record<string, string>;
+    dtype: DType;
+    source: string;
+  }) {
+    this.#engine = args.engine;
+    this.#config = args.config;
+    this.#rawConfig = args.rawConfig;
+    this.#tokenizer = args.tokenizer;
+    this.#files = args.files;
+    this.#dtype = args.dtype;
+    this.#source = args.source;
+  }
+
+  /** Loads a Hugging Face LLaDA directory: config.json, model.safetensors (or shards), tokenizer files. */
+  static async load(dir: string, options: LoadModelOptions = {}): Promise<LladaModel> {
+    if (typeof dir !== 'string') throw expected('a directory path', 'dir', dir);
+    checkBackend(options.backend ?? 'cpu');
+    const configFile = path.join(dir, 'config.json');
+    const rawConfig = await readJsonFile(configFile);
+    const config = parseModelConfig(rawConfig, configFile);
+    const engine = createEngine(config);
+    try {
+      const dtype = await loadWeights(engine, dir);
+      const files: Record<string, string> = {};
+      for (const name of TOKENIZER_FILES) {
+        try {
+          files[name] = await readFile(path.join(dir, name), 'utf8');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CheckpointError(`Cannot read ${path.join(dir, name)}: ${(err as Error).message}`);
+        }
+      }
+      const tokenizer = files['tokenizer.json'] === undefined ? undefined : await Tokenizer.load(dir);
+      return new LladaModel({ engine, config, rawConfig, tokenizer, files, dtype, source: dir });
+    } catch (err) {
+      engine.dispose();
+      throw err;
+    }
+  }
+
+  /** A model with random weights (normal(0, initStd) matrices, unit norm weights), deterministic per seed. */
+  static async random(config: ModelConfig, options: RandomModelOptions = {}): Promise<LladaModel> {
+    const engine = createEngine(config);
+    await engine.initRandom(options.seed ?? 0, options.initStd ?? 0.02);
+    return new LladaModel({
+      engine,
+      config,
+      rawConfig: toRawConfig(config),
+      tokenizer: options.tokenizer,
+      files: { ...options.files },
+      dtype: 'F32',
+      source: '(random)',
+    });
+  }
+
+  /** The normalised configuration. */
+  get config(): ModelConfig {
+    return this.#config;
+  }
+
+  /** The tokenizer of the model directory; throws if the directory has no tokenizer.json. */
+  get tokenizer(): Tokenizer {
+    this.#check();
+    if (!this.#tokenizer) throw new CheckpointError(`${this.#source} has no tokenizer.json`);
+    return this.#tokenizer;
+  }
+
+  get backend(): Backend {
+    return 'cpu';
+  }
+
+  /** Number of parameters. */
+  get numParams(): number {
+    this.#check();
+    return this.#engine.numParams();
+  }
+
+  /** Names and shapes of the parameters, in LLaDA's tensor names. */
+  parameterInfo(): { name: string; shape: number[] }[] {
+    this.#check();
+    return this.#engine.paramInfo();
+  }
+
+  /** A copy of one parameter tensor (fp32). */
+  async getParameter(name: string): Promise<Float32Array> {
+    return this.#run(async () => this.#engine.getParam(name));
+  }
+
+  /** Overwrites one parameter tensor (fp32, same number of elements). */
+  async setParameter(name: string, data: Float32Array): Promise<void> {
+    return this.#run(async () => this.#engine.setParam(name, data));
+  }
+
+  /**
+   * Logits for every position of a batch of equal-length sequences: fp32, shape [B, T, embeddingSize],
+   * row-major. Sequences of different lengths go through `logitsAt`.
+   */
+  async logits(ids: number[][]): Promise<Float32Array> {
+    this.#check();
+    checkBatch(ids, this.#config);
+    const T = ids[0]!.length;
+    if (!ids.every((row) => row.length === T))
+      throw new InputError('Expected sequences of equal length for `ids` (use logitsAt for sequences of different lengths)');
+    return this.logitsAt(ids, ids.map(() => Array.from({ length: T }, (_, t) => t)));
+  }
+
+  /**
+   * Logits at chosen positions of sequences that may differ in length; each sequence sees exactly the
+   * input it would see alone. Returns fp32 [sum of positions.length, embeddingSize], sequence by sequence.
+   * The LM head runs only for the chosen rows.
+   */
+  async logitsAt(ids: number[][], positions: number[][]): Promise<Float32Array> {
+    this.#check();
+    checkBatch(ids, this.#config);
+    if (!Array.isArray(positions) || positions.length !== ids.length)
+      throw expected(`an array of ${ids.length} position lists`, 'positions', positions);
+    const starts = new Int32Array(ids.length + 1);
+    for (let b = 0; b < ids.length; b++) starts[b + 1] = starts[b]! + ids[b]!.length;
+    const tokens = new Int32Array(starts[ids.length]!);
+    ids.forEach((row, b) => tokens.set(row, starts[b]!));
+    const rows: number[] = [];
+    positions.forEach((list, b) => {
+      for (const p of list) {
+        if (!Number.isInteger(p) || p < 0 || p >= ids[b]!.length)
+          throw expected(`positions in [0, ${ids[b]!.length})`, `positions[${b}]`, p);
+        rows.push(starts[b]! + p);
+      }
+    });
+    return this.#run(() => this.#engine.forward(tokens, starts, Int32Array.from(rows)));
+  }
+
+  /**
+   * Writes the model as a Hugging Face directory (config.json, weights, tokenizer files), atomically:
+   * into a temporary sibling directory first, then renamed over `dir`.
+   */
+  async save(dir: string, options: SaveOptions = {}): Promise<void> {
+    this.#check();
+    const dtype = options.dtype ?? this.#dtype;
+    if (!['F32', 'BF16', 'F16'].includes(dtype)) throw expected("'F32', 'BF16' or 'F16'", 'dtype', dtype);
+    const maxShard = options.maxShardBytes ?? 5 * 1024 ** 3;
+    const params = this.#engine.paramInfo();
+    await atomicDirectory(dir, async (tmp) => {
+      await writeFileSynced(path.join(tmp, 'config.json'), JSON.stringify(this.#rawConfig, null, 2) + '\n');
+      for (const [name, text] of Object.entries(this.#files)) await writeFileSynced(path.join(tmp, name), text);
+      const shards = splitShards(params, dtype, maxShard);
+      const weightMap: Record<string, string> = {};
+      let total = 0;
+      for (let i = 0; i < shards.length; i++) {
+        const file = shards.length === 1 ? WEIGHTS_FILE : `model-${pad5(i + 1)}-of-${pad5(shards.length)}.safetensors`;
+        const entries = shards[i]!.map((p) => ({ name: p.name, dtype, shape: p.shape }));
+        const { header, dataBytes } = buildSafetensorsHeader(entries);
+        total += dataBytes;
+        for (const e of entries) weightMap[e.name] = file;
+        await this.#run(() => this.#engine.saveSafetensors(path.join(tmp, file), header, entries));
+      }
+      if (shards.length > 1)
+        await writeFileSynced(
+          path.join(tmp, INDEX_FILE),
+          JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n',
+        );
+    });
+  }
+
+  /** Frees the native memory; later calls throw DisposedError. Waits for a running call to finish. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.#queue.catch(() => {});
+    this.#engine.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new DisposedError('Model');
+  }
+
+  // Native calls on one model run one at a time, in call order.
+  #run<T>(fn: () => Promise<T>): Promise<T> {
+    this.#check();
+    const result = this.#queue.then(fn).catch((err: unknown) => {
+      throw wrapNativeError(err);
+    });
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+}
+
+/** Loads a Hugging Face LLaDA directory. See `LladaModel.load`. */
+export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LladaModel> {
+  return LladaModel.load(dir, options);
+}
+
+function checkBackend(backend: string): void {
+  const available = native().backends;
+  if (!available.includes(backend))
+    throw new InputError(
+      `Backend '${backend}' is not in this build (available: ${available.join(', ')})` +
+        (backend === 'cuda' ? '; build the CUDA engine with `npm run build:cuda`' : ''),
+    );
+}
+
+function createEngine(config: ModelConfig): NativeEngine {
+  try {
+    return new (native().Engine)({ ...config });
+  } catch (err) {
+    throw wrapNativeError(err);
+  }
+}
+
+function wrapNativeError(err: unknown): Error {
+  if (!(err instanceof Error) || err.constructor !== Error) return err as Error;
+  const msg = err.message;
+  if (msg.includes('Out of memory')) return new InsufficientMemoryError(msg, { cause: err });
+  if (msg.includes('Model is disposed')) return new DisposedError('Model');
+  return new EngineError(msg, { cause: err });
+}
+
+function checkBatch(ids: unknown, config: ModelConfig): asserts ids is number[][] {
+  if (!Array.isArray(ids) || ids.length === 0) throw expected('a non-empty array of token id arrays', 'ids', ids);
+  ids.forEach((row: unknown, b) => {
+    if (!Array.isArray(row) || row.length === 0) throw expected('a non-empty array of token ids', `ids[${b}]`, row);
+    if (row.length > config.maxSequenceLength)
+      throw new InputError(
+        `Sequence ids[${b}] has ${row.length} tokens but the model allows at most ${config.maxSequenceLength} (max_sequence_length)`,
+      );
+    for (let t = 0; t < row.length; t++) {
+      const id = row[t];
+      if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize)
+        throw expected(`a token id in [0, ${config.vocabSize})`, `ids[${b}][${t}]`, id);
+    }
+  });
+}
+
+async function readJsonFile(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CheckpointError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CheckpointError(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new CheckpointError(`${file} must hold a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+/** The weight files of a directory: model.safetensors, or the shards its index names. */
+async function weightFiles(dir: string): Promise<{ files: string[]; weightMap?: Map<string, string> }> {
+  const indexFile = path.join(dir, INDEX_FILE);
+  if (await exists(path.join(dir, WEIGHTS_FILE))) return { files: [path.join(dir, WEIGHTS_FILE)] };
+  if (!(await exists(indexFile)))
+    throw new CheckpointError(`${dir} has neither ${WEIGHTS_FILE} nor ${INDEX_FILE}`);
+  const index = await readJsonFile(indexFile);
+  const map = index.weight_map;
+  if (typeof map !== 'object' || map === null || Array.isArray(map))
+    throw new CheckpointError(`${indexFile}: \`weight_map\` must be an object of tensor name -> file name`);
+  const weightMap = new Map<string, string>();
+  for (const [name, file] of Object.entries(map)) {
+    if (typeof file !== 'string' || file !== path.basename(file) || file.startsWith('.'))
+      throw new CheckpointError(`${indexFile}: tensor ${name} maps to ${JSON.stringify(file)}, not a file name in the directory`);
+    weightMap.set(name, path.join(dir, file));
+  }
+  return { files: [...new Set(weightMap.values())], weightMap };
+}
+
+/** Reads every parameter from the directory's weights; returns the dtype they were stored in. */
+async function loadWeights(engine: NativeEngine, dir: string): Promise<DType> {
+  const expectedParams = new Map(engine.paramInfo().map((p) => [p.name, p.shape]));
+  const { files, weightMap } = await weightFiles(dir);
+  const loaded = new Map<string, string>();
+  const dtypes = new Set<DType>();
+  for (const file of files) {
+    const header = await readSafetensorsHeader(file);
+    const items: { name: string; offset: number; dtype: DType }[] = [];
+    for (const t of header.tensors.values()) {
+      const shape = expectedParams.get(t.name);
+      if (!shape) throw new CheckpointError(`${file}: unexpected tensor ${t.name} (not part of a LLaDA model with this config.json)`);
+      if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
+        throw new CheckpointError(`${file}: tensor ${t.name} has shape [${t.shape}] but config.json implies [${shape}]`);
+      if (t.dtype !== 'F32' && t.dtype !== 'BF16' && t.dtype !== 'F16')
+        throw new CheckpointError(`${file}: tensor ${t.name} has dtype ${t.dtype}; supported are F32, BF16 and F16`);
+      if (loaded.has(t.name)) throw new CheckpointError(`Tensor ${t.name} appears in both ${loaded.get(t.name)} and ${file}`);
+      if (weightMap && weightMap.get(t.name) !== file)
+        throw new CheckpointError(`${file}: tensor ${t.name} is not where ${INDEX_FILE} says (${weightMap.get(t.name) ?? 'not listed'})`);
+      loaded.set(t.name, file);
+      dtypes.add(t.dtype);
+      items.push({ name: t.name, offset: t.offset, dtype: t.dtype });
+    }
+    try {
+      await engine.loadTensors(file, items);
+    } catch (err) {
+      throw new CheckpointError(`${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const missing = [...expectedParams.keys()].filter((n) => !loaded.has(n));
+  if (missing.length > 0)
+    throw new CheckpointError(`${dir}: missing tensor ${missing[0]}${missing.length > 1 ? ` and ${missing.length - 1} more` : ''}`);
+  return dtypes.size === 1 ? [...dtypes][0]! : 'F32';
+}
+
+function splitShards<T extends { shape: number[] }>(params: T[], dtype: DType, maxBytes: number): T[][] {
+  const bytesPer = dtype === 'F32' ? 4 : 2;
+  const shards: T[][] = [[]];
+  let size = 0;
+  for (const p of params) {
+    const bytes = p.shape.reduce((a, b) => a * b, 1) * bytesPer;
+    if (size > 0 && size + bytes > maxBytes) {
+      shards.push([]);
+      size = 0;
+    }
+    shards[shards.length - 1]!.push(p);
+    size += bytes;
+  }
+  return shards;
+}
+
+const pad5 = (n: number) => String(n).padStart(5, '0');
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function writeFileSynced(file: string, text: string): Promise<void> {
+  const fh = await open(file, 'w');
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Fills a fresh temporary sibling of `dir` and renames it into place, so `dir` is never seen half
+ * written: a crash leaves either the old directory or the new one (and a stray temporary).
+ */
+export async function atomicDirectory(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const abs = path.resolve(dir);
+  await mkdir(path.dirname(abs), { recursive: true });
+  const suffix = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = `${abs}.tmp-${suffix}`;
+  await mkdir(tmp);
+  try {
+    await fill(tmp);
+    if (await exists(abs)) {
+      const old = `${abs}.old-${suffix}`;
+      await rename(abs, old);
+      await rename(tmp, abs);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(tmp, abs);
+    }
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}

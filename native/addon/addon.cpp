@@ -1,0 +1,22 @@
+// Registers the native classes and reports what this build supports.
+#include <napi.h>
+
+#include "../common/ops.h"
+#include "engine.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", jg::Engine::Init(env));
+  Napi::Array backends = Napi::Array::New(env);
+  backends.Set(0u, Napi::String::New(env, "cpu"));
+  exports.Set("backends", backends);
+  Napi::Array ops = Napi::Array::New(env, jg::OP_COUNT);
+  for (int i = 0; i < jg::OP_COUNT; i++) ops.Set(i, Napi::String::New(env, jg::OP_NAMES[i]));
+  exports.Set("ops", ops);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(justgrpo, Init)

@@ -1,0 +1,356 @@
+#include "engine.h"
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../common/check.h"
+#include "../common/tensor_io.h"
+
+namespace jg {
+
+namespace {
+
+// Runs `work` on the libuv pool and resolves a Promise with `result()` (built on the JS thread).
+// The engine stays claimed (one call at a time) and referenced until the call settles.
+class Task : public Napi::AsyncWorker {
+ public:
+  Task(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
+       std::function<Napi::Value(Napi::Env)> result)
+      : Napi::AsyncWorker(env, name),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(engine),
+        name_(name),
+        work_(std::move(work)),
+        result_(std::move(result)) {
+    engine_->Ref();
+  }
+  ~Task() override { engine_->Unref(); }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(std::string(name_) + ": " + e.what());
+    }
+  }
+  void OnOK() override {
+    engine_->unclaim();
+    Napi::HandleScope scope(Env());
+    deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    engine_->unclaim();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Engine* engine_;
+  const char* name_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> result_;
+};
+
+int64_t get_int(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for config field `", key, "`"));
+  return v.As<Napi::Number>().Int64Value();
+}
+double get_double(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for config field `", key, "`"));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+ModelConfig config_from_js(const Napi::Object& o) {
+  ModelConfig c;
+  c.d_model = get_int(o, "dModel");
+  c.n_layers = get_int(o, "nLayers");
+  c.n_heads = get_int(o, "nHeads");
+  c.n_kv_heads = get_int(o, "nKvHeads");
+  c.mlp_hidden = get_int(o, "mlpHiddenSize");
+  c.vocab_size = get_int(o, "vocabSize");
+  c.embedding_size = get_int(o, "embeddingSize");
+  c.max_seq_len = get_int(o, "maxSequenceLength");
+  c.mask_token_id = get_int(o, "maskTokenId");
+  c.rope_theta = get_double(o, "ropeTheta");
+  c.rms_norm_eps = get_double(o, "rmsNormEps");
+  JG_CHECK(c.d_model > 0 && c.n_layers >= 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.mlp_hidden > 0,
+           "Model sizes must be positive");
+  JG_CHECK(c.d_model % c.n_heads == 0, "d_model must be divisible by n_heads");
+  JG_CHECK(c.n_heads % c.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads");
+  JG_CHECK(c.head_dim() % 2 == 0, "The head dimension must be even for RoPE");
+  JG_CHECK(c.embedding_size >= c.vocab_size && c.vocab_size > 0, "embedding_size must be >= vocab_size > 0");
+  JG_CHECK(c.max_seq_len > 0, "max_sequence_length must be positive");
+  return c;
+}
+
+template <typename T>
+std::vector<T> copy_typed(const Napi::Value& v, napi_typedarray_type type, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw EngineError(str_cat("Expected a ", type == napi_int32_array ? "Int32Array" : "Float32Array", " for `", what,
+                              "`"));
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+std::string get_string(const Napi::Value& v, const char* what) {
+  if (!v.IsString()) throw EngineError(str_cat("Expected a string for `", what, "`"));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+}  // namespace
+
+Napi::Function Engine::Init(Napi::Env env) {
+  return DefineClass(env, "Engine",
+                     {
+                         InstanceMethod("paramInfo", &Engine::ParamInfo),
+                         InstanceMethod("numParams", &Engine::NumParams),
+                         InstanceMethod("loadTensors", &Engine::LoadTensors),
+                         InstanceMethod("saveSafetensors", &Engine::SaveSafetensors),
+                         InstanceMethod("forward", &Engine::Forward),
+                         InstanceMethod("initRandom", &Engine::InitRandom),
+                         InstanceMethod("getParam", &Engine::GetParam),
+                         InstanceMethod("setParam", &Engine::SetParam),
+                         InstanceMethod("dispose", &Engine::Dispose),
+                     });
+}
+
+Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 1 || !info[0].IsObject()) throw EngineError("Expected a config object");
+    model_ = std::make_unique<cpu::Model>(config_from_js(info[0].As<Napi::Object>()));
+  } catch (const std::exception& e) {
+    Napi::Error::New(env, std::string("Engine: ") + e.what()).ThrowAsJavaScriptException();
+  }
+}
+
+cpu::Model& Engine::live_model(const Napi::Env& env) {
+  if (!model_) throw EngineError("Model is disposed");
+  (void)env;
+  return *model_;
+}
+
+// Wraps a synchronous method body: engine errors become JavaScript errors naming the method.
+#define JG_METHOD_BODY(name, ...)                                                            \
+  try {                                                                                      \
+    __VA_ARGS__                                                                              \
+  } catch (const std::exception& e) {                                                        \
+    Napi::Error::New(info.Env(), std::string(name ": ") + e.what()).ThrowAsJavaScriptException(); \
+    return info.Env().Undefined();                                                           \
+  }
+
+Napi::Value Engine::ParamInfo(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("paramInfo", {
+    Napi::Env env = info.Env();
+    const auto& params = live_model(env).layout().params();
+    Napi::Array out = Napi::Array::New(env, params.size());
+    for (size_t i = 0; i < params.size(); i++) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("name", params[i].name);
+      Napi::Array shape = Napi::Array::New(env, params[i].shape.size());
+      for (size_t j = 0; j < params[i].shape.size(); j++) shape.Set(j, Napi::Number::New(env, double(params[i].shape[j])));
+      p.Set("shape", shape);
+      out.Set(i, p);
+    }
+    return out;
+  })
+}
+
+Napi::Value Engine::NumParams(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("numParams", { return Napi::Number::New(info.Env(), double(live_model(info.Env()).n_params())); })
+}
+
+// loadTensors(path, [{name, offset, dtype}]): reads tensors from one safetensors file whose header
+// lib/safetensors.ts has validated.
+Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("loadTensors", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    std::string path = get_string(info[0], "path");
+    if (!info[1].IsArray()) throw EngineError("Expected an array for `tensors`");
+    struct Item {
+      const jg::ParamInfo* param;
+      int64_t offset;
+      DType dtype;
+    };
+    std::vector<Item> items;
+    Napi::Array arr = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Object t = arr.Get(i).As<Napi::Object>();
+      std::string name = get_string(t.Get("name"), "name");
+      const jg::ParamInfo* p = m.layout().find(name);
+      JG_CHECK(p, "Unknown tensor ", name);
+      items.push_back({p, get_int(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
+    }
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    auto* task = new Task(
+        env, this, "loadTensors",
+        [&m, path, items] {
+          for (const Item& it : items) read_tensor(m.params() + it.param->offset, it.param->numel, it.dtype, path, it.offset, it.param->name);
+        },
+        nullptr);
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
+// saveSafetensors(path, header, [{name, dtype}]): writes the header bytes (length prefix included,
+// built by lib/safetensors.ts) and then each tensor converted to its dtype; fsyncs before resolving.
+Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("saveSafetensors", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    std::string path = get_string(info[0], "path");
+    if (!info[1].IsBuffer()) throw EngineError("Expected a Buffer for `header`");
+    auto hb = info[1].As<Napi::Buffer<char>>();
+    std::vector<char> header(hb.Data(), hb.Data() + hb.Length());
+    if (!info[2].IsArray()) throw EngineError("Expected an array for `tensors`");
+    std::vector<std::pair<const jg::ParamInfo*, DType>> items;
+    Napi::Array arr = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Object t = arr.Get(i).As<Napi::Object>();
+      std::string name = get_string(t.Get("name"), "name");
+      const jg::ParamInfo* p = m.layout().find(name);
+      JG_CHECK(p, "Unknown tensor ", name);
+      items.emplace_back(p, dtype_from_name(get_string(t.Get("dtype"), "dtype")));
+    }
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    auto* task = new Task(
+        env, this, "saveSafetensors",
+        [&m, path, header, items] {
+          TensorWriter w(path);
+          w.write_bytes(header.data(), static_cast<int64_t>(header.size()));
+          for (const auto& [p, dtype] : items) w.write_tensor(m.params() + p->offset, p->numel, dtype);
+          w.finish();
+        },
+        nullptr);
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
+// forward(tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array) -> Promise<Float32Array>
+// of shape (rows.length, embedding_size).
+Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("forward", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    const ModelConfig& cfg = m.config();
+    auto tokens = copy_typed<int32_t>(info[0], napi_int32_array, "tokens");
+    auto starts = copy_typed<int32_t>(info[1], napi_int32_array, "seqStarts");
+    auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
+    JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
+             "seqStarts must run from 0 to the number of tokens");
+    for (size_t s = 0; s + 1 < starts.size(); s++) {
+      int64_t len = starts[s + 1] - starts[s];
+      JG_CHECK(len > 0, "Sequence ", s, " is empty");
+      JG_CHECK(len <= cfg.max_seq_len, "Sequence ", s, " has ", len, " tokens but the model allows at most ",
+               cfg.max_seq_len);
+    }
+    for (size_t i = 0; i < tokens.size(); i++)
+      JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
+               " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+    for (size_t r = 0; r < rows.size(); r++)
+      JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r],
+               " is outside the batch of ", tokens.size(), " tokens");
+    const int64_t out_len = static_cast<int64_t>(rows.size()) * cfg.embedding_size;
+    auto out = Napi::Float32Array::New(env, out_len);
+    auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
+    float* out_data = out.Data();
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    auto* task = new Task(
+        env, this, "forward",
+        [&m, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows), out_data] {
+          cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
+          m.forward(out_data, b, rows.data(), static_cast<int64_t>(rows.size()));
+        },
+        [out_ref](Napi::Env) -> Napi::Value { return out_ref->Value(); });
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
+// initRandom(seed, std): normal(0, std) matrices, ones for norm weights; deterministic per seed.
+Napi::Value Engine::InitRandom(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("initRandom", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    if (!info[0].IsNumber() || !info[1].IsNumber()) throw EngineError("Expected (seed: number, std: number)");
+    uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+    float stdev = info[1].As<Napi::Number>().FloatValue();
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    auto* task = new Task(
+        env, this, "initRandom",
+        [&m, seed, stdev] {
+          // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
+          const auto& params = m.layout().params();
+          for (size_t i = 0; i < params.size(); i++) {
+            float* p = m.params() + params[i].offset;
+            if (params[i].shape.size() == 1) {
+              std::fill(p, p + params[i].numel, 1.0f);
+              continue;
+            }
+            std::mt19937_64 rng(seed * 1000003ULL + i);
+            std::normal_distribution<float> dist(0.0f, stdev);
+            for (int64_t j = 0; j < params[i].numel; j++) p[j] = dist(rng);
+          }
+        },
+        nullptr);
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
+Napi::Value Engine::GetParam(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("getParam", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    std::string name = get_string(info[0], "name");
+    const jg::ParamInfo* p = m.layout().find(name);
+    JG_CHECK(p, "Unknown tensor ", name);
+    if (busy_.load()) throw EngineError("The model is busy with another call");
+    auto out = Napi::Float32Array::New(env, p->numel);
+    std::memcpy(out.Data(), m.params() + p->offset, p->numel * sizeof(float));
+    return out;
+  })
+}
+
+Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("setParam", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    std::string name = get_string(info[0], "name");
+    const jg::ParamInfo* p = m.layout().find(name);
+    JG_CHECK(p, "Unknown tensor ", name);
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw EngineError("Expected a Float32Array for `data`");
+    auto data = info[1].As<Napi::Float32Array>();
+    JG_CHECK(static_cast<int64_t>(data.ElementLength()) == p->numel, "Tensor ", name, " has ", p->numel,
+             " elements but `data` has ", data.ElementLength());
+    if (busy_.load()) throw EngineError("The model is busy with another call");
+    std::memcpy(m.params() + p->offset, data.Data(), p->numel * sizeof(float));
+    return env.Undefined();
+  })
+}
+
+Napi::Value Engine::Dispose(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("dispose", {
+    if (busy_.load()) throw EngineError("The model is busy with another call; await it before dispose()");
+    model_.reset();
+    return info.Env().Undefined();
+  })
+}
+
+}  // namespace jg

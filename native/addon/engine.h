@@ -1,0 +1,40 @@
+// The N-API class behind lib/native/binding.ts: one Engine per loaded model.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+
+#include "../cpu/model.h"
+
+namespace jg {
+
+class Engine : public Napi::ObjectWrap<Engine> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit Engine(const Napi::CallbackInfo& info);
+
+  // Claimed by each native call for its whole duration; a second call while one runs is refused.
+  bool try_claim() { return !busy_.exchange(true); }
+  void unclaim() { busy_.store(false); }
+  cpu::Model& model() { return *model_; }
+
+ private:
+  Napi::Value ParamInfo(const Napi::CallbackInfo& info);
+  Napi::Value NumParams(const Napi::CallbackInfo& info);
+  Napi::Value LoadTensors(const Napi::CallbackInfo& info);
+  Napi::Value SaveSafetensors(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value InitRandom(const Napi::CallbackInfo& info);
+  Napi::Value GetParam(const Napi::CallbackInfo& info);
+  Napi::Value SetParam(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  cpu::Model& live_model(const Napi::Env& env);
+
+  std::unique_ptr<cpu::Model> model_;
+  std::atomic<bool> busy_{false};
+};
+
+}  // namespace jg

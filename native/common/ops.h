@@ -1,0 +1,24 @@
+// The op set. Every backend implements these under the same names (<op>_forward / <op>_backward);
+// tests compare backends op by op.
+#pragma once
+
+namespace jg {
+
+enum Op {
+  OP_EMBEDDING,
+  OP_RMSNORM,
+  OP_MATMUL,
+  OP_ROPE,
+  OP_ATTENTION,
+  OP_SWIGLU,
+  OP_RESIDUAL,
+  OP_COUNT,
+};
+
+inline constexpr const char* OP_NAMES[] = {
+    "embedding", "rmsnorm", "matmul", "rope", "attention", "swiglu", "residual",
+};
+
+static_assert(sizeof(OP_NAMES) / sizeof(OP_NAMES[0]) == OP_COUNT, "OP_NAMES must name every op");
+
+}  // namespace jg

@@ -1,0 +1,65 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops.h"
+#include "simd.h"
+#include "threadpool.h"
+
+namespace jg::cpu {
+
+namespace {
+
+// One query row against all L keys of its sequence: out = softmax(q.K^T * scale) V.
+// scores is scratch of length L. Returns the log-sum-exp of the scaled scores.
+JG_MULTIVERSION float attend_row(float* out, float* scores, const float* q, const float* k, const float* v,
+                                 int64_t L, int64_t kv_stride, int64_t hd, float scale) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < L; j++) {
+    float s = dot(q, k + j * kv_stride, hd) * scale;
+    scores[j] = s;
+    mx = std::max(mx, s);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < L; j++) {
+    float e = std::exp(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  float inv = 1.0f / sum;
+  for (int64_t i = 0; i < hd; i++) out[i] = 0;
+  for (int64_t j = 0; j < L; j++) axpy(out, scores[j] * inv, v + j * kv_stride, hd);
+  return mx + std::log(sum);
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const int64_t group = H / KV;
+  const int64_t q_stride = H * hd, kv_stride = KV * hd;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // Work items are (row, head) pairs across the packed batch; each row knows its sequence.
+  const int64_t N = seq_starts[n_seqs];
+  std::vector<int32_t> seq_of(N);
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < n_seqs; s++) {
+    for (int64_t i = seq_starts[s]; i < seq_starts[s + 1]; i++) seq_of[i] = static_cast<int32_t>(s);
+    max_len = std::max<int64_t>(max_len, seq_starts[s + 1] - seq_starts[s]);
+  }
+  parallel_for(N * H, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(max_len);
+    for (int64_t w = begin; w < end; w++) {
+      int64_t n = w / H, h = w % H;
+      int64_t s = seq_of[n];
+      int64_t start = seq_starts[s], L = seq_starts[s + 1] - start;
+      int64_t hk = h / group;
+      float l = attend_row(out + n * q_stride + h * hd, scores.data(), q + n * q_stride + h * hd,
+                           k + start * kv_stride + hk * hd, v + start * kv_stride + hk * hd, L, kv_stride, hd, scale);
+      if (lse) lse[n * H + h] = l;
+    }
+  });
+}
+
+}  // namespace jg::cpu

@@ -1,0 +1,25 @@
+#include <cmath>
+
+#include "ops.h"
+#include "threadpool.h"
+
+namespace jg::cpu {
+
+// out (N,M) = silu(gate) * up; LLaDA's ff_proj is the gated branch, up_proj the linear one.
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t N, int64_t M) {
+  parallel_for(N * M, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  });
+}
+
+// x (n) += y (n)
+void residual_forward(float* x, const float* y, int64_t n) {
+  parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) x[i] += y[i];
+  });
+}
+
+}  // namespace jg::cpu
