@@ -1,0 +1,56 @@
+// The CLI as users run it: the compiled dist/cli/main.js (npm test compiles it first).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+import { tmpDir } from '../helpers/tmp.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const tmp = tmpDir();
+const run = (...args: string[]) => execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+
+describe('justgrpo CLI', () => {
+  it('--version prints the package version', () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    expect(run('--version').trim()).toBe(pkg.version);
+  });
+
+  it('init writes a model that info reads', () => {
+    const out = path.join(tmp, 'tiny');
+    const init = JSON.parse(run('init', '--out', out, '--d-model', '64', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--mlp', '128', '--json'));
+    expect(init.out).toBe(out);
+    const info = JSON.parse(run('info', '--model', out, '--json'));
+    expect(info.numParams).toBe(init.numParams);
+    expect(info.config).toMatchObject({ dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, mlpHiddenSize: 128 });
+    // 2 * V * d + per layer (2d + d*d*2 + 2*kv*d + 3*d*mlp) + d
+    const V = info.config.embeddingSize, d = 64, kv = 32, mlp = 128;
+    expect(info.numParams).toBe(2 * V * d + 2 * (2 * d + 2 * d * d + 2 * kv * d + 3 * d * mlp) + d);
+    expect(run('info', '--model', out)).toMatch(/parameters\s+\d/);
+  });
+
+  it('init is deterministic per seed', () => {
+    run('init', '--out', path.join(tmp, 'a'), '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32', '--seed', '5');
+    run('init', '--out', path.join(tmp, 'b'), '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32', '--seed', '5');
+    run('init', '--out', path.join(tmp, 'c'), '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32', '--seed', '6');
+    const w = (d: string) => readFileSync(path.join(tmp, d, 'model.safetensors'));
+    expect(w('a').equals(w('b'))).toBe(true);
+    expect(w('a').equals(w('c'))).toBe(false);
+  });
+
+  it('a bad model directory is one clear line and exit code 1', () => {
+    const r = spawnSync(process.execPath, [cli, 'info', '--model', path.join(tmp, 'nope')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^justgrpo: Cannot read .*nope\/config\.json/);
+  });
+
+  it('a bad flag value is refused', () => {
+    const r = spawnSync(process.execPath, [cli, 'init', '--out', path.join(tmp, 'x'), '--layers', 'two'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--layers must be a non-negative integer/);
+  });
+});
