@@ -1,3 +1,4 @@
+import { expected } from '../errors.js';
 import { lastBoxed } from './boxed.js';
 import { divide, parseDecimal, rationalsMatch, toNumber, type Rational } from './numbers.js';
 
@@ -115,11 +116,11 @@ export function gsm8kAnswersMatch(predicted: Rational, gold: Rational): boolean 
  *
  * @param completion The model's response.
  * @param gold A full GSM8K solution ending in `#### N`, or just the answer `N`.
- * @throws {RangeError} When `gold` holds no number, which means the data set is wrong.
+ * @throws {InputError} When `gold` holds no number, which means the data set is wrong.
  */
 export function gsm8k(completion: string, gold: string): number {
   const g = extractGsm8kGold(gold);
-  if (!g) throw new RangeError(`Expected a number in the gold answer but received ${JSON.stringify(gold.slice(-80))}`);
+  if (!g) throw expected('a gold answer with a number', 'gold', gold);
   const p = extractGsm8kAnswer(completion);
   return p && gsm8kAnswersMatch(p.value, g.value) ? 1 : 0;
 }

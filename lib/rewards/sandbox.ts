@@ -1,0 +1,569 @@
+/**
+ * A sandbox for running untrusted Python (model-written code) on Linux.
+ *
+ * Each program runs as `python3 -I main.py` in a fresh temporary directory (its cwd, removed
+ * afterwards), with an empty environment, in its own process group, under rlimits set by `prlimit`
+ * (CPU seconds, address space, file size, processes, open files, no core dumps), and is killed as a
+ * whole group when its wall-clock limit passes. Where Linux namespaces are permitted it also runs in
+ * new network, mount and PID namespaces (`unshare`): no network at all (a private loopback that is
+ * down), every mount read-only except its temp directory, and every process it starts dies with it.
+ * When the parent runs as root the program runs as an unprivileged uid of its own, so the
+ * process limit applies and it cannot touch the parent's files. See lib/rewards/README.md for what
+ * each mode can and cannot stop.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { chmod, chown, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { expected, JustGRPOError } from '../errors.js';
+
+/** How much isolation to use. `auto` picks the strongest mode that works on this machine. */
+export type SandboxIsolation = 'auto' | 'namespaces' | 'network' | 'none';
+
+/** Options for {@link Sandbox.create}. */
+export type SandboxOptions = {
+  /**
+   * The Python interpreter. Defaults to `$JUSTGRPO_PYTHON`, else `/usr/bin/python3` where it
+   * exists, else `python3` on PATH. When the parent runs as root the program runs as another uid,
+   * so the interpreter must be readable by everyone (a pyenv under /root is not).
+   */
+  python?: string;
+  /**
+   * `namespaces`: new network + mount + PID namespaces (read-only filesystem except the temp dir);
+   * `network`: a new network namespace only; `none`: rlimits, process group and temp dir only.
+   * `auto` tries them in that order. Defaults to `'auto'`.
+   */
+  isolation?: SandboxIsolation;
+  /** Programs run at once; further runs wait. Defaults to `os.availableParallelism()`. */
+  maxConcurrency?: number;
+  /** Wall-clock limit per program in milliseconds; the process group is then killed. Defaults to `5000`. */
+  timeoutMs?: number;
+  /** Address-space limit (RLIMIT_AS) in MiB. Defaults to `1024`. */
+  memoryMb?: number;
+  /** Largest file the program may write (RLIMIT_FSIZE) in MiB. Defaults to `16`. */
+  fileSizeMb?: number;
+  /** Processes and threads the program may have (RLIMIT_NPROC). Defaults to `32`. */
+  maxProcesses?: number;
+  /** Open file descriptors (RLIMIT_NOFILE). Defaults to `64`. */
+  maxOpenFiles?: number;
+  /** Bytes of stdout and of stderr kept; the rest is read and dropped. Defaults to `1048576`. */
+  maxOutputBytes?: number;
+  /** Where per-run temp directories are made. Defaults to `os.tmpdir()`. */
+  tmpDir?: string;
+  /**
+   * First uid used when the parent is root; each concurrent run gets its own uid above it (offset
+   * by this process's pid so that two trainers on one machine do not share uids). Defaults to `1000000000`.
+   */
+  uidBase?: number;
+};
+
+/** Per-run options for {@link Sandbox.runPython}. */
+export type SandboxRunOptions = {
+  /** Text written to the program's stdin. Defaults to `''`. */
+  stdin?: string;
+  /** Wall-clock limit in milliseconds. Defaults to the sandbox's `timeoutMs`. */
+  timeoutMs?: number;
+  /** Address-space limit in MiB. Defaults to the sandbox's `memoryMb`. */
+  memoryMb?: number;
+  /** Kills the program when aborted. */
+  signal?: AbortSignal;
+};
+
+/** What a finished program did. */
+export type SandboxResult = {
+  /** Exit code, or null when killed by a signal. */
+  exitCode: number | null;
+  /** The signal that ended it (e.g. `SIGKILL`), or null. */
+  signal: NodeJS.Signals | null;
+  /** True when the wall-clock limit killed it. */
+  timedOut: boolean;
+  /** True when the run was aborted through `signal`. */
+  aborted: boolean;
+  stdout: string;
+  stderr: string;
+  /** True when output beyond `maxOutputBytes` was dropped. */
+  truncated: boolean;
+  /** Wall-clock time of the run, including sandbox setup. */
+  durationMs: number;
+};
+
+/** What the sandbox could set up on this machine. */
+export type SandboxCapabilities = {
+  /** The mode in use (never `auto`). */
+  isolation: Exclude<SandboxIsolation, 'auto'>;
+  /** True when programs run as a separate unprivileged uid (the parent is root). */
+  dropsPrivileges: boolean;
+  /** True when an unprivileged user namespace provides the namespaces (the parent is not root). */
+  userNamespace: boolean;
+  /** The interpreter in use. */
+  python: string;
+  /** Why stronger modes were not used, one line per mode tried; empty when the first worked. */
+  fallbackReasons: string[];
+};
+
+/** The sandbox could not be set up (missing tools, or a requested mode is not permitted). */
+export class SandboxError extends JustGRPOError {}
+
+const defaultSandboxOptions = {
+  isolation: 'auto',
+  timeoutMs: 5000,
+  memoryMb: 1024,
+  fileSizeMb: 16,
+  maxProcesses: 32,
+  maxOpenFiles: 64,
+  maxOutputBytes: 1 << 20,
+  uidBase: 1_000_000_000,
+} satisfies Partial<SandboxOptions>;
+
+// The launcher: `python3 -I -c LAUNCH <config>` under prlimit. It runs with whatever privilege the
+// namespaces gave it, so it first confines itself and only then runs main.py in the same
+// interpreter (one Python start per program instead of two):
+// - with a mount namespace: bind the temp dir onto itself (so it stays writable) and remount every
+//   other mount read-only, keeping the flags a user namespace may have locked; a mount that cannot
+//   be made read-only aborts the run (fail closed);
+// - as root: become the run's own uid (no groups, no capabilities left);
+// - as root of a user namespace: empty the capability bounding set and the capability sets, or
+//   the program could undo the read-only remounts;
+// - always: no_new_privs (setuid binaries gain nothing) and an empty environment.
+const LAUNCH = String.raw`
+import ctypes, json, os, re, sys
+cfg = json.loads(sys.argv[1])
+def fail(msg):
+    sys.stderr.write('sandbox setup failed: %s\n' % msg)
+    sys.stderr.flush()
+    os._exit(97)
+libc = ctypes.CDLL(None, use_errno=True)
+def check(rc, what):
+    if rc != 0:
+        fail('%s: %s' % (what, os.strerror(ctypes.get_errno())))
+try:
+    w = cfg['workdir']
+    if cfg['mounts']:
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+        RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, STRICTATIME = 1, 2, 4, 8, 32, 4096, 1 << 24
+        ATIME = {'noatime': 1024, 'nodiratime': 2048, 'relatime': 1 << 21}
+        FLAGS = dict(nosuid=NOSUID, nodev=NODEV, noexec=NOEXEC, **ATIME)
+        check(libc.mount(w.encode(), w.encode(), None, BIND, None), 'bind ' + w)
+        for line in open('/proc/self/mountinfo'):
+            f = line.split()
+            target = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), f[4])
+            if target == w:
+                continue
+            opts = f[5].split(',')
+            flags = REMOUNT | BIND | RDONLY
+            for o in opts:
+                flags |= FLAGS.get(o, 0)
+            if not any(o in ATIME for o in opts):
+                flags |= STRICTATIME
+            if libc.mount(b'none', target.encode(), None, flags, None) != 0:
+                if ctypes.get_errno() == 2:
+                    continue  # a mount point that no longer exists cannot be reached either
+                fail('cannot make %s read-only: %s' % (target, os.strerror(ctypes.get_errno())))
+    os.chdir(w)
+    uid = cfg['uid']
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    elif cfg['dropCaps']:
+        for cap in range(64):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP; EINVAL past the last cap
+                break
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        check(libc.capset(header, (ctypes.c_uint32 * 6)()), 'capset')
+    check(libc.prctl(38, 1, 0, 0, 0), 'no_new_privs')
+except OSError as e:
+    fail(e)
+del cfg, libc, check, fail
+os.environ.clear()
+sys.argv = ['main.py']
+import runpy
+runpy.run_path('main.py', run_name='__main__')
+`;
+
+/** Limits concurrent work to `max` at a time. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}
+
+function which(name: string): string | undefined {
+  if (name.includes('/')) return existsSync(name) ? name : undefined;
+  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    const p = path.join(dir || '.', name);
+    try {
+      accessSync(p, fsConstants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  for (const dir of ['/usr/sbin', '/sbin', '/usr/bin', '/bin']) {
+    const p = path.join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/** The default interpreter: `$JUSTGRPO_PYTHON`, `/usr/bin/python3`, else `python3` on PATH. */
+export function defaultPython(): string {
+  const fromEnv = process.env.JUSTGRPO_PYTHON;
+  if (fromEnv) return fromEnv;
+  if (existsSync('/usr/bin/python3')) return '/usr/bin/python3';
+  return which('python3') ?? 'python3';
+}
+
+const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
+
+// uids handed to running programs, shared by every Sandbox in this process.
+const uidsInUse = new Set<number>();
+
+async function tasksMatching(pred: (status: string, pid: number) => boolean | Promise<boolean>): Promise<number[]> {
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return [];
+  }
+  const found: number[] = [];
+  await Promise.all(
+    entries.map(async (e) => {
+      if (!/^\d+$/.test(e)) return;
+      const pid = Number(e);
+      if (pid === process.pid) return;
+      try {
+        const status = await readFile(`/proc/${e}/status`, 'utf8');
+        if (await pred(status, pid)) found.push(pid);
+      } catch {
+        // the process ended while we looked
+      }
+    }),
+  );
+  return found;
+}
+
+const uidOf = (status: string) => Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1);
+
+function killQuietly(pid: number, sig: NodeJS.Signals = 'SIGKILL'): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Runs untrusted Python programs with the strongest isolation this machine permits. Create one with
+ * {@link Sandbox.create} (which probes the machine once) and share it: it also limits how many
+ * programs run at once.
+ */
+export class Sandbox {
+  private readonly limiter: Limiter;
+  private constructor(
+    private readonly opts: Required<Omit<SandboxOptions, 'isolation'>>,
+    private readonly tools: { unshare?: string; prlimit: string },
+    private caps: SandboxCapabilities,
+  ) {
+    this.limiter = new Limiter(opts.maxConcurrency);
+  }
+
+  /**
+   * Probes the machine and returns a ready sandbox.
+   * @throws {SandboxError} When `prlimit` or the interpreter is missing, or when a specific
+   *   `isolation` was requested and does not work here (the message says why).
+   */
+  static async create(options: SandboxOptions = {}): Promise<Sandbox> {
+    const o = { ...defaultSandboxOptions, ...options };
+    const maxConcurrency = o.maxConcurrency ?? os.availableParallelism();
+    if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1 || maxConcurrency > 100) {
+      throw expected('an integer from 1 to 100', 'maxConcurrency', maxConcurrency);
+    }
+    if (process.platform !== 'linux') throw new SandboxError('The code sandbox needs Linux');
+    const prlimit = which('prlimit');
+    if (!prlimit) throw new SandboxError('The code sandbox needs `prlimit` (util-linux); install util-linux');
+    const tools = { unshare: which('unshare'), prlimit };
+    const python = o.python ?? defaultPython();
+    const { isolation, ...rest } = o;
+    const sandbox = new Sandbox(
+      { ...rest, python, maxConcurrency, tmpDir: o.tmpDir ?? os.tmpdir() },
+      tools,
+      { isolation: 'none', dropsPrivileges: isRoot(), userNamespace: false, python, fallbackReasons: [] },
+    );
+    const modes = isolation === 'auto' ? (['namespaces', 'network', 'none'] as const) : ([isolation] as const);
+    const reasons: string[] = [];
+    for (const mode of modes) {
+      const why = await sandbox.probe(mode);
+      if (why === undefined) {
+        sandbox.caps = {
+          isolation: mode,
+          dropsPrivileges: isRoot(),
+          userNamespace: mode !== 'none' && !isRoot(),
+          python,
+          fallbackReasons: reasons,
+        };
+        return sandbox;
+      }
+      reasons.push(`${mode}: ${why}`);
+    }
+    throw new SandboxError(`The code sandbox could not start: ${reasons.join('; ')}`);
+  }
+
+  /** What isolation is in force. */
+  get capabilities(): SandboxCapabilities {
+    return { ...this.caps, fallbackReasons: [...this.caps.fallbackReasons] };
+  }
+
+  /** Returns undefined when `mode` works, else a one-line reason. */
+  private async probe(mode: Exclude<SandboxIsolation, 'auto'>): Promise<string | undefined> {
+    if (mode !== 'none' && !this.tools.unshare) return '`unshare` not found';
+    const saved = this.caps;
+    this.caps = { ...saved, isolation: mode, userNamespace: mode !== 'none' && !isRoot() };
+    try {
+      const r = await this.execute('import sys; print(6 * 7, sys.flags.isolated)', { timeoutMs: 10_000 });
+      if (r.exitCode === 0 && r.stdout.trim() === '42 1') return undefined;
+      const detail = (r.stderr.trim().split('\n').pop() ?? '').slice(0, 200);
+      return detail || (r.timedOut ? 'probe timed out' : `probe exited with ${r.exitCode ?? r.signal}`);
+    } catch (e) {
+      return (e as Error).message;
+    } finally {
+      this.caps = saved;
+    }
+  }
+
+  /**
+   * Runs `code` as `python3 -I main.py` in the sandbox, waiting for a free slot first. Resolves
+   * once the program and everything it started are gone and its temp directory is removed.
+   */
+  async runPython(code: string, options: SandboxRunOptions = {}): Promise<SandboxResult> {
+    return this.limiter.run(() => this.execute(code, options));
+  }
+
+  private allocateUid(): number {
+    const base = this.opts.uidBase + (process.pid % 100_000) * 100;
+    for (let k = 0; k < 100; k++) {
+      if (!uidsInUse.has(base + k)) {
+        uidsInUse.add(base + k);
+        return base + k;
+      }
+    }
+    throw new SandboxError('More than 100 concurrent sandboxed programs in one process');
+  }
+
+  private async command(workdir: string, uid: number | undefined, timeoutMs: number, memoryMb: number): Promise<string[]> {
+    const o = this.opts;
+    const mode = this.caps.isolation;
+    const userNs = mode !== 'none' && !isRoot();
+    const cpu = Math.max(1, Math.ceil(timeoutMs / 1000));
+    const mib = 1024 * 1024;
+    let nproc = o.maxProcesses;
+    // Without a uid or user namespace of its own, RLIMIT_NPROC counts every task of our user.
+    if (uid === undefined && !userNs) nproc += await countUserTasks(process.getuid?.() ?? -1);
+    const limits = [
+      this.tools.prlimit,
+      `--cpu=${cpu}:${cpu}`,
+      `--as=${memoryMb * mib}:${memoryMb * mib}`,
+      `--fsize=${o.fileSizeMb * mib}:${o.fileSizeMb * mib}`,
+      `--nproc=${nproc}:${nproc}`,
+      `--nofile=${o.maxOpenFiles}:${o.maxOpenFiles}`,
+      '--core=0:0',
+      '--',
+    ];
+    const config = JSON.stringify({
+      workdir,
+      uid: uid ?? null,
+      mounts: mode === 'namespaces',
+      dropCaps: userNs,
+    });
+    const inner = [...limits, o.python, '-I', '-c', LAUNCH, config];
+    const userFlags = userNs ? ['--user', '--map-root-user'] : [];
+    if (mode === 'none') return inner;
+    if (mode === 'network') return [this.tools.unshare!, '--net', ...userFlags, '--', ...inner];
+    const pidAndMount = ['--mount', '--pid', '--fork', '--kill-child', '--mount-proc'];
+    return [this.tools.unshare!, '--net', ...pidAndMount, ...userFlags, '--', ...inner];
+  }
+
+  private async execute(code: string, options: SandboxRunOptions): Promise<SandboxResult> {
+    const started = Date.now();
+    const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
+    const memoryMb = options.memoryMb ?? this.opts.memoryMb;
+    const uid = this.caps.dropsPrivileges ? this.allocateUid() : undefined;
+    const workdir = await mkdtemp(path.join(this.opts.tmpDir, 'justgrpo-sandbox-'));
+    try {
+      await writeFile(path.join(workdir, 'main.py'), code, { mode: 0o644 });
+      await chmod(workdir, 0o700);
+      if (uid !== undefined) await chown(workdir, uid, uid);
+      const argv = await this.command(workdir, uid, timeoutMs, memoryMb);
+      const child = spawn(argv[0]!, argv.slice(1), {
+        cwd: workdir,
+        env: {},
+        detached: true, // setsid(): a process group of its own, killed as a whole
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const result = await this.supervise(child, options, timeoutMs, started);
+      await this.reap(child, uid, workdir);
+      return result;
+    } finally {
+      await removeTree(workdir);
+      if (uid !== undefined) uidsInUse.delete(uid);
+    }
+  }
+
+  private supervise(child: ChildProcess, options: SandboxRunOptions, timeoutMs: number, started: number): Promise<SandboxResult> {
+    const max = this.opts.maxOutputBytes;
+    return new Promise((resolve, reject) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let outBytes = 0;
+      let errBytes = 0;
+      let truncated = false;
+      let timedOut = false;
+      let aborted = false;
+      const collect = (chunks: Buffer[], size: () => number, add: (n: number) => void) => (b: Buffer) => {
+        const room = max - size();
+        if (room <= 0) {
+          truncated = true;
+          return;
+        }
+        if (b.length > room) truncated = true;
+        const part = b.length > room ? b.subarray(0, room) : b;
+        chunks.push(part);
+        add(part.length);
+      };
+      child.stdout!.on('data', collect(out, () => outBytes, (n) => (outBytes += n)));
+      child.stderr!.on('data', collect(err, () => errBytes, (n) => (errBytes += n)));
+      const killGroup = () => {
+        if (child.pid !== undefined) killQuietly(-child.pid);
+      };
+      const timer = setTimeout(() => {
+        timedOut = true;
+        killGroup();
+      }, timeoutMs);
+      const onAbort = () => {
+        aborted = true;
+        killGroup();
+      };
+      if (options.signal?.aborted) onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      child.stdin!.on('error', () => {}); // the program may exit without reading its stdin
+      child.stdin!.end(options.stdin ?? '');
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(new SandboxError(`Could not start the sandbox: ${e.message}`));
+      });
+      child.on('exit', (exitCode, signal) => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        // Anything left in the group (a background child) goes now; it may hold our pipes open.
+        killGroup();
+        const finish = () =>
+          resolve({
+            exitCode,
+            signal,
+            timedOut,
+            aborted,
+            stdout: Buffer.concat(out).toString('utf8'),
+            stderr: Buffer.concat(err).toString('utf8'),
+            truncated,
+            durationMs: Date.now() - started,
+          });
+        // Give the pipes a moment to drain, but never wait on a process that escaped the group.
+        let pending = 2;
+        const done = () => {
+          if (--pending === 0) {
+            clearTimeout(grace);
+            finish();
+          }
+        };
+        const grace = setTimeout(() => {
+          child.stdout!.destroy();
+          child.stderr!.destroy();
+          pending = -1;
+          finish();
+        }, 250);
+        if (child.stdout!.readableEnded || child.stdout!.destroyed) done();
+        else child.stdout!.once('close', done);
+        if (child.stderr!.readableEnded || child.stderr!.destroyed) done();
+        else child.stderr!.once('close', done);
+      });
+    });
+  }
+
+  /** Kills whatever the program left behind and waits until it is gone. */
+  private async reap(child: ChildProcess, uid: number | undefined, workdir: string): Promise<void> {
+    if (child.pid !== undefined) killQuietly(-child.pid);
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      let left: number[];
+      if (uid !== undefined) {
+        // Every process of this uid belongs to the program, whatever session or namespace it is in.
+        left = await tasksMatching((status) => uidOf(status) === uid);
+      } else if (this.caps.isolation === 'namespaces') {
+        // The PID namespace died with its first process, taking every descendant with it.
+        return;
+      } else {
+        // Best effort without a uid of our own: processes still working in the temp directory.
+        left = await tasksMatching(async (_s, pid) => {
+          try {
+            const cwd = await readlink(`/proc/${pid}/cwd`);
+            return cwd === workdir || cwd.startsWith(workdir + '/');
+          } catch {
+            return false;
+          }
+        });
+      }
+      if (left.length === 0) return;
+      for (const pid of left) killQuietly(pid);
+      if (Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+async function countUserTasks(uid: number): Promise<number> {
+  let n = 0;
+  await tasksMatching((status) => {
+    if (uidOf(status) === uid) n += Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 1);
+    return false;
+  });
+  return n;
+}
+
+/** Removes a directory tree even where the program made parts of it unreadable. */
+async function removeTree(dir: string): Promise<void> {
+  try {
+    await rm(dir, { recursive: true, force: true, maxRetries: 2 });
+  } catch {
+    await chmodTree(dir);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function chmodTree(dir: string): Promise<void> {
+  await chmod(dir, 0o700).catch(() => {});
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) if (e.isDirectory()) await chmodTree(path.join(dir, e.name));
+}
+
+let shared: Promise<Sandbox> | undefined;
+
+/** A process-wide sandbox with default options, created on first use. */
+export function defaultSandbox(): Promise<Sandbox> {
+  shared ??= Sandbox.create().catch((e: unknown) => {
+    shared = undefined;
+    throw e;
+  });
+  return shared;
+}
