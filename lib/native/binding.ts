@@ -35,8 +35,74 @@ export interface NativeEngine {
   dispose(): void;
 }
 
+/** Options of a NativeTrainer. */
+export type NativeTrainerOptions = {
+  /** Keep only each layer's input and recompute the layer in backward (less memory, ~1/3 more compute). Defaults to `false`. */
+  checkpointActivations?: boolean;
+};
+
+/** One AdamW update (torch.optim.AdamW semantics); every field is required, the caller resolves defaults. */
+export type NativeStepOptions = {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Decoupled weight decay, applied to the 2-D weight matrices only (embedding, projections, LM head), never to RMSNorm weights. */
+  weightDecay: number;
+  /** Global L2 norm to clip gradients to; 0 or Infinity disables clipping. */
+  maxGradNorm: number;
+};
+
+/** Which AdamW moment a tensor entry names: first (`m`, exp_avg) or second (`v`, exp_avg_sq). */
+export type NativeMoment = 'm' | 'v';
+
+/**
+ * Gradients, AdamW state (fp32) and training workspace for one engine's model. Holds the engine
+ * alive and claims it for every call, so training and engine calls never overlap (a second call
+ * while one runs is refused). Calls that return a Promise run off the event loop.
+ */
+export interface NativeTrainer {
+  /** Marks the gradients zero; O(1), the next call that uses them zeroes them off the event loop. */
+  zeroGrad(): void;
+  /**
+   * Forward and backward of loss = sum_r weights[r] * -log p(targets[r] | rows[r]) over all
+   * embeddingSize logits, for a packed batch (seqStarts: nSeqs + 1 offsets; rows index tokens).
+   * Gradients accumulate (+=) until zeroGrad(). logprobs[r] = log p(targets[r]).
+   */
+  crossEntropyBackward(
+    tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
+  ): Promise<{ loss: number; logprobs: Float32Array }>;
+  /** The same loss and logprobs (bit-identical), forward only; gradients are untouched. */
+  crossEntropyLoss(
+    tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
+  ): Promise<{ loss: number; logprobs: Float32Array }>;
+  /**
+   * Zeroes and counts non-finite gradient elements, clips to maxGradNorm (gradients are left
+   * clipped), increments stepCount and applies AdamW. gradNorm is the global norm before clipping.
+   */
+  step(options: NativeStepOptions): Promise<{ gradNorm: number; nonFinite: number; clipped: boolean }>;
+  /** A copy of one parameter's gradient. */
+  getGrad(name: string): Float32Array;
+  /** Copies of one parameter's AdamW moments. */
+  getMoments(name: string): { m: Float32Array; v: Float32Array };
+  setMoments(name: string, m: Float32Array, v: Float32Array): void;
+  /** AdamW updates done so far (bias correction uses stepCount + 1 next); settable to restore a checkpoint. */
+  stepCount: number;
+  /** Writes a safetensors file: `header` (length prefix included, from buildSafetensorsHeader) then each moment as F32, in order. */
+  saveMoments(path: string, header: Buffer, tensors: { name: string; moment: NativeMoment }[]): Promise<void>;
+  /** Reads moments at absolute byte offsets of a safetensors file whose header was validated by readSafetensorsHeader. */
+  loadMoments(
+    path: string, tensors: { name: string; moment: NativeMoment; offset: number; dtype: NativeDType }[],
+  ): Promise<void>;
+  /** Bytes of training workspace crossEntropyBackward needs for this shape (beyond 12 bytes per parameter for gradients and moments). */
+  workspaceBytes(nTokens: number, nRows: number): number;
+  /** Frees gradients, moments and workspace and releases the engine; later calls throw "Trainer is disposed". */
+  dispose(): void;
+}
+
 export interface NativeModule {
   Engine: new (config: NativeModelConfig) => NativeEngine;
+  Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
   ops: string[];
 }

@@ -3,11 +3,13 @@
 
 #include "../common/ops.h"
 #include "engine.h"
+#include "trainer.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", jg::Engine::Init(env));
+  exports.Set("Trainer", jg::Trainer::Init(env, exports.Get("Engine").As<Napi::Function>()));
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(0u, Napi::String::New(env, "cpu"));
   exports.Set("backends", backends);

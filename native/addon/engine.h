@@ -19,6 +19,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool try_claim() { return !busy_.exchange(true); }
   void unclaim() { busy_.store(false); }
   cpu::Model& model() { return *model_; }
+  bool has_model() const { return model_ != nullptr; }  // false after dispose()
 
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);

@@ -33,6 +33,22 @@ JG_MULTIVERSION float attend_row(float* out, float* scores, const float* q, cons
   return mx + std::log(sum);
 }
 
+// One query row's share of the backward, for scores s_j = q.k_j * scale, p = softmax(s):
+// dp_j = dout.v_j, ds_j = p_j (dp_j - dout.out), dq += scale * sum_j ds_j k_j,
+// dk_j += scale * ds_j q, dv_j += p_j dout. p is recomputed from the saved log-sum-exp.
+JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float* p, const float* dout,
+                                         const float* q, const float* k, const float* v, const float* out,
+                                         float lse, int64_t L, int64_t kv_stride, int64_t hd, float scale) {
+  for (int64_t j = 0; j < L; j++) p[j] = std::exp(dot(q, k + j * kv_stride, hd) * scale - lse);
+  const float D = dot(dout, out, hd);
+  for (int64_t j = 0; j < L; j++) {
+    float ds = p[j] * (dot(dout, v + j * kv_stride, hd) - D) * scale;
+    axpy(dq, ds, k + j * kv_stride, hd);
+    axpy(dk + j * kv_stride, ds, q, hd);
+    axpy(dv + j * kv_stride, p[j], dout, hd);
+  }
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -58,6 +74,36 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       float l = attend_row(out + n * q_stride + h * hd, scores.data(), q + n * q_stride + h * hd,
                            k + start * kv_stride + hk * hd, v + start * kv_stride + hk * hd, L, kv_stride, hd, scale);
       if (lse) lse[n * H + h] = l;
+    }
+  });
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const int32_t* seq_starts,
+                        int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const int64_t group = H / KV;
+  const int64_t q_stride = H * hd, kv_stride = KV * hd;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < n_seqs; s++) max_len = std::max<int64_t>(max_len, seq_starts[s + 1] - seq_starts[s]);
+  // Work items are (sequence, kv head): each owns the dk/dv rows of its keys and the dq rows of
+  // its query heads, and visits the group's heads and the query rows in a fixed order, so the
+  // sums never depend on which thread runs what and no two threads write the same row.
+  parallel_for(n_seqs * KV, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(max_len);
+    for (int64_t w = begin; w < end; w++) {
+      int64_t s = w / KV, hk = w % KV;
+      int64_t start = seq_starts[s], L = seq_starts[s + 1] - start;
+      const float* ks = k + start * kv_stride + hk * hd;
+      const float* vs = v + start * kv_stride + hk * hd;
+      float* dks = dk + start * kv_stride + hk * hd;
+      float* dvs = dv + start * kv_stride + hk * hd;
+      for (int64_t h = hk * group; h < (hk + 1) * group; h++)
+        for (int64_t n = start; n < start + L; n++) {
+          int64_t o = n * q_stride + h * hd;
+          attend_row_backward(dq + o, dks, dvs, p.data(), dout + o, q + o, ks, vs, out + o, lse[n * H + h], L,
+                              kv_stride, hd, scale);
+        }
     }
   });
 }

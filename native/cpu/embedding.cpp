@@ -12,4 +12,17 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, int6
   });
 }
 
+// dwte (V,C) +=, dout (N,C), tokens (N)
+void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t N, int64_t C) {
+  // Threads split the columns, not the rows: a token repeated in the batch is then added by one
+  // thread in row order, with no race and no dependence on scheduling.
+  parallel_for(C, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = 0; i < N; i++) {
+      float* dst = dwte + int64_t(tokens[i]) * C;
+      const float* src = dout + i * C;
+      for (int64_t c = c0; c < c1; c++) dst[c] += src[c];
+    }
+  });
+}
+
 }  // namespace jg::cpu

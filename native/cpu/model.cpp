@@ -1,11 +1,45 @@
 #include "model.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "../common/check.h"
 #include "ops.h"
+#include "simd.h"
 
 namespace jg::cpu {
+
+namespace {
+
+// The LM head's logits are computed for this many floats' worth of rows at a time (64 MiB): with
+// LLaDA-8B's 126464 columns that is 132 rows, enough for the head's GEMMs to read the 2 GB weight
+// once per 132 rows rather than once per row, and far from holding logits for every row.
+constexpr int64_t kHeadChunkFloats = int64_t(1) << 24;
+
+// Hands out consecutive 64-byte aligned pieces of one buffer. With a null base it only counts, so
+// the same code sizes a workspace and then lays it out.
+struct Carve {
+  float* base;
+  int64_t used = 0;
+  float* take(int64_t n) {
+    float* p = base ? base + used : nullptr;
+    used += (n + 15) / 16 * 16;
+    return p;
+  }
+};
+
+void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
+
+}  // namespace
+
+// Where every tensor of a training call lives, for one batch shape.
+struct Model::Plan {
+  std::vector<float*> x;        // (N,d) each layer's input, then the final residual stream
+  std::vector<LayerActs> acts;  // per layer; one set, refilled per layer, when checkpointing
+  float *dx, *dxn, *datt, *dq, *dk, *dv, *dact, *dgate, *dup;  // backward temporaries
+  float *sel, *xn_sel, *rstd_f, *logits, *lse, *dlogp, *dxn_sel, *dsel;  // the LM head
+  int64_t head_chunk;
+};
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_(cfg) {
   params_.resize(layout_.total(), "model parameters");
@@ -31,17 +65,84 @@ void Model::release() {
   for (FloatBuffer* b : {&params_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_}) b->release();
 }
 
-void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
+void Model::positions(std::vector<int32_t>& pos, const Batch& batch) const {
+  pos.resize(batch.n_tokens());
+  for (int64_t s = 0; s < batch.n_seqs; s++)
+    for (int32_t i = batch.seq_starts[s]; i < batch.seq_starts[s + 1]; i++) pos[i] = i - batch.seq_starts[s];
+}
+
+void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L, const Batch& batch,
+                          const int32_t* pos) {
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
-  const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden, V = cfg_.embedding_size;
+  const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
-  for (int64_t r = 0; r < n_rows; r++)
-    JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
+  const float* P = params_.data();
 
+  rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
+  matmul_forward(a.q, a.xn1, P + L.q_proj, N, d, d);
+  matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
+  matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+  rope_forward(a.q, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
+  rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  attention_forward(a.att, a.lse, a.q, a.k, a.v, batch.seq_starts, batch.n_seqs, H, KV, hd);
+  matmul_forward(a.proj, a.att, P + L.attn_out, N, d, d);
+  // Training keeps x_in for backward, so the sum goes to a copy; the float adds are the same.
+  if (a.x_mid != a.x_in) std::memcpy(a.x_mid, a.x_in, N * d * sizeof(float));
+  residual_forward(a.x_mid, a.proj, N * d);
+
+  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, N, d, eps);
+  matmul_forward(a.gate, a.xn2, P + L.ff_proj, N, d, mlp);
+  matmul_forward(a.up, a.xn2, P + L.up_proj, N, d, mlp);
+  swiglu_forward(a.act, a.gate, a.up, N, mlp);
+  if (!x_out) return;
+  matmul_forward(a.proj, a.act, P + L.ff_out, N, mlp, d);
+  if (x_out != a.x_mid) std::memcpy(x_out, a.x_mid, N * d * sizeof(float));
+  residual_forward(x_out, a.proj, N * d);
+}
+
+void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
+                           const Batch& batch, const int32_t* pos) {
+  const int64_t N = batch.n_tokens();
+  const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
+  const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
+  const float* P = params_.data();
+  float* G = grads;
+
+  // x_out = x_mid + ff_out(silu(ff_proj(xn2)) * up_proj(xn2)): the residual passes dx through
+  // unchanged, and the branch gets dx as its output gradient with no copy.
+  zero(p.dact, N * mlp);
+  matmul_backward(p.dact, G + L.ff_out, dx, a.act, P + L.ff_out, N, mlp, d);
+  zero(p.dgate, N * mlp);
+  zero(p.dup, N * mlp);
+  swiglu_backward(p.dgate, p.dup, p.dact, a.gate, a.up, N, mlp);
+  zero(p.dxn, N * d);
+  matmul_backward(p.dxn, G + L.ff_proj, p.dgate, a.xn2, P + L.ff_proj, N, d, mlp);
+  matmul_backward(p.dxn, G + L.up_proj, p.dup, a.xn2, P + L.up_proj, N, d, mlp);
+  rmsnorm_backward(dx, G + L.ff_norm, p.dxn, a.x_mid, P + L.ff_norm, a.rstd2, N, d);
+
+  // x_mid = x_in + attn_out(attention(rope(q), rope(k), v)), q/k/v from xn1.
+  zero(p.datt, N * d);
+  matmul_backward(p.datt, G + L.attn_out, dx, a.att, P + L.attn_out, N, d, d);
+  zero(p.dq, N * d);
+  zero(p.dk, N * kv);
+  zero(p.dv, N * kv);
+  attention_backward(p.dq, p.dk, p.dv, p.datt, a.q, a.k, a.v, a.att, a.lse, batch.seq_starts, batch.n_seqs, H, KV,
+                     hd);
+  rope_backward(p.dq, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
+  rope_backward(p.dk, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  zero(p.dxn, N * d);
+  matmul_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, P + L.q_proj, N, d, d);
+  matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, N, d, kv);
+  matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, N, d, kv);
+  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, a.x_in, P + L.attn_norm, a.rstd1, N, d);
+}
+
+float* Model::forward_layers(const Batch& batch) {
+  const int64_t N = batch.n_tokens();
+  const int64_t d = cfg_.d_model, kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   x_.resize(N * d, "activations");
-  xn_.resize(std::max(N, n_rows) * d, "activations");
+  xn_.resize(N * d, "activations");
   q_.resize(N * d, "activations");
   k_.resize(N * kv, "activations");
   v_.resize(N * kv, "activations");
@@ -49,39 +150,178 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   proj_.resize(N * d, "activations");
   gate_.resize(N * mlp, "activations");
   up_.resize(N * mlp, "activations");
+  positions(pos_, batch);
+
+  float* x = x_.data();
+  // In place: the residual stream, both norms' outputs and the SwiGLU share buffers.
+  const LayerActs a{x,       xn_.data(),  nullptr,      q_.data(),    k_.data(), v_.data(),
+                    att_.data(), nullptr, x,            xn_.data(),   nullptr,   gate_.data(),
+                    up_.data(),  gate_.data(), proj_.data()};
+  embedding_forward(x, batch.tokens, params_.data() + layout_.wte, N, d);
+  for (const LayerParams& L : layout_.layers) layer_forward(x, a, L, batch, pos_.data());
+  return x;
+}
+
+void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
+  const int64_t N = batch.n_tokens();
+  const int64_t d = cfg_.d_model, V = cfg_.embedding_size;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  for (int64_t r = 0; r < n_rows; r++)
+    JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
+
+  xn_.resize(std::max(N, n_rows) * d, "activations");
   sel_.resize(n_rows * d, "activations");
-  pos_.resize(N);
-  for (int64_t s = 0; s < batch.n_seqs; s++)
-    for (int32_t i = batch.seq_starts[s]; i < batch.seq_starts[s + 1]; i++) pos_[i] = i - batch.seq_starts[s];
-
-  const float* P = params_.data();
-  float *x = x_.data(), *xn = xn_.data(), *q = q_.data(), *k = k_.data(), *v = v_.data();
-  float *att = att_.data(), *proj = proj_.data(), *gate = gate_.data(), *up = up_.data(), *sel = sel_.data();
-
-  embedding_forward(x, batch.tokens, P + layout_.wte, N, d);
-  for (const LayerParams& L : layout_.layers) {
-    rmsnorm_forward(xn, nullptr, x, P + L.attn_norm, N, d, eps);
-    matmul_forward(q, xn, P + L.q_proj, N, d, d);
-    matmul_forward(k, xn, P + L.k_proj, N, d, kv);
-    matmul_forward(v, xn, P + L.v_proj, N, d, kv);
-    rope_forward(q, pos_.data(), rope_cos_.data(), rope_sin_.data(), N, H, hd);
-    rope_forward(k, pos_.data(), rope_cos_.data(), rope_sin_.data(), N, KV, hd);
-    attention_forward(att, nullptr, q, k, v, batch.seq_starts, batch.n_seqs, H, KV, hd);
-    matmul_forward(proj, att, P + L.attn_out, N, d, d);
-    residual_forward(x, proj, N * d);
-
-    rmsnorm_forward(xn, nullptr, x, P + L.ff_norm, N, d, eps);
-    matmul_forward(gate, xn, P + L.ff_proj, N, d, mlp);
-    matmul_forward(up, xn, P + L.up_proj, N, d, mlp);
-    swiglu_forward(gate, gate, up, N, mlp);
-    matmul_forward(proj, gate, P + L.ff_out, N, mlp, d);
-    residual_forward(x, proj, N * d);
-  }
+  const float* x = forward_layers(batch);
   // Final norm and head only for the requested rows.
+  float* sel = sel_.data();
   for (int64_t r = 0; r < n_rows; r++)
     std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
-  rmsnorm_forward(xn, nullptr, sel, P + layout_.ln_f, n_rows, d, eps);
-  matmul_forward(logits, xn, P + layout_.lm_head, n_rows, d, V);
+  rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
+  matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
+}
+
+void Model::plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t R, bool with_grads, bool checkpoint,
+                 int64_t* saved_floats, int64_t* scratch_floats) const {
+  const int64_t d = cfg_.d_model, H = cfg_.n_heads, kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
+  const int64_t V = cfg_.embedding_size, n_layers = cfg_.n_layers;
+  Carve saved{ws ? ws->saved_.data() : nullptr}, scratch{ws ? ws->scratch_.data() : nullptr};
+  p.x.clear();
+  p.acts.clear();
+  if (with_grads) {
+    for (int64_t l = 0; l <= n_layers; l++) p.x.push_back(saved.take(N * d));
+    auto layer_set = [&](Carve& c, float* x_in) {
+      LayerActs a;
+      a.x_in = x_in;
+      a.xn1 = c.take(N * d);
+      a.rstd1 = c.take(N);
+      a.q = c.take(N * d);
+      a.k = c.take(N * kv);
+      a.v = c.take(N * kv);
+      a.att = c.take(N * d);
+      a.lse = c.take(N * H);
+      a.x_mid = c.take(N * d);
+      a.xn2 = c.take(N * d);
+      a.rstd2 = c.take(N);
+      a.gate = c.take(N * mlp);
+      a.up = c.take(N * mlp);
+      a.act = c.take(N * mlp);
+      a.proj = nullptr;
+      return a;
+    };
+    if (checkpoint) {
+      p.acts.push_back(layer_set(scratch, nullptr));
+    } else {
+      for (int64_t l = 0; l < n_layers; l++) p.acts.push_back(layer_set(saved, p.x[l]));
+    }
+    float* proj = scratch.take(N * d);
+    for (LayerActs& a : p.acts) a.proj = proj;
+    p.dx = scratch.take(N * d);
+    p.dxn = scratch.take(N * d);
+    p.datt = scratch.take(N * d);
+    p.dq = scratch.take(N * d);
+    p.dk = scratch.take(N * kv);
+    p.dv = scratch.take(N * kv);
+    p.dact = scratch.take(N * mlp);
+    p.dgate = scratch.take(N * mlp);
+    p.dup = scratch.take(N * mlp);
+  }
+  p.head_chunk = std::max<int64_t>(1, std::min<int64_t>(R, kHeadChunkFloats / V));
+  p.sel = scratch.take(R * d);
+  p.xn_sel = scratch.take(R * d);
+  p.rstd_f = scratch.take(R);
+  p.logits = scratch.take(p.head_chunk * V);
+  p.lse = scratch.take(R);
+  p.dlogp = scratch.take(R);
+  p.dxn_sel = with_grads ? scratch.take(R * d) : nullptr;
+  p.dsel = with_grads ? scratch.take(R * d) : nullptr;
+  *saved_floats = saved.used;
+  *scratch_floats = scratch.used;
+}
+
+int64_t Model::train_workspace_bytes(int64_t n_tokens, int64_t n_rows, bool with_grads, bool checkpoint) const {
+  Plan p;
+  int64_t saved = 0, scratch = 0;
+  plan(p, nullptr, n_tokens, n_rows, with_grads, checkpoint, &saved, &scratch);
+  int64_t bytes = static_cast<int64_t>(sizeof(float)) * (saved + scratch);
+  // Without grads the layers run through the inference buffers.
+  if (!with_grads) bytes += forward_workspace_bytes(n_tokens, 0);
+  return bytes;
+}
+
+double Model::head_loss(float* grads, float* dx, const float* x, const Plan& p, const int32_t* rows,
+                        const int32_t* targets, int64_t R, const RowLoss& loss, float* logprobs) {
+  const int64_t d = cfg_.d_model, V = cfg_.embedding_size;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  const float* P = params_.data();
+  for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, p.sel + r * d);
+  rmsnorm_forward(p.xn_sel, p.rstd_f, p.sel, P + layout_.ln_f, R, d, eps);
+  if (grads) zero(p.dxn_sel, R * d);
+
+  double total = 0;
+  for (int64_t r0 = 0; r0 < R; r0 += p.head_chunk) {
+    const int64_t rc = std::min(p.head_chunk, R - r0);
+    const float* xn = p.xn_sel + r0 * d;
+    matmul_forward(p.logits, xn, P + layout_.lm_head, rc, d, V);
+    logsoftmax_forward(logprobs + r0, p.lse + r0, p.logits, targets + r0, rc, V);
+    for (int64_t r = r0; r < r0 + rc; r++) {
+      double dlogp = 0;
+      total += loss.row(r, logprobs[r], &dlogp);
+      p.dlogp[r] = static_cast<float>(dlogp);
+    }
+    if (!grads) continue;
+    // In place: the chunk's logits become d loss / d logits, then feed the head's two GEMMs.
+    logsoftmax_backward(p.logits, p.dlogp + r0, p.logits, p.lse + r0, targets + r0, rc, V);
+    matmul_backward(p.dxn_sel + r0 * d, grads + layout_.lm_head, p.logits, xn, P + layout_.lm_head, rc, d, V);
+  }
+  if (!grads) return total;
+  zero(p.dsel, R * d);
+  rmsnorm_backward(p.dsel, grads + layout_.ln_f, p.dxn_sel, p.sel, P + layout_.ln_f, p.rstd_f, R, d);
+  // Scatter to the residual stream in row order, so repeated rows add up deterministically.
+  for (int64_t r = 0; r < R; r++) axpy(dx + int64_t(rows[r]) * d, 1.0f, p.dsel + r * d, d);
+  return total;
+}
+
+double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
+                   int64_t n_rows, const RowLoss& loss, float* logprobs) {
+  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  const int64_t N = batch.n_tokens(), d = cfg_.d_model;
+  const bool with_grads = grads != nullptr, checkpoint = ws.checkpoint_activations();
+  Plan p;
+  int64_t saved_floats = 0, scratch_floats = 0;
+  plan(p, nullptr, N, n_rows, with_grads, checkpoint, &saved_floats, &scratch_floats);
+  ws.saved_.resize(saved_floats, "saved activations");
+  ws.scratch_.resize(scratch_floats, "training workspace");
+  plan(p, &ws, N, n_rows, with_grads, checkpoint, &saved_floats, &scratch_floats);
+
+  if (!with_grads) {
+    const float* x = forward_layers(batch);
+    return head_loss(nullptr, nullptr, x, p, rows, targets, n_rows, loss, logprobs);
+  }
+
+  positions(ws.pos_, batch);
+  const int32_t* pos = ws.pos_.data();
+  const int64_t n_layers = cfg_.n_layers;
+  embedding_forward(p.x[0], batch.tokens, params_.data() + layout_.wte, N, d);
+  for (int64_t l = 0; l < n_layers; l++) {
+    LayerActs a = p.acts[checkpoint ? 0 : l];
+    a.x_in = p.x[l];
+    layer_forward(p.x[l + 1], a, layout_.layers[l], batch, pos);
+  }
+
+  zero(p.dx, N * d);
+  double total = head_loss(grads, p.dx, p.x[n_layers], p, rows, targets, n_rows, loss, logprobs);
+
+  for (int64_t l = n_layers - 1; l >= 0; l--) {
+    LayerActs a = p.acts[checkpoint ? 0 : l];
+    a.x_in = p.x[l];
+    // Recompute the layer from its saved input; the ops are the forward's, so the activations
+    // (and so the gradients) are bit-identical to keeping them.
+    if (checkpoint) layer_forward(nullptr, a, layout_.layers[l], batch, pos);
+    layer_backward(grads, p.dx, a, p, layout_.layers[l], batch, pos);
+  }
+  embedding_backward(grads + layout_.wte, p.dx, batch.tokens, N, d);
+  return total;
 }
 
 }  // namespace jg::cpu

@@ -1,4 +1,5 @@
-// The LLaDA model on the CPU: parameters in fp32 and the forward pass over a packed batch.
+// The LLaDA model on the CPU: parameters in fp32, the forward pass over a packed batch, and the
+// training path (a forward that keeps what backward needs, a loss over selected rows, backward).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include "../common/buffer.h"
 #include "../common/config.h"
 #include "../common/layout.h"
+#include "loss.h"
 
 namespace jg::cpu {
 
@@ -16,6 +18,48 @@ struct Batch {
   const int32_t* seq_starts;
   int64_t n_seqs;
   int64_t n_tokens() const { return seq_starts[n_seqs]; }
+};
+
+// One layer's activations. Inference points every layer at one set, in place (x_mid and the
+// output are x_in, xn2 is xn1, act is gate) with nothing saved; training gives each layer its own
+// set (or, with activation checkpointing, one set refilled per layer in backward).
+struct LayerActs {
+  float* x_in;   // (N,d) the layer's input, the residual stream
+  float* xn1;    // (N,d) attn_norm(x_in)
+  float* rstd1;  // (N) saved 1/rms, or null
+  float* q;      // (N,d) after RoPE
+  float* k;      // (N,kv) after RoPE
+  float* v;      // (N,kv)
+  float* att;    // (N,d) attention output, before attn_out
+  float* lse;    // (N,H) saved log-sum-exp of each score row, or null
+  float* x_mid;  // (N,d) x_in + attn_out(att)
+  float* xn2;    // (N,d) ff_norm(x_mid)
+  float* rstd2;  // (N) or null
+  float* gate;   // (N,mlp) ff_proj(xn2), before SiLU
+  float* up;     // (N,mlp) up_proj(xn2)
+  float* act;    // (N,mlp) silu(gate) * up
+  float* proj;   // (N,d) scratch: a branch's output before the residual add
+};
+
+// Memory of the training path, owned by the caller (the Trainer) rather than the model, so a
+// model that only runs inference carries none. Grows to the largest batch shape seen and is
+// reused; nothing is allocated per layer or per call once it has grown.
+class TrainWorkspace {
+ public:
+  explicit TrainWorkspace(bool checkpoint_activations = false) : checkpoint_(checkpoint_activations) {}
+  bool checkpoint_activations() const { return checkpoint_; }
+  int64_t bytes() const { return static_cast<int64_t>(sizeof(float)) * (saved_.size() + scratch_.size()); }
+  void release() {
+    saved_.release();
+    scratch_.release();
+  }
+
+ private:
+  friend class Model;
+  bool checkpoint_;
+  FloatBuffer saved_;    // what backward reads: every layer's activations, or only each layer's input
+  FloatBuffer scratch_;  // a recomputed layer, backward's temporaries, the LM head's rows
+  std::vector<int32_t> pos_;
 };
 
 class Model {
@@ -35,10 +79,45 @@ class Model {
   // Bytes of activation memory a forward over n tokens and n_rows logits rows needs.
   int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const;
 
+  // The loss over selected rows of a packed batch: the layers, then ln_f and the LM head on `rows`
+  // only (indices into the batch's tokens; repeats allowed), then `loss` on each row's
+  // log p(targets[r]) over all embedding_size logits. The head works through the rows a chunk at
+  // a time, so logits are never held for all rows at once. logprobs (n_rows) receives each row's
+  // log p(target). Returns the loss (summed in double, in row order).
+  //
+  // With grads (layout().total() floats, laid out like params()), also the backward pass:
+  // grads += d loss / d params, so calls accumulate across micro-batches. Without, the inference
+  // path runs and nothing is kept for backward; loss and logprobs are bit-identical either way.
+  // Inputs were validated at the boundary (token ids < vocab_size, rows < n_tokens, targets <
+  // embedding_size, sequence lengths <= max_seq_len).
+  double loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
+              int64_t n_rows, const RowLoss& loss, float* logprobs);
+
+  // Bytes of workspace `loss` needs for this shape (with grads: saved activations and backward's
+  // temporaries; with checkpointing, only each layer's input is saved and one layer is recomputed).
+  int64_t train_workspace_bytes(int64_t n_tokens, int64_t n_rows, bool with_grads, bool checkpoint) const;
+
   // Frees the parameters and workspace.
   void release();
 
  private:
+  struct Plan;
+
+  void positions(std::vector<int32_t>& pos, const Batch& batch) const;
+  // x_out (N,d) = the layer applied to a.x_in, filling `a`; with x_out null, stops after the
+  // activation (what backward needs, when it recomputes a checkpointed layer).
+  void layer_forward(float* x_out, const LayerActs& a, const LayerParams& L, const Batch& batch,
+                     const int32_t* pos);
+  // dx (N,d): in, the gradient of the layer's output; out, that of its input. grads +=.
+  void layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
+                      const Batch& batch, const int32_t* pos);
+  // The inference layers over the batch; returns the final residual stream (N,d) in x_.
+  float* forward_layers(const Batch& batch);
+  double head_loss(float* grads, float* dx, const float* x, const Plan& p, const int32_t* rows,
+                   const int32_t* targets, int64_t n_rows, const RowLoss& loss, float* logprobs);
+  void plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t n_rows, bool with_grads, bool checkpoint,
+            int64_t* saved_floats, int64_t* scratch_floats) const;
+
   ModelConfig cfg_;
   ParamLayout layout_;
   FloatBuffer params_;

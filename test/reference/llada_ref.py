@@ -251,6 +251,43 @@ def forward(params: dict[str, torch.Tensor], cfg: Config, ids: torch.Tensor) -> 
     return x @ params[PREFIX + "ff_out.weight"].T
 
 
+def packed_logits(params: dict[str, torch.Tensor], cfg: Config, seqs: list[list[int]]) -> torch.Tensor:
+    """A packed batch as the engine sees it: each sequence runs alone (no padding, no cross-sequence
+    attention) and the logits of all sequences are concatenated: [sum of lengths, embedding_size]."""
+    return torch.cat([forward(params, cfg, torch.tensor([s], dtype=torch.long))[0] for s in seqs])
+
+
+def selected_loss(params: dict[str, torch.Tensor], cfg: Config, seqs: list[list[int]], rows: list[int],
+                  targets: list[int], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss over selected rows: sum_r weights[r] * -log softmax(logits[rows[r]])[targets[r]], the
+    softmax over all embedding_size columns. Returns (loss, log-probs of the targets)."""
+    logits = packed_logits(params, cfg, seqs)[torch.tensor(rows, dtype=torch.long)]
+    logprobs = torch.log_softmax(logits, dim=-1)[torch.arange(len(rows)), torch.tensor(targets, dtype=torch.long)]
+    return -(weights.to(logprobs.dtype) * logprobs).sum(), logprobs
+
+
+def adamw_run(params: dict[str, torch.Tensor], cfg: Config, seqs: list[list[int]], rows: list[int],
+              targets: list[int], weights: torch.Tensor, steps: int, lr: float, betas: tuple[float, float],
+              eps: float, weight_decay: float, max_grad_norm: float) -> tuple[list[float], list[float]]:
+    """`steps` AdamW steps on one fixed batch with torch.optim.AdamW and clip_grad_norm_; weight decay
+    on the 2-D weight matrices only, not on the RMSNorm weights. Returns the loss before each step and
+    the gradient norm (before clipping) of each step."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    decay = [t for t in leaves.values() if t.dim() == 2]
+    no_decay = [t for t in leaves.values() if t.dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas, eps=eps)
+    losses, norms = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, _ = selected_loss(leaves, cfg, seqs, rows, targets, weights)
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(list(leaves.values()), max_grad_norm)))
+        losses.append(float(loss))
+        opt.step()
+    return losses, norms
+
+
 # ----------------------------------------------------------------------------------------------
 # safetensors, by hand (8-byte LE header length, JSON header, packed little-endian data)
 

@@ -1,8 +1,10 @@
-"""Write the logits fixtures under test/reference/fixtures/ (committed; tests never run PyTorch).
+"""Write the fixtures under test/reference/fixtures/ (committed; tests never run PyTorch).
 
 Each case directory is a tiny random LLaDA checkpoint (config.json + safetensors) and expected.json
 with float32 logits computed in float64 from the weights exactly as stored (BF16/F16 weights are
-rounded first, then upcast). Output is deterministic. Afterwards the self-checks in check_ref.py run.
+rounded first, then upcast). The F32 models also get training fixtures: train.json (a masked SFT
+batch, its loss and log-probs, and the losses of 10 AdamW steps) and grads.safetensors (the loss's
+gradient for every parameter). Output is deterministic. Afterwards the self-checks in check_ref.py run.
 
     /usr/bin/python3 test/reference/make_fixtures.py
 """
@@ -61,6 +63,66 @@ def id_cases() -> list[tuple[str, list[list[int]]]]:
     ]
 
 
+# Models that also get training fixtures, and the AdamW run on them. At lr 1e-2 this run is
+# ill-conditioned: PyTorch's own fp32 and fp64 losses part by 4e-6 relative at step 10 (Adam turns
+# rounding noise in near-zero gradient elements into full-size updates); at 5e-3 they agree to 3e-7,
+# so a 1e-5 test bound measures the engine rather than the conditioning.
+TRAIN_MODELS = ("mha_f32", "gqa_f32")
+ADAMW = dict(steps=10, lr=5e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, max_grad_norm=1.0)
+
+
+def sft_batch() -> dict:
+    """A masked-diffusion SFT batch as LLaDA's guidelines build it: per sequence t ~ U(0, 1),
+    p_mask = (1 - 1e-3) t + 1e-3, each response token masked with probability p_mask (at least one),
+    prompt tokens never; rows are the masked positions of the packed batch, targets the clean tokens,
+    weights 1 / (p_mask * response length * batch size). The last sequence has no prompt (pre-training)."""
+    rng = np.random.RandomState(2024)
+    specs = [(4, 9), (6, 14), (0, 20)]  # (prompt length, sequence length)
+    seqs, rows, targets, weights = [], [], [], []
+    start = 0
+    for prompt_len, n in specs:
+        clean = rng.randint(0, MASK, size=n)  # clean text never holds the mask token
+        t = rng.uniform(0, 1)
+        p_mask = (1 - 1e-3) * t + 1e-3
+        resp = n - prompt_len
+        masked = rng.uniform(size=resp) < p_mask
+        if not masked.any():
+            masked[rng.randint(resp)] = True
+        pos = prompt_len + np.nonzero(masked)[0]
+        noisy = clean.copy()
+        noisy[pos] = MASK
+        seqs.append(noisy.tolist())
+        rows += (start + pos).tolist()
+        targets += clean[pos].tolist()
+        # float32, as the engine receives them; the reference uses the same rounded values
+        weights += [float(np.float32(1.0 / (p_mask * resp * len(specs))))] * len(pos)
+        start += n
+    return {"seqs": seqs, "rows": rows, "targets": targets, "weights": weights}
+
+
+def make_train(path: str, cfg: "ref.Config", params64: dict) -> None:
+    batch = sft_batch()
+    weights = torch.tensor(batch["weights"], dtype=torch.float64)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params64.items()}
+    loss, logprobs = ref.selected_loss(leaves, cfg, batch["seqs"], batch["rows"], batch["targets"], weights)
+    loss.backward()
+    grads = {k: leaves[k].grad.to(torch.float32) for k in ref.param_shapes(cfg)}
+    ref.write_safetensors(os.path.join(path, "grads.safetensors"), grads,
+                          {"format": "pt", "note": "d loss / d param, float64 rounded to float32"})
+    losses, norms = ref.adamw_run(params64, cfg, batch["seqs"], batch["rows"], batch["targets"], weights,
+                                  ADAMW["steps"], ADAMW["lr"], tuple(ADAMW["betas"]), ADAMW["eps"],
+                                  ADAMW["weight_decay"], ADAMW["max_grad_norm"])
+    assert any(n > ADAMW["max_grad_norm"] for n in norms), "the AdamW run never clips"
+    train = {"note": "loss = sum_r weights[r] * -log_softmax(logits[rows[r]])[targets[r]] over embedding_size "
+                     "columns, in float64; rows index the packed batch (sequences one after another)",
+             "batch": batch, "loss": float(loss), "logprobs": [float(x) for x in logprobs],
+             "grads": "grads.safetensors",
+             "adamw": dict(ADAMW, decay="2-D weights only", losses=losses, grad_norms=norms)}
+    with open(os.path.join(path, "train.json"), "w") as f:
+        json.dump(train, f, indent=1)
+        f.write("\n")
+
+
 def dumps_compact(expected: dict) -> str:
     """expected.json with one line per case, so the ids stay readable."""
     head = {k: v for k, v in expected.items() if k != "cases"}
@@ -90,6 +152,8 @@ def make_model(name: str, cfg_kwargs: dict, seed: int, dtype: str, shards: int) 
                 "cases": cases}
     with open(os.path.join(path, "expected.json"), "w") as f:
         f.write(dumps_compact(expected))
+    if name in TRAIN_MODELS:
+        make_train(path, cfg, params64)
     print(f"wrote {name}")
 
 

@@ -1,0 +1,550 @@
+#include "trainer.h"
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../common/check.h"
+#include "../common/tensor_io.h"
+#include "../cpu/loss.h"
+#include "../cpu/ops.h"
+
+namespace jg {
+
+namespace {
+
+// Runs `work` on the libuv pool and resolves a Promise with `result()` (built on the JS thread).
+// The engine is claimed before the task is made and released when it settles; the trainer and
+// the engine stay referenced until then.
+class TrainerTask : public Napi::AsyncWorker {
+ public:
+  TrainerTask(Napi::Env env, Trainer* trainer, Engine* engine, const char* name, std::function<void()> work,
+              std::function<Napi::Value(Napi::Env)> result)
+      : Napi::AsyncWorker(env, name),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        trainer_(trainer),
+        engine_(engine),
+        name_(name),
+        work_(std::move(work)),
+        result_(std::move(result)) {
+    trainer_->Ref();
+    engine_->Ref();
+  }
+  ~TrainerTask() override {
+    trainer_->Unref();
+    engine_->Unref();
+  }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(std::string(name_) + ": " + e.what());
+    }
+  }
+  void OnOK() override {
+    engine_->unclaim();
+    Napi::HandleScope scope(Env());
+    deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    engine_->unclaim();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Trainer* trainer_;
+  Engine* engine_;
+  const char* name_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> result_;
+};
+
+// Claims the engine and queues a task; a failure before queueing releases the claim.
+Napi::Promise queue(Napi::Env env, Trainer* trainer, Engine* engine, const char* name, std::function<void()> work,
+                    std::function<Napi::Value(Napi::Env)> result) {
+  if (!engine->try_claim()) throw EngineError("The model is busy with another call");
+  try {
+    auto* task = new TrainerTask(env, trainer, engine, name, std::move(work), std::move(result));
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  } catch (...) {
+    engine->unclaim();
+    throw;
+  }
+}
+
+std::string describe(const Napi::Value& v) {
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsTypedArray()) {
+    static const char* names[] = {"Int8Array",   "Uint8Array",   "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array", "Int32Array",   "Uint32Array",       "Float32Array",
+                                  "Float64Array", "BigInt64Array", "BigUint64Array"};
+    auto t = v.As<Napi::TypedArray>();
+    int type = static_cast<int>(t.TypedArrayType());
+    const char* name = type >= 0 && type < 11 ? names[type] : "typed array";
+    return str_cat("a ", name, " of length ", t.ElementLength());
+  }
+  if (v.IsArray()) return str_cat("an array of length ", v.As<Napi::Array>().Length());
+  if (v.IsNumber()) return str_cat("number ", v.As<Napi::Number>().DoubleValue());
+  if (v.IsString()) return str_cat("string \"", v.As<Napi::String>().Utf8Value(), "\"");
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "boolean true" : "boolean false";
+  if (v.IsBuffer()) return "a Buffer";
+  if (v.IsObject()) return "an object";
+  return "a value of another type";
+}
+
+// One message shape for every argument error, as lib/errors.ts `expected` writes it.
+[[noreturn]] void expected(const std::string& what, const std::string& name, const std::string& received) {
+  throw EngineError(str_cat("Expected ", what, " for `", name, "` but received ", received));
+}
+
+template <typename T>
+std::vector<T> typed(const Napi::Value& v, napi_typedarray_type type, const char* type_name, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    expected(str_cat("a", type_name[0] == 'I' ? "n " : " ", type_name), name, describe(v));
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+std::string get_string(const Napi::Value& v, const char* name) {
+  if (!v.IsString()) expected("a string", name, describe(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+double get_number(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) expected("a number", key, describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+// The arguments of crossEntropyBackward / crossEntropyLoss, copied and validated.
+struct RowBatch {
+  std::vector<int32_t> tokens, starts, rows, targets;
+  std::vector<float> weights;
+};
+
+RowBatch read_row_batch(const Napi::CallbackInfo& info, const ModelConfig& cfg) {
+  RowBatch b;
+  b.tokens = typed<int32_t>(info[0], napi_int32_array, "Int32Array", "tokens");
+  b.starts = typed<int32_t>(info[1], napi_int32_array, "Int32Array", "seqStarts");
+  b.rows = typed<int32_t>(info[2], napi_int32_array, "Int32Array", "rows");
+  b.targets = typed<int32_t>(info[3], napi_int32_array, "Int32Array", "targets");
+  b.weights = typed<float>(info[4], napi_float32_array, "Float32Array", "weights");
+  const int64_t N = static_cast<int64_t>(b.tokens.size()), R = static_cast<int64_t>(b.rows.size());
+  if (N == 0) expected("at least one token", "tokens", "an empty Int32Array");
+  for (int64_t i = 0; i < N; i++)
+    if (b.tokens[i] < 0 || b.tokens[i] >= cfg.vocab_size)
+      expected(str_cat("token ids in [0, ", cfg.vocab_size, ")"), "tokens", str_cat(b.tokens[i], " at index ", i));
+  const int64_t S = static_cast<int64_t>(b.starts.size());
+  if (S < 2 || b.starts[0] != 0 || b.starts[S - 1] != N)
+    expected(str_cat("sequence offsets from 0 to tokens.length (", N, ")"), "seqStarts",
+             S == 0 ? std::string("an empty Int32Array")
+                    : str_cat(S, " offsets from ", b.starts[0], " to ", b.starts[S - 1]));
+  for (int64_t s = 0; s + 1 < S; s++) {
+    int64_t len = int64_t(b.starts[s + 1]) - b.starts[s];
+    if (len < 1 || len > cfg.max_seq_len)
+      expected(str_cat("sequences of 1 to ", cfg.max_seq_len, " tokens"), "seqStarts",
+               str_cat("a sequence ", s, " of ", len, " tokens"));
+  }
+  for (int64_t r = 0; r < R; r++)
+    if (b.rows[r] < 0 || b.rows[r] >= N)
+      expected(str_cat("row indices in [0, ", N, ")"), "rows", str_cat(b.rows[r], " at index ", r));
+  if (static_cast<int64_t>(b.targets.size()) != R)
+    expected(str_cat("one target per row (", R, ")"), "targets", describe(info[3]));
+  for (int64_t r = 0; r < R; r++)
+    if (b.targets[r] < 0 || b.targets[r] >= cfg.embedding_size)
+      expected(str_cat("target ids in [0, ", cfg.embedding_size, ")"), "targets", str_cat(b.targets[r], " at index ", r));
+  if (static_cast<int64_t>(b.weights.size()) != R)
+    expected(str_cat("one weight per row (", R, ")"), "weights", describe(info[4]));
+  for (int64_t r = 0; r < R; r++)
+    if (!std::isfinite(b.weights[r]))
+      expected("finite weights", "weights", str_cat(b.weights[r], " at index ", r));
+  return b;
+}
+
+// The moment a tensor entry names: {name, moment: 'm' | 'v'}.
+const ParamInfo& entry_param(const cpu::Model& m, const Napi::Object& t) {
+  std::string name = get_string(t.Get("name"), "name");
+  const ParamInfo* p = m.layout().find(name);
+  if (!p) expected("a parameter name", "name", str_cat("\"", name, "\""));
+  return *p;
+}
+
+float* entry_moment(Trainer::State& st, const Napi::Object& t) {
+  std::string which = get_string(t.Get("moment"), "moment");
+  if (which == "m") return st.m.data();
+  if (which == "v") return st.v.data();
+  expected("'m' or 'v'", "moment", str_cat("\"", which, "\""));
+}
+
+}  // namespace
+
+float* Trainer::State::live_grads() {
+  if (grads_zeroed) {
+    std::memset(grads.data(), 0, static_cast<size_t>(grads.size()) * sizeof(float));
+    grads_zeroed = false;
+  }
+  return grads.data();
+}
+
+Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
+  // The Engine class travels as the class's data, so the constructor can check its argument.
+  auto* ctor = new Napi::FunctionReference(Napi::Persistent(engine_ctor));
+  env.AddCleanupHook([ctor] { delete ctor; });
+  return DefineClass(env, "Trainer",
+                     {
+                         InstanceMethod("zeroGrad", &Trainer::ZeroGrad),
+                         InstanceMethod("crossEntropyBackward", &Trainer::CrossEntropyBackward),
+                         InstanceMethod("crossEntropyLoss", &Trainer::CrossEntropyLoss),
+                         InstanceMethod("step", &Trainer::Step),
+                         InstanceMethod("getGrad", &Trainer::GetGrad),
+                         InstanceMethod("getMoments", &Trainer::GetMoments),
+                         InstanceMethod("setMoments", &Trainer::SetMoments),
+                         InstanceAccessor("stepCount", &Trainer::GetStepCount, &Trainer::SetStepCount),
+                         InstanceMethod("saveMoments", &Trainer::SaveMoments),
+                         InstanceMethod("loadMoments", &Trainer::LoadMoments),
+                         InstanceMethod("workspaceBytes", &Trainer::WorkspaceBytes),
+                         InstanceMethod("dispose", &Trainer::Dispose),
+                     },
+                     ctor);
+}
+
+Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(info) {
+  Napi::Env env = info.Env();
+  try {
+    auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
+    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(ctor->Value()))
+      expected("an Engine", "engine", info.Length() < 1 ? std::string("undefined") : describe(info[0]));
+    bool checkpoint = false;
+    if (info.Length() >= 2 && !info[1].IsUndefined()) {
+      if (!info[1].IsObject()) expected("an options object", "options", describe(info[1]));
+      Napi::Value c = info[1].As<Napi::Object>().Get("checkpointActivations");
+      if (!c.IsUndefined() && !c.IsBoolean()) expected("a boolean", "checkpointActivations", describe(c));
+      checkpoint = c.IsBoolean() && c.As<Napi::Boolean>().Value();
+    }
+    engine_ = Napi::ObjectWrap<Engine>::Unwrap(info[0].As<Napi::Object>());
+    if (!engine_->has_model()) throw EngineError("Model is disposed");
+    if (!engine_->try_claim()) throw EngineError("The model is busy with another call");
+    try {
+      const int64_t total = engine_->model().layout().total();
+      auto st = std::make_unique<State>(checkpoint);
+      st->grads.resize(total, "gradients");
+      st->m.resize(total, "AdamW first moments");
+      st->v.resize(total, "AdamW second moments");
+      state_ = std::move(st);
+    } catch (...) {
+      engine_->unclaim();
+      throw;
+    }
+    engine_->unclaim();
+    engine_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
+  } catch (const std::exception& e) {
+    Napi::Error::New(env, std::string("Trainer: ") + e.what()).ThrowAsJavaScriptException();
+  }
+}
+
+cpu::Model& Trainer::live_model() {
+  if (!state_) throw EngineError("Trainer is disposed");
+  if (!engine_->has_model()) throw EngineError("Model is disposed");
+  return engine_->model();
+}
+
+template <typename F>
+auto Trainer::claimed(F&& body) -> decltype(body()) {
+  live_model();
+  if (!engine_->try_claim()) throw EngineError("The model is busy with another call");
+  struct Release {
+    Engine* e;
+    ~Release() { e->unclaim(); }
+  } release{engine_};
+  return body();
+}
+
+// Wraps a synchronous method body: errors become JavaScript errors naming the method.
+#define JG_TRAINER_METHOD(name, ...)                                                                 \
+  try {                                                                                             \
+    __VA_ARGS__                                                                                     \
+  } catch (const std::exception& e) {                                                               \
+    Napi::Error::New(info.Env(), std::string(name ": ") + e.what()).ThrowAsJavaScriptException();   \
+    return info.Env().Undefined();                                                                  \
+  }
+
+// zeroGrad(): O(1) here; the gradients are zeroed by the next call that uses them, off the event loop.
+Napi::Value Trainer::ZeroGrad(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("zeroGrad", {
+    claimed([&] { state_->grads_zeroed = true; });
+    return info.Env().Undefined();
+  })
+}
+
+Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool backward) {
+  Napi::Env env = info.Env();
+  cpu::Model& m = live_model();
+  auto batch = std::make_shared<RowBatch>(read_row_batch(info, m.config()));
+  struct Out {
+    double loss = 0;
+    std::vector<float> logprobs;
+  };
+  auto out = std::make_shared<Out>();
+  State* st = state_.get();
+  return queue(
+      env, this, engine_, name,
+      [&m, st, batch, out, backward] {
+        const RowBatch& b = *batch;
+        const int64_t R = static_cast<int64_t>(b.rows.size());
+        out->logprobs.assign(R, 0.0f);
+        cpu::Batch cb{b.tokens.data(), b.starts.data(), static_cast<int64_t>(b.starts.size()) - 1};
+        cpu::CrossEntropyLoss loss(b.weights.data());
+        out->loss = m.loss(backward ? st->live_grads() : nullptr, st->workspace, cb, b.rows.data(), b.targets.data(), R,
+                           loss, out->logprobs.data());
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("loss", Napi::Number::New(env, out->loss));
+        auto lp = Napi::Float32Array::New(env, out->logprobs.size());
+        if (!out->logprobs.empty()) std::memcpy(lp.Data(), out->logprobs.data(), out->logprobs.size() * sizeof(float));
+        o.Set("logprobs", lp);
+        return o;
+      });
+}
+
+// crossEntropyBackward(tokens, seqStarts, rows, targets, weights) -> Promise<{loss, logprobs}>:
+// forward and backward; gradients accumulate until zeroGrad().
+Napi::Value Trainer::CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("crossEntropyBackward", { return Loss(info, "crossEntropyBackward", true); })
+}
+
+// crossEntropyLoss(...): the same loss and logprobs, forward only; gradients untouched.
+Napi::Value Trainer::CrossEntropyLoss(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("crossEntropyLoss", { return Loss(info, "crossEntropyLoss", false); })
+}
+
+// step({lr, beta1, beta2, eps, weightDecay, maxGradNorm}) -> Promise<{gradNorm, nonFinite, clipped}>.
+// Non-finite gradient elements are zeroed and counted; gradNorm is the global L2 norm after that
+// and before clipping (as torch.nn.utils.clip_grad_norm_ returns it); with maxGradNorm > 0 the
+// gradients are scaled in place by maxGradNorm / (gradNorm + 1e-6) when that is below 1. Then
+// AdamW updates every parameter, with weight decay on the 2-D weight matrices only (embedding,
+// projections, LM head), never on the RMSNorm weights. The gradients are left as clipped.
+Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("step", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model();
+    if (info.Length() < 1 || !info[0].IsObject()) expected("an options object", "options", describe(info[0]));
+    Napi::Object o = info[0].As<Napi::Object>();
+    const double lr = get_number(o, "lr"), beta1 = get_number(o, "beta1"), beta2 = get_number(o, "beta2");
+    const double eps = get_number(o, "eps"), wd = get_number(o, "weightDecay"), max_norm = get_number(o, "maxGradNorm");
+    if (!(std::isfinite(lr) && lr >= 0)) expected("a finite number >= 0", "lr", describe(o.Get("lr")));
+    if (!(beta1 >= 0 && beta1 < 1)) expected("a number in [0, 1)", "beta1", describe(o.Get("beta1")));
+    if (!(beta2 >= 0 && beta2 < 1)) expected("a number in [0, 1)", "beta2", describe(o.Get("beta2")));
+    if (!(std::isfinite(eps) && eps > 0)) expected("a finite number > 0", "eps", describe(o.Get("eps")));
+    if (!(std::isfinite(wd) && wd >= 0)) expected("a finite number >= 0", "weightDecay", describe(o.Get("weightDecay")));
+    if (!(max_norm >= 0)) expected("a number >= 0 (0 or Infinity: no clipping)", "maxGradNorm", describe(o.Get("maxGradNorm")));
+    struct Out {
+      double norm = 0;
+      int64_t non_finite = 0;
+      bool clipped = false;
+    };
+    auto out = std::make_shared<Out>();
+    State* st = state_.get();
+    return queue(
+        env, this, engine_, "step",
+        [&m, st, out, lr, beta1, beta2, eps, wd, max_norm] {
+          const int64_t total = m.layout().total();
+          float* g = st->live_grads();
+          out->non_finite = cpu::nonfinite_zero(g, total);
+          out->norm = std::sqrt(cpu::grad_sumsq(g, total));
+          if (max_norm > 0 && std::isfinite(max_norm)) {
+            const double coef = max_norm / (out->norm + 1e-6);
+            if (coef < 1.0) {
+              cpu::grad_scale(g, static_cast<float>(coef), total);
+              out->clipped = true;
+            }
+          }
+          st->step++;
+          for (const ParamInfo& p : m.layout().params()) {
+            const bool matrix = p.shape.size() == 2;
+            cpu::AdamWParams hp{lr, beta1, beta2, eps, matrix ? wd : 0.0, st->step};
+            cpu::adamw_update(m.params() + p.offset, st->m.data() + p.offset, st->v.data() + p.offset, g + p.offset,
+                              p.numel, hp);
+          }
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object r = Napi::Object::New(env);
+          r.Set("gradNorm", Napi::Number::New(env, out->norm));
+          r.Set("nonFinite", Napi::Number::New(env, static_cast<double>(out->non_finite)));
+          r.Set("clipped", Napi::Boolean::New(env, out->clipped));
+          return r;
+        });
+  })
+}
+
+Napi::Value Trainer::GetGrad(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("getGrad", {
+    Napi::Env env = info.Env();
+    const ParamInfo* p = live_model().layout().find(get_string(info[0], "name"));
+    if (!p) expected("a parameter name", "name", describe(info[0]));
+    return claimed([&]() -> Napi::Value {
+      auto out = Napi::Float32Array::New(env, p->numel);  // zero-filled
+      if (!state_->grads_zeroed) std::memcpy(out.Data(), state_->grads.data() + p->offset, p->numel * sizeof(float));
+      return out;
+    });
+  })
+}
+
+// getMoments(name) -> {m, v}: copies of the AdamW moments of one parameter.
+Napi::Value Trainer::GetMoments(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("getMoments", {
+    Napi::Env env = info.Env();
+    const ParamInfo* p = live_model().layout().find(get_string(info[0], "name"));
+    if (!p) expected("a parameter name", "name", describe(info[0]));
+    return claimed([&]() -> Napi::Value {
+      auto m = Napi::Float32Array::New(env, p->numel);
+      auto v = Napi::Float32Array::New(env, p->numel);
+      std::memcpy(m.Data(), state_->m.data() + p->offset, p->numel * sizeof(float));
+      std::memcpy(v.Data(), state_->v.data() + p->offset, p->numel * sizeof(float));
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("m", m);
+      o.Set("v", v);
+      return o;
+    });
+  })
+}
+
+// setMoments(name, m, v): overwrites one parameter's moments (Float32Arrays of its size).
+Napi::Value Trainer::SetMoments(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("setMoments", {
+    const ParamInfo* p = live_model().layout().find(get_string(info[0], "name"));
+    if (!p) expected("a parameter name", "name", describe(info[0]));
+    auto m = typed<float>(info[1], napi_float32_array, "Float32Array", "m");
+    auto v = typed<float>(info[2], napi_float32_array, "Float32Array", "v");
+    if (static_cast<int64_t>(m.size()) != p->numel)
+      expected(str_cat("a Float32Array of ", p->numel, " elements"), "m", describe(info[1]));
+    if (static_cast<int64_t>(v.size()) != p->numel)
+      expected(str_cat("a Float32Array of ", p->numel, " elements"), "v", describe(info[2]));
+    claimed([&] {
+      std::memcpy(state_->m.data() + p->offset, m.data(), p->numel * sizeof(float));
+      std::memcpy(state_->v.data() + p->offset, v.data(), p->numel * sizeof(float));
+    });
+    return info.Env().Undefined();
+  })
+}
+
+Napi::Value Trainer::GetStepCount(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("stepCount", {
+    live_model();
+    return Napi::Number::New(info.Env(), static_cast<double>(state_->step));
+  })
+}
+
+void Trainer::SetStepCount(const Napi::CallbackInfo& info, const Napi::Value& value) {
+  try {
+    double n = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+    if (!(n >= 0 && n <= 9007199254740991.0 && std::floor(n) == n))
+      expected("a non-negative integer", "stepCount", describe(value));
+    claimed([&] { state_->step = static_cast<int64_t>(n); });
+  } catch (const std::exception& e) {
+    Napi::Error::New(info.Env(), std::string("stepCount: ") + e.what()).ThrowAsJavaScriptException();
+  }
+}
+
+// saveMoments(path, header, [{name, moment}]): writes the header bytes (length prefix included,
+// built by lib/safetensors.ts) and then each listed moment as F32, in order; fsyncs before resolving.
+Napi::Value Trainer::SaveMoments(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("saveMoments", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model();
+    std::string path = get_string(info[0], "path");
+    if (!info[1].IsBuffer()) expected("a Buffer", "header", describe(info[1]));
+    auto hb = info[1].As<Napi::Buffer<char>>();
+    auto header = std::make_shared<std::vector<char>>(hb.Data(), hb.Data() + hb.Length());
+    if (!info[2].IsArray()) expected("an array", "tensors", describe(info[2]));
+    std::vector<std::pair<const float*, int64_t>> items;
+    Napi::Array arr = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      if (!arr.Get(i).IsObject()) expected("{name, moment} objects", "tensors", describe(arr.Get(i)));
+      Napi::Object t = arr.Get(i).As<Napi::Object>();
+      const ParamInfo& p = entry_param(m, t);
+      items.emplace_back(entry_moment(*state_, t) + p.offset, p.numel);
+    }
+    return queue(
+        env, this, engine_, "saveMoments",
+        [path, header, items] {
+          TensorWriter w(path);
+          w.write_bytes(header->data(), static_cast<int64_t>(header->size()));
+          for (const auto& [src, n] : items) w.write_tensor(src, n, DType::F32);
+          w.finish();
+        },
+        nullptr);
+  })
+}
+
+// loadMoments(path, [{name, moment, offset, dtype}]): reads moments from a safetensors file whose
+// header lib/safetensors.ts has validated (offset: absolute byte offset of the data).
+Napi::Value Trainer::LoadMoments(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("loadMoments", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model();
+    std::string path = get_string(info[0], "path");
+    if (!info[1].IsArray()) expected("an array", "tensors", describe(info[1]));
+    struct Item {
+      float* dst;
+      const ParamInfo* param;
+      int64_t offset;
+      DType dtype;
+    };
+    std::vector<Item> items;
+    Napi::Array arr = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      if (!arr.Get(i).IsObject()) expected("{name, moment, offset, dtype} objects", "tensors", describe(arr.Get(i)));
+      Napi::Object t = arr.Get(i).As<Napi::Object>();
+      const ParamInfo& p = entry_param(m, t);
+      double offset = get_number(t, "offset");
+      if (!(offset >= 0 && std::floor(offset) == offset)) expected("a non-negative integer", "offset", describe(t.Get("offset")));
+      items.push_back({entry_moment(*state_, t) + p.offset, &p, static_cast<int64_t>(offset),
+                       dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
+    }
+    return queue(
+        env, this, engine_, "loadMoments",
+        [path, items] {
+          for (const Item& it : items) read_tensor(it.dst, it.param->numel, it.dtype, path, it.offset, it.param->name);
+        },
+        nullptr);
+  })
+}
+
+// workspaceBytes(nTokens, nRows): training memory crossEntropyBackward needs for that shape,
+// beyond the 12 bytes per parameter of gradients and moments held since construction.
+Napi::Value Trainer::WorkspaceBytes(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("workspaceBytes", {
+    cpu::Model& m = live_model();
+    if (!info[0].IsNumber()) expected("a number", "nTokens", describe(info[0]));
+    if (!info[1].IsNumber()) expected("a number", "nRows", describe(info[1]));
+    int64_t n = info[0].As<Napi::Number>().Int64Value(), r = info[1].As<Napi::Number>().Int64Value();
+    if (n < 1) expected("a positive integer", "nTokens", describe(info[0]));
+    if (r < 0) expected("a non-negative integer", "nRows", describe(info[1]));
+    return Napi::Number::New(info.Env(), static_cast<double>(m.train_workspace_bytes(
+                                             n, r, true, state_->workspace.checkpoint_activations())));
+  })
+}
+
+// dispose(): frees gradients, moments and workspace, and lets go of the engine.
+Napi::Value Trainer::Dispose(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("dispose", {
+    if (!state_) return info.Env().Undefined();
+    if (!engine_->try_claim()) throw EngineError("The model is busy with another call; await it before dispose()");
+    state_.reset();
+    engine_->unclaim();
+    engine_ref_.Reset();
+    return info.Env().Undefined();
+  })
+}
+
+}  // namespace jg

@@ -1,0 +1,95 @@
+// Engines, trainers and the PyTorch training fixtures (test/reference/fixtures/*/train.json,
+// grads.safetensors) for the training tests.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { parseModelConfig, readSafetensorsHeader, type ModelConfig } from '../../lib/index.js';
+import { native, type NativeDType, type NativeEngine, type NativeStepOptions } from '../../lib/native/binding.js';
+import { FIXTURES } from './fixtures.js';
+
+export const TRAIN_MODELS = ['mha_f32', 'gqa_f32'] as const;
+
+/** A packed batch with selected rows, as crossEntropyBackward takes it. */
+export type RowBatch = {
+  tokens: Int32Array;
+  seqStarts: Int32Array;
+  rows: Int32Array;
+  targets: Int32Array;
+  weights: Float32Array;
+};
+
+export type TrainCase = {
+  batch: RowBatch;
+  loss: number;
+  logprobs: number[];
+  grads: Map<string, Float32Array>;
+  adamw: NativeStepOptions & { steps: number; losses: number[]; gradNorms: number[] };
+};
+
+export function packBatch(seqs: number[][], rows: number[], targets: number[], weights: number[]): RowBatch {
+  const seqStarts = new Int32Array(seqs.length + 1);
+  seqs.forEach((s, i) => (seqStarts[i + 1] = seqStarts[i]! + s.length));
+  return {
+    tokens: Int32Array.from(seqs.flat()),
+    seqStarts,
+    rows: Int32Array.from(rows),
+    targets: Int32Array.from(targets),
+    weights: Float32Array.from(weights),
+  };
+}
+
+/** An engine holding a fixture model's weights. */
+export async function fixtureEngine(name: string): Promise<{ engine: NativeEngine; config: ModelConfig }> {
+  const dir = path.join(FIXTURES, name);
+  const configFile = path.join(dir, 'config.json');
+  const config = parseModelConfig(JSON.parse(readFileSync(configFile, 'utf8')), configFile);
+  const engine = new (native().Engine)({ ...config });
+  const file = path.join(dir, 'model.safetensors');
+  const header = await readSafetensorsHeader(file);
+  await engine.loadTensors(
+    file,
+    [...header.tensors.values()].map((t) => ({ name: t.name, offset: t.offset, dtype: t.dtype as NativeDType })),
+  );
+  return { engine, config };
+}
+
+/** Reads every F32 tensor of a (small) safetensors file. */
+export async function readF32Tensors(file: string): Promise<Map<string, Float32Array>> {
+  const header = await readSafetensorsHeader(file);
+  const bytes = readFileSync(file);
+  const out = new Map<string, Float32Array>();
+  for (const t of header.tensors.values()) {
+    if (t.dtype !== 'F32') throw new Error(`${file}: ${t.name} is ${t.dtype}, expected F32`);
+    out.set(t.name, new Float32Array(bytes.buffer.slice(bytes.byteOffset + t.offset, bytes.byteOffset + t.offset + t.byteLength)));
+  }
+  return out;
+}
+
+export async function trainCase(name: string): Promise<TrainCase> {
+  const dir = path.join(FIXTURES, name);
+  const spec = JSON.parse(readFileSync(path.join(dir, 'train.json'), 'utf8')) as {
+    batch: { seqs: number[][]; rows: number[]; targets: number[]; weights: number[] };
+    loss: number;
+    logprobs: number[];
+    grads: string;
+    adamw: { steps: number; lr: number; betas: [number, number]; eps: number; weight_decay: number;
+      max_grad_norm: number; losses: number[]; grad_norms: number[] };
+  };
+  const b = spec.batch;
+  const a = spec.adamw;
+  return {
+    batch: packBatch(b.seqs, b.rows, b.targets, b.weights),
+    loss: spec.loss,
+    logprobs: spec.logprobs,
+    grads: await readF32Tensors(path.join(dir, spec.grads)),
+    adamw: {
+      steps: a.steps, lr: a.lr, beta1: a.betas[0], beta2: a.betas[1], eps: a.eps, weightDecay: a.weight_decay,
+      maxGradNorm: a.max_grad_norm, losses: a.losses, gradNorms: a.grad_norms,
+    },
+  };
+}
+
+/** Arguments of crossEntropyBackward / crossEntropyLoss in order. */
+export function args(b: RowBatch): [Int32Array, Int32Array, Int32Array, Int32Array, Float32Array] {
+  return [b.tokens, b.seqStarts, b.rows, b.targets, b.weights];
+}
