@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { parseModelConfig, readSafetensorsHeader, type ModelConfig } from '../../lib/index.js';
-import { native, type NativeDType, type NativeEngine, type NativeStepOptions } from '../../lib/native/binding.js';
+import {
+  native, type NativeDType, type NativeEngine, type NativeModelConfig, type NativeStepOptions, type NativeTrainer,
+} from '../../lib/native/binding.js';
 import { FIXTURES } from './fixtures.js';
 
 export const TRAIN_MODELS = ['mha_f32', 'gqa_f32'] as const;
@@ -92,4 +94,49 @@ export async function trainCase(name: string): Promise<TrainCase> {
 /** Arguments of crossEntropyBackward / crossEntropyLoss in order. */
 export function args(b: RowBatch): [Int32Array, Int32Array, Int32Array, Int32Array, Float32Array] {
   return [b.tokens, b.seqStarts, b.rows, b.targets, b.weights];
+}
+
+/** A random model's engine (normal(0, std) matrices, unit norm weights), deterministic per seed. */
+export async function randomEngine(config: Partial<NativeModelConfig> = {}, seed = 1, std = 0.1): Promise<NativeEngine> {
+  const engine = new (native().Engine)({
+    dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, mlpHiddenSize: 160, vocabSize: 100, embeddingSize: 104,
+    maxSequenceLength: 64, maskTokenId: 99, ropeTheta: 10000, rmsNormEps: 1e-5, ...config,
+  });
+  await engine.initRandom(seed, std);
+  return engine;
+}
+
+/** A masked batch of nSeqs sequences of `len` tokens with about half the positions selected, from a seeded generator. */
+export function randomBatch(nSeqs: number, len: number, vocab: number, mask: number, seed = 7): RowBatch {
+  let s = seed >>> 0;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const seqs: number[][] = [], rows: number[] = [], targets: number[] = [], weights: number[] = [];
+  for (let b = 0; b < nSeqs; b++) {
+    const seq: number[] = [];
+    for (let t = 0; t < len; t++) {
+      const tok = Math.floor(rand() * (vocab - 1));
+      if (rand() < 0.5) {
+        rows.push(b * len + t);
+        targets.push(tok);
+        weights.push(1 / (0.5 * len * nSeqs));
+        seq.push(mask);
+      } else seq.push(tok);
+    }
+    seqs.push(seq);
+  }
+  return packBatch(seqs, rows, targets, weights);
+}
+
+/** Every parameter's gradient, by name. */
+export function allGrads(trainer: NativeTrainer, engine: NativeEngine): Map<string, Float32Array> {
+  return new Map(engine.paramInfo().map((p) => [p.name, trainer.getGrad(p.name)]));
+}
+
+export function allParams(engine: NativeEngine): Map<string, Float32Array> {
+  return new Map(engine.paramInfo().map((p) => [p.name, engine.getParam(p.name)]));
+}
+
+/** Whether two tensors hold the same bits. */
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
