@@ -64,7 +64,8 @@ const FINAL_ANSWER_IS = /final answer is/gi;
 /**
  * Extracts the predicted answer from a GSM8K completion, trying in order: the last `\boxed{...}`,
  * the first number after the last "the answer is", the first number after the last "final answer
- * is", and finally the last number in the text. Commas, `$`, `%`, units and trailing periods fall
+ * is" (in both cases the number after the last `=` when that line is an equation), and finally the
+ * last number in the text. Commas, `$`, `%`, units and trailing periods fall
  * away because only the numeric token is kept. Returns undefined when the text holds no number.
  */
 export function extractGsm8kAnswer(completion: string): Gsm8kAnswer | undefined {
@@ -79,7 +80,12 @@ export function extractGsm8kAnswer(completion: string): Gsm8kAnswer | undefined 
   ] as const) {
     const at = lastIndexOfPhrase(completion, re);
     if (at >= 0) {
-      const n = numbersIn(completion.slice(at))[0];
+      // "the final answer is 15 gallons * 8 pints = 120 pints": an equation's result is its
+      // right-hand side, so on that line the number after the last `=` wins.
+      const rest = completion.slice(at);
+      const line = rest.split('\n')[0]!;
+      const eq = line.lastIndexOf('=');
+      const n = (eq >= 0 ? numbersIn(line.slice(eq + 1))[0] : undefined) ?? numbersIn(rest)[0];
       if (n) return { ...n, source };
     }
   }

@@ -40,7 +40,7 @@ export function extractMathAnswer(completion: string): string | undefined {
   for (let m = re.exec(completion); m; m = re.exec(completion)) at = re.lastIndex;
   if (at < 0) return undefined;
   const line = completion.slice(at).split('\n')[0]!.trim();
-  const ans = line.replace(/^\$+|\$+$/g, '').replace(/\.$/, '').trim();
+  const ans = line.replace(/^[\s$]+/, '').replace(/[\s.$]+$/, '');
   return ans === '' ? undefined : ans;
 }
 

@@ -413,7 +413,7 @@ export class Sandbox {
         stdio: ['pipe', 'pipe', 'pipe'],
       });
       const result = await this.supervise(child, options, timeoutMs, started);
-      await this.reap(child, uid, workdir);
+      await this.reap(child, uid, workdir, result.signal !== null);
       return result;
     } finally {
       await removeTree(workdir);
@@ -502,14 +502,19 @@ export class Sandbox {
   }
 
   /** Kills whatever the program left behind and waits until it is gone. */
-  private async reap(child: ChildProcess, uid: number | undefined, workdir: string): Promise<void> {
+  private async reap(child: ChildProcess, uid: number | undefined, workdir: string, killed: boolean): Promise<void> {
     if (child.pid !== undefined) killQuietly(-child.pid);
+    // unshare exits only after the PID namespace's first process, whose exit waits until the
+    // kernel has killed everything else in the namespace; only a killed unshare can leave stragglers.
+    if (this.caps.isolation === 'namespaces' && !killed) return;
     const deadline = Date.now() + 3000;
     for (;;) {
       let left: number[];
       if (uid !== undefined) {
         // Every process of this uid belongs to the program, whatever session or namespace it is in.
-        left = await tasksMatching((status) => uidOf(status) === uid);
+        // Zombies are skipped: they run nothing, and one whose parent (unshare) was killed waits
+        // for the machine's init to reap it.
+        left = await tasksMatching((status) => uidOf(status) === uid && !/^State:\s+[ZX]/m.test(status));
       } else if (this.caps.isolation === 'namespaces') {
         // The PID namespace died with its first process, taking every descendant with it.
         return;
