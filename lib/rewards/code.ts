@@ -81,22 +81,32 @@ export function extractCode(completion: string): string {
   return (last ?? any ?? completion).replace(/\s+$/, '') + '\n';
 }
 
-// Runs in the sandbox as main.py. The payload (nonce, code, tests) arrives on stdin so that it is
-// not in the program's files; results go to the original stdout tagged with the nonce, while the
-// solution's own prints are sent to stderr. Each test runs after the solution in the same globals;
-// any exception, SystemExit included, fails that test only.
+// Runs in the sandbox as main.py. The payload arrives on stdin, so it is in none of the program's
+// files: a nonce line, then length-prefixed UTF-8 parts (the code, then each test), parsed without
+// importing json or re to keep the start-up cheap. Results go to the original stdout tagged with
+// the nonce; the solution's own prints are sent to stderr. Each test runs after the solution in the
+// same globals; any exception, SystemExit included, fails that test only.
 const HARNESS = String.raw`
-import json, os, sys
+import os, sys
 def main():
-    payload = json.loads(sys.stdin.read())
-    nonce = payload['nonce']
+    data = sys.stdin.buffer.read()
+    i = data.index(b'\n')
+    nonce = data[:i].decode()
+    i += 1
+    parts = []
+    while i < len(data):
+        j = data.index(b'\n', i)
+        n = int(data[i:j])
+        parts.append(data[j + 1:j + 1 + n].decode())
+        i = j + 1 + n
+    code, tests = parts[0], parts[1:]
     report = os.fdopen(os.dup(1), 'w')
     os.dup2(2, 1)
-    def say(*parts):
-        report.write(nonce + ' ' + ' '.join(parts) + '\n')
+    def say(*words):
+        report.write(nonce + ' ' + ' '.join(words) + '\n')
         report.flush()
     try:
-        compiled = compile(payload['code'], 'solution.py', 'exec')
+        compiled = compile(code, 'solution.py', 'exec')
     except BaseException as e:
         say('syntax', 'error', type(e).__name__)
         return
@@ -107,17 +117,22 @@ def main():
     except BaseException as e:
         say('exec', 'error', type(e).__name__)
         return
-    for i, test in enumerate(payload['tests']):
+    for k, test in enumerate(tests):
         try:
-            exec(compile(test, 'test_%d.py' % i, 'exec'), scope)
-            say('test', str(i), 'pass')
+            exec(compile(test, 'test_%d.py' % k, 'exec'), scope)
+            say('test', str(k), 'pass')
         except BaseException as e:
-            say('test', str(i), 'fail', type(e).__name__)
+            say('test', str(k), 'fail', type(e).__name__)
     say('done')
 main()
 sys.stdout.flush()
 os._exit(0)
 `;
+
+/** Frames the harness payload: a nonce line, then each part as `<byte length>\n<bytes>`. */
+function framePayload(nonce: string, parts: string[]): string {
+  return nonce + '\n' + parts.map((p) => `${Buffer.byteLength(p)}\n${p}`).join('');
+}
 
 /**
  * Runs a completion's code against tests in the sandbox and returns the format reward, the pass
@@ -136,7 +151,7 @@ export async function scoreCode(completion: string, tests: string | readonly str
   const sandbox = options.sandbox ?? (await defaultSandbox());
   const nonce = randomBytes(12).toString('hex');
   const run = await sandbox.runPython(HARNESS, {
-    stdin: JSON.stringify({ nonce, code, tests: list }),
+    stdin: framePayload(nonce, [code, ...list]),
     timeoutMs: options.timeoutMs,
     memoryMb: options.memoryMb,
     signal: options.signal,

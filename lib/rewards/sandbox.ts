@@ -116,7 +116,7 @@ const defaultSandboxOptions = {
   uidBase: 1_000_000_000,
 } satisfies Partial<SandboxOptions>;
 
-// The launcher: `python3 -I -c LAUNCH <config>` under prlimit. It runs with whatever privilege the
+// The launcher: `python3 -I -c LAUNCH workdir uid mounts dropCaps` under prlimit. It runs with whatever privilege the
 // namespaces gave it, so it first confines itself and only then runs main.py in the same
 // interpreter (one Python start per program instead of two):
 // - with a mount namespace: bind the temp dir onto itself (so it stays writable) and remount every
@@ -127,19 +127,18 @@ const defaultSandboxOptions = {
 //   the program could undo the read-only remounts;
 // - always: no_new_privs (setuid binaries gain nothing) and an empty environment.
 const LAUNCH = String.raw`
-import ctypes, json, os, re, sys
-cfg = json.loads(sys.argv[1])
+import os, sys
+w, uid, mounts, drop_caps = sys.argv[1:5]
 def fail(msg):
-    sys.stderr.write('sandbox setup failed: %s\n' % msg)
-    sys.stderr.flush()
+    os.write(2, ('sandbox setup failed: %s\n' % msg).encode())
     os._exit(97)
-libc = ctypes.CDLL(None, use_errno=True)
-def check(rc, what):
-    if rc != 0:
-        fail('%s: %s' % (what, os.strerror(ctypes.get_errno())))
 try:
-    w = cfg['workdir']
-    if cfg['mounts']:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def check(rc, what):
+        if rc != 0:
+            fail('%s: %s' % (what, os.strerror(ctypes.get_errno())))
+    if mounts == '1':
         libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
         RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, STRICTATIME = 1, 2, 4, 8, 32, 4096, 1 << 24
         ATIME = {'noatime': 1024, 'nodiratime': 2048, 'relatime': 1 << 21}
@@ -147,7 +146,9 @@ try:
         check(libc.mount(w.encode(), w.encode(), None, BIND, None), 'bind ' + w)
         for line in open('/proc/self/mountinfo'):
             f = line.split()
-            target = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), f[4])
+            target = f[4]
+            if '\\' in target:  # mountinfo writes space, tab, newline and backslash as \ooo
+                target = target.encode().decode('unicode_escape').encode('latin-1').decode()
             if target == w:
                 continue
             opts = f[5].split(',')
@@ -161,12 +162,12 @@ try:
                     continue  # a mount point that no longer exists cannot be reached either
                 fail('cannot make %s read-only: %s' % (target, os.strerror(ctypes.get_errno())))
     os.chdir(w)
-    uid = cfg['uid']
-    if uid is not None:
+    if uid != '-':
+        uid = int(uid)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    elif cfg['dropCaps']:
+    elif drop_caps == '1':
         for cap in range(64):
             if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP; EINVAL past the last cap
                 break
@@ -175,11 +176,11 @@ try:
     check(libc.prctl(38, 1, 0, 0, 0), 'no_new_privs')
 except OSError as e:
     fail(e)
-del cfg, libc, check, fail
 os.environ.clear()
 sys.argv = ['main.py']
-import runpy
-runpy.run_path('main.py', run_name='__main__')
+with open('main.py', 'rb') as f:
+    main = compile(f.read(), 'main.py', 'exec')
+exec(main, {'__name__': '__main__', '__file__': 'main.py', '__builtins__': __builtins__})
 `;
 
 /** Limits concurrent work to `max` at a time. */
@@ -381,13 +382,8 @@ export class Sandbox {
       '--core=0:0',
       '--',
     ];
-    const config = JSON.stringify({
-      workdir,
-      uid: uid ?? null,
-      mounts: mode === 'namespaces',
-      dropCaps: userNs,
-    });
-    const inner = [...limits, o.python, '-I', '-c', LAUNCH, config];
+    const flags = [workdir, uid === undefined ? '-' : String(uid), mode === 'namespaces' ? '1' : '0', userNs ? '1' : '0'];
+    const inner = [...limits, o.python, '-I', '-c', LAUNCH, ...flags];
     const userFlags = userNs ? ['--user', '--map-root-user'] : [];
     if (mode === 'none') return inner;
     if (mode === 'network') return [this.tools.unshare!, '--net', ...userFlags, '--', ...inner];

@@ -104,22 +104,23 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
   let mbpp: EvalTask;
   let mbppRows: Record<string, unknown>[];
 
-  it('all 164 HumanEval canonical solutions pass and a broken variant of each fails', async () => {
+  it('all 164 HumanEval canonical solutions pass and broken variants fail', async () => {
     humaneval = await loadTask('humaneval', { dataDir });
     const rows = await readJsonl(path.join(dataDir, 'humaneval', 'HumanEval.jsonl.gz'));
     expect(rows).toHaveLength(164);
     const byId = new Map(rows.map((r) => [r.task_id as string, r]));
     const results = await Promise.all(
-      humaneval.items.map(async (item) => {
+      humaneval.items.map(async (item, i) => {
         const canonical = byId.get(item.id)!.canonical_solution as string;
         // The completion restates the whole function, as a chat model answers JustGRPO's prompt.
         const completion = py((item.codeContext! + canonical).trimEnd());
         // A wrong solution: the same function, then redefined to return a value no test expects.
         const wrong = py(`${(item.codeContext! + canonical).trimEnd()}\n\ndef ${item.entryPoint}(*args, **kwargs):\n    return object()`);
         const transform = (c: string) => humanevalProgram(c, item);
+        // Wrong variants for every fourth task keep the suite's time down.
         const [good, bad] = await Promise.all([
           scoreCode(completion, item.tests!, { sandbox, transformCode: transform }),
-          scoreCode(wrong, item.tests!, { sandbox, transformCode: transform }),
+          i % 4 === 0 ? scoreCode(wrong, item.tests!, { sandbox, transformCode: transform }) : undefined,
         ]);
         return { id: item.id, good, bad };
       }),
@@ -127,8 +128,9 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
     const failed = results.filter((r) => r.good.passRate !== 1).map((r) => `${r.id}: ${r.good.failures.join(', ')}`);
     expect(failed).toEqual([]);
     expect(results.every((r) => r.good.format === 1)).toBe(true);
-    const wrongPassed = results.filter((r) => r.bad.passRate !== 0).map((r) => r.id);
-    expect(wrongPassed).toEqual([]);
+    const wrong = results.filter((r) => r.bad);
+    expect(wrong).toHaveLength(41);
+    expect(wrong.filter((r) => r.bad!.passRate !== 0).map((r) => r.id)).toEqual([]);
   });
 
   it('HumanEval completions that give only the body run after the prompt', async () => {
@@ -147,10 +149,10 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
       mbpp.items.map(async (item, i) => {
         const reference = (mbppRows[i]!.code as string).replace(/\r\n/g, '\n');
         const good = await scoreCode(reference, item.tests!, { sandbox });
-        // Every fourth task also runs a wrong solution (kept to a quarter for the suite's time):
+        // Every tenth task also runs a wrong solution (a sample, for the suite's time):
         // the reference with its tested function replaced by one that raises.
         const name = /assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(/.exec(item.tests![0]!)?.[1];
-        const bad = i % 4 === 0 && name ? await scoreCode(`${reference}\n\ndef ${name}(*args, **kwargs):\n    raise RuntimeError("wrong")\n`, item.tests!, { sandbox }) : undefined;
+        const bad = i % 10 === 0 && name ? await scoreCode(`${reference}\n\ndef ${name}(*args, **kwargs):\n    raise RuntimeError("wrong")\n`, item.tests!, { sandbox }) : undefined;
         return { id: item.id, good, bad };
       }),
     );
@@ -159,7 +161,7 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
     expect(Object.keys(failed).sort()).toEqual(Object.keys(MBPP_KNOWN_FAILURES).sort());
     expect(failed['mbpp/367']).toMatch(/NameError/);
     const broken = results.filter((r) => r.bad);
-    expect(broken.length).toBeGreaterThan(100);
+    expect(broken.length).toBeGreaterThan(40);
     expect(broken.filter((r) => r.bad!.passRate !== 0).map((r) => r.id)).toEqual([]);
   });
 });
