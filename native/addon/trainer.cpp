@@ -232,19 +232,13 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
     }
     engine_ = Napi::ObjectWrap<Engine>::Unwrap(info[0].As<Napi::Object>());
     if (!engine_->has_model()) throw EngineError("Model is disposed");
-    if (!engine_->try_claim()) throw EngineError("The model is busy with another call");
-    try {
-      const int64_t total = engine_->model().layout().total();
-      auto st = std::make_unique<State>(checkpoint);
-      st->grads.resize(total, "gradients");
-      st->m.resize(total, "AdamW first moments");
-      st->v.resize(total, "AdamW second moments");
-      state_ = std::move(st);
-    } catch (...) {
-      engine_->unclaim();
-      throw;
-    }
-    engine_->unclaim();
+    // The layout never changes after the model is made, so reading it needs no claim.
+    const int64_t total = engine_->model().layout().total();
+    auto st = std::make_unique<State>(checkpoint);
+    st->grads.resize(total, "gradients");
+    st->m.resize(total, "AdamW first moments");
+    st->v.resize(total, "AdamW second moments");
+    state_ = std::move(st);
     engine_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
   } catch (const std::exception& e) {
     Napi::Error::New(env, std::string("Trainer: ") + e.what()).ThrowAsJavaScriptException();
@@ -328,6 +322,8 @@ Napi::Value Trainer::CrossEntropyLoss(const Napi::CallbackInfo& info) {
 }
 
 // step({lr, beta1, beta2, eps, weightDecay, maxGradNorm}) -> Promise<{gradNorm, nonFinite, clipped}>.
+// A step after zeroGrad() with no backward in between sees zero gradients: the moments decay and
+// the update and weight decay still apply, as in PyTorch with zero-filled (not None) gradients.
 // Non-finite gradient elements are zeroed and counted; gradNorm is the global L2 norm after that
 // and before clipping (as torch.nn.utils.clip_grad_norm_ returns it); with maxGradNorm > 0 the
 // gradients are scaled in place by maxGradNorm / (gradNorm + 1e-6) when that is below 1. Then
@@ -439,7 +435,7 @@ Napi::Value Trainer::SetMoments(const Napi::CallbackInfo& info) {
 
 Napi::Value Trainer::GetStepCount(const Napi::CallbackInfo& info) {
   JG_TRAINER_METHOD("stepCount", {
-    live_model();
+    if (!state_) throw EngineError("Trainer is disposed");
     return Napi::Number::New(info.Env(), static_cast<double>(state_->step));
   })
 }

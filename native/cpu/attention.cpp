@@ -11,8 +11,9 @@ namespace jg::cpu {
 
 namespace {
 
+// out (hd), scores scratch (L), q (hd), k and v (L, kv_stride).
 // One query row against all L keys of its sequence: out = softmax(q.K^T * scale) V.
-// scores is scratch of length L. Returns the log-sum-exp of the scaled scores.
+// Returns the log-sum-exp of the scaled scores.
 JG_MULTIVERSION float attend_row(float* out, float* scores, const float* q, const float* k, const float* v,
                                  int64_t L, int64_t kv_stride, int64_t hd, float scale) {
   float mx = -std::numeric_limits<float>::infinity();
@@ -33,7 +34,8 @@ JG_MULTIVERSION float attend_row(float* out, float* scores, const float* q, cons
   return mx + std::log(sum);
 }
 
-// One query row's share of the backward, for scores s_j = q.k_j * scale, p = softmax(s):
+// dq (hd) +=, dk (L, kv_stride) +=, dv (L, kv_stride) +=, p scratch (L), dout (hd), q (hd), k and v
+// (L, kv_stride), out (hd). One query row's share of the backward, for s_j = q.k_j * scale, p = softmax(s):
 // dp_j = dout.v_j, ds_j = p_j (dp_j - dout.out), dq += scale * sum_j ds_j k_j,
 // dk_j += scale * ds_j q, dv_j += p_j dout. p is recomputed from the saved log-sum-exp.
 JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float* p, const float* dout,
@@ -51,6 +53,7 @@ JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float*
 
 }  // namespace
 
+// out (N, H*hd), lse (N, H), q (N, H*hd), k (N, KV*hd), v (N, KV*hd), seq_starts (n_seqs+1)
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
   const int64_t group = H / KV;
@@ -78,6 +81,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   });
 }
 
+// dq (N, H*hd) +=, dk (N, KV*hd) +=, dv (N, KV*hd) +=, dout (N, H*hd), q, k, v, out, lse (N, H) as in the forward
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* seq_starts,
                         int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
