@@ -101,13 +101,15 @@ export function resolveGenerateOptions(
   options: GenerateOptions,
   defaultStopIds: number[],
 ): { native: NativeDecodeOptions; numSamples: number; seed: number } {
-  const o = { ...GENERATE_DEFAULTS, ...options };
+  // Options given as undefined take their defaults.
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as GenerateOptions;
+  const o = { ...GENERATE_DEFAULTS, ...given };
   if (!DECODERS.includes(o.decoder)) throw expected(`one of ${DECODERS.map((d) => `'${d}'`).join(', ')}`, 'decoder', o.decoder);
   if (!CONFIDENCES.includes(o.confidence)) throw expected(`one of ${CONFIDENCES.map((d) => `'${d}'`).join(', ')}`, 'confidence', o.confidence);
   const genLength = positiveInt(o.genLength, 'genLength');
   const ar = o.decoder === 'ar';
-  const blockLength = ar ? 1 : positiveInt(options.blockLength ?? Math.min(GENERATE_DEFAULTS.blockLength, genLength), 'blockLength');
-  const steps = ar ? genLength : positiveInt(options.steps ?? genLength, 'steps');
+  const blockLength = ar ? 1 : positiveInt(given.blockLength ?? Math.min(GENERATE_DEFAULTS.blockLength, genLength), 'blockLength');
+  const steps = ar ? genLength : positiveInt(given.steps ?? genLength, 'steps');
   if (genLength % blockLength !== 0)
     throw expected(`a blockLength that divides genLength (${genLength})`, 'blockLength', blockLength);
   if (o.decoder !== 'threshold' && steps % (genLength / blockLength) !== 0)
@@ -118,7 +120,7 @@ export function resolveGenerateOptions(
   if (numSamples > 65536) throw expected('at most 65536', 'numSamples', numSamples);
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 36) throw expected('an integer in [0, 2^36)', 'seed', o.seed);
   const minNewTokens = nonNegative(o.minNewTokens, 'minNewTokens');
-  const stop = options.stopTokenIds ?? defaultStopIds;
+  const stop = given.stopTokenIds ?? defaultStopIds;
   return {
     native: {
       remasking: ar ? 'low_confidence' : o.decoder as NativeDecodeOptions['remasking'],
