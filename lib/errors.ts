@@ -40,3 +40,10 @@ export function describe(value: unknown): string {
   if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
   return `${typeof value} ${String(value)}`;
 }
+
+/** A long call stopped by its AbortSignal. */
+export class AbortError extends JustGRPOError {
+  constructor(message = 'The operation was aborted') {
+    super(message);
+  }
+}

@@ -6,6 +6,8 @@ export { Tokenizer } from './tokenizer.js';
 export type { ChatMessage, ChatTemplateOptions } from './tokenizer.js';
 export { readSafetensorsHeader, buildSafetensorsHeader } from './safetensors.js';
 export type { DType, SafetensorsHeader, TensorEntry } from './safetensors.js';
+export { GENERATE_DEFAULTS } from './generate.js';
+export type { Decoder, ConfidenceMeasure, GenerateOptions, GenerateResult } from './generate.js';
 export { createTinyModel, TINY_SIZE } from './init.js';
 export { charModelConfig, charTokenizerFiles, CHAR_TOKENIZER_IDS, CHAR_VOCAB_SIZE } from './chartokenizer.js';
 export * from './errors.js';

@@ -5,7 +5,8 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
-import { CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
+import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
+import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
 import { native, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
@@ -188,6 +189,72 @@ export class LladaModel {
   }
 
   /**
+   * Generates completions: the AR-order rollout (`decoder: 'ar'`, JustGRPO's sampler) or a parallel
+   * unmasking decoder. `prompts` is one prompt or several (of any lengths; each sequence sees exactly
+   * the input it would see alone). One native loop, one forward pass per step, no KV cache.
+   */
+  async generate(prompts: number[] | number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
+    this.#check();
+    const list = Array.isArray(prompts[0]) ? (prompts as number[][]) : [prompts as number[]];
+    checkBatch(list, this.#config);
+    const { native: opts, numSamples, seed } = resolveGenerateOptions(options, this.#stopTokenIds());
+    const longest = Math.max(...list.map((p) => p.length));
+    if (longest + opts.genLength > this.#config.maxSequenceLength)
+      throw new InputError(
+        `A prompt of ${longest} tokens plus genLength ${opts.genLength} exceeds the model's maximum length ${this.#config.maxSequenceLength}`,
+      );
+    const rows = list.length * numSamples;
+    const starts = new Int32Array(rows + 1);
+    const seeds = new Float64Array(rows);
+    list.forEach((p, i) => {
+      for (let g = 0; g < numSamples; g++) {
+        const r = i * numSamples + g;
+        starts[r + 1] = starts[r]! + p.length;
+        seeds[r] = sequenceSeed(seed, i, g);
+      }
+    });
+    const packed = new Int32Array(starts[rows]!);
+    list.forEach((p, i) => {
+      for (let g = 0; g < numSamples; g++) packed.set(p, starts[i * numSamples + g]!);
+    });
+    const { signal, onProgress } = options;
+    const progress = onProgress && ((done: number, total: number, canvas: Int32Array) => onProgress(done / total, canvas));
+    return this.#run(async () => {
+      if (signal?.aborted) throw new AbortError();
+      const cancel = () => this.#engine.cancel();
+      signal?.addEventListener('abort', cancel);
+      const t0 = performance.now();
+      try {
+        const r = await this.#engine.decode(packed, starts, seeds, opts, progress);
+        return splitDecodeResult(r, rows, opts.genLength, performance.now() - t0);
+      } catch (err) {
+        if (signal?.aborted && /Aborted/.test((err as Error).message)) throw new AbortError();
+        throw err;
+      } finally {
+        signal?.removeEventListener('abort', cancel);
+      }
+    });
+  }
+
+  /** The text of a completion: up to the first end-of-text / end-of-turn token, special tokens removed. */
+  completionText(tokens: readonly number[]): string {
+    const stops = new Set(this.#stopTokenIds());
+    const end = tokens.findIndex((t) => stops.has(t));
+    return this.tokenizer.decode(end < 0 ? tokens : tokens.slice(0, end), { skipSpecialTokens: true });
+  }
+
+  // End-of-text and end-of-turn ids: the config's eos and the tokenizer's <|eot_id|> / <|endoftext|>.
+  #stopTokenIds(): number[] {
+    const ids = new Set<number>();
+    if (this.#config.eosTokenId !== null) ids.add(this.#config.eosTokenId);
+    for (const t of ['<|eot_id|>', '<|endoftext|>']) {
+      const id = this.#tokenizer?.tokenToId(t);
+      if (id !== undefined) ids.add(id);
+    }
+    return [...ids];
+  }
+
+  /**
    * Writes the model as a Hugging Face directory (config.json, weights, tokenizer files), atomically:
    * into a temporary sibling directory first, then renamed over `dir`.
    */
@@ -273,6 +340,7 @@ function wrapNativeError(err: unknown): Error {
   const msg = err.message;
   if (msg.includes('Out of memory')) return new InsufficientMemoryError(msg, { cause: err });
   if (msg.includes('Model is disposed')) return new DisposedError('Model');
+  if (/^decode: (genLength|blockLength|steps|threshold|temperature|cfgScale)/.test(msg)) return new InputError(msg.replace(/ \(.*:\d+\)$/, ''));
   return new EngineError(msg, { cause: err });
 }
 

@@ -9,7 +9,8 @@ import { Command, InvalidArgumentError } from 'commander';
 
 import { JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
-import { loadModel } from '../model.js';
+import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
+import { loadModel, type LladaModel } from '../model.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -21,6 +22,31 @@ function intArg(name: string) {
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer.`);
     return n;
   };
+}
+
+function numberArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0.`);
+    return n;
+  };
+}
+
+function choiceArg<T extends string>(name: string, choices: readonly T[]) {
+  return (value: string): T => {
+    if (!choices.includes(value as T)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}.`);
+    return value as T;
+  };
+}
+
+const MASK_GLYPH = '\u2591';
+
+/** The completion as text with undecided positions drawn as a placeholder glyph. */
+function canvasText(model: LladaModel, canvas: ArrayLike<number>): string {
+  const mask = model.config.maskTokenId;
+  let out = '';
+  for (let i = 0; i < canvas.length; i++) out += canvas[i] === mask ? MASK_GLYPH : model.tokenizer.decode([canvas[i]!]);
+  return out;
 }
 
 function formatCount(n: number): string {
@@ -100,6 +126,60 @@ program
       ];
       const w = Math.max(...rows.map(([k]) => k.length));
       for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+program
+  .command('generate')
+  .description('Generate a completion; in a terminal, watch the canvas fill in')
+  .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
+  .requiredOption('--prompt <text>', 'the prompt (a user message, unless --raw)')
+  .option('--raw', 'use the prompt text as is, without the chat template')
+  .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), GENERATE_DEFAULTS.decoder as Decoder)
+  .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length'), GENERATE_DEFAULTS.genLength)
+  .option('--block-length <n>', 'block size of semi-autoregressive decoding (default: min(32, gen length))', intArg('--block-length'))
+  .option('--steps <n>', 'total decoding steps (default: gen length; ignored by threshold)', intArg('--steps'))
+  .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberArg('--temperature'), GENERATE_DEFAULTS.temperature)
+  .option('--threshold <p>', 'confidence threshold of the threshold decoder', numberArg('--threshold'), GENERATE_DEFAULTS.threshold)
+  .option('--confidence <name>', 'probability | margin | entropy', choiceArg('--confidence', ['probability', 'margin', 'entropy'] as const), GENERATE_DEFAULTS.confidence as ConfidenceMeasure)
+  .option('--cfg-scale <s>', 'classifier-free guidance scale (0 = off)', numberArg('--cfg-scale'), 0)
+  .option('--samples <n>', 'completions to draw', intArg('--samples'), 1)
+  .option('--seed <n>', 'seed', intArg('--seed'), 0)
+  .option('--json', 'print tokens, text, NFE and tokens/s as JSON')
+  .action(async (opts) => {
+    const model = await loadModel(opts.model);
+    try {
+      const prompt = opts.raw
+        ? model.tokenizer.encode(opts.prompt)
+        : model.tokenizer.encodeChat([{ role: 'user', content: opts.prompt }]);
+      const live = !opts.json && process.stdout.isTTY;
+      let shownLines = 0;
+      const show = (text: string) => {
+        if (shownLines > 0) process.stdout.write(`\x1b[${shownLines}F\x1b[J`);
+        process.stdout.write(text + '\n');
+        shownLines = text.split('\n').length;
+      };
+      const result = await model.generate(prompt, {
+        decoder: opts.decoder, genLength: opts.genLength, blockLength: opts.blockLength, steps: opts.steps,
+        temperature: opts.temperature, threshold: opts.threshold, confidence: opts.confidence, cfgScale: opts.cfgScale,
+        numSamples: opts.samples, seed: opts.seed,
+        onProgress: live ? (_f, canvas) => show(canvasText(model, canvas)) : undefined,
+      });
+      const texts = result.tokens.map((t) => model.completionText(t));
+      if (opts.json) {
+        console.log(JSON.stringify({
+          prompt: opts.prompt, promptTokens: prompt.length,
+          completions: result.tokens.map((tokens, i) => ({ text: texts[i], tokens, nfe: result.nfe[i] })),
+          nfe: result.nfe[0], wallTimeMs: result.wallTimeMs, tokensPerSecond: result.tokensPerSecond,
+        }));
+        return;
+      }
+      if (live) show(texts[0]!);
+      else console.log(texts[0]);
+      for (let i = 1; i < texts.length; i++) console.log(`--- sample ${i}\n${texts[i]}`);
+      console.error(`(${opts.decoder}, ${result.nfe[0]} forward passes, ${result.tokensPerSecond.toFixed(1)} tokens/s)`);
     } finally {
       await model.dispose();
     }

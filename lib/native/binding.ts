@@ -19,6 +19,30 @@ export type NativeModelConfig = {
   rmsNormEps: number;
 };
 
+export type NativeDecodeOptions = {
+  remasking: 'low_confidence' | 'random' | 'threshold';
+  confidence?: 'probability' | 'margin' | 'entropy';
+  genLength: number;
+  blockLength: number;
+  steps?: number;
+  temperature?: number;
+  threshold?: number;
+  cfgScale?: number;
+  minNewTokens?: number;
+  stopIds?: Int32Array;
+};
+
+/** Per sequence s and completion position j at s * genLength + j; transfers at s * maxSteps + step. */
+export type NativeDecodeResult = {
+  tokens: Int32Array;
+  logprobs: Float32Array;
+  entropies: Float32Array;
+  commitStep: Int32Array;
+  nfe: Int32Array;
+  transfers: Int32Array;
+  maxSteps: number;
+};
+
 export type NativeDType = 'F32' | 'BF16' | 'F16';
 
 /** One model's parameters and kernels on one backend. Calls that return a Promise run off the event loop. */
@@ -30,6 +54,16 @@ export interface NativeEngine {
   /** Logits (rows.length, embeddingSize) for the listed rows of a packed batch. */
   forward(tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array): Promise<Float32Array>;
   initRandom(seed: number, std: number): Promise<void>;
+  /** Block decoding (AR order when blockLength is 1); one forward pass per step. */
+  decode(
+    prompts: Int32Array,
+    promptStarts: Int32Array,
+    seeds: Float64Array,
+    options: NativeDecodeOptions,
+    onProgress?: (committed: number, total: number, canvas: Int32Array) => void,
+  ): Promise<NativeDecodeResult>;
+  /** Makes the running long call stop at its next step and reject with "Aborted". */
+  cancel(): void;
   getParam(name: string): Float32Array;
   setParam(name: string, data: Float32Array): void;
   dispose(): void;

@@ -9,6 +9,7 @@
 
 #include "../common/check.h"
 #include "../common/tensor_io.h"
+#include "../cpu/decode.h"
 
 namespace jg {
 
@@ -118,6 +119,8 @@ Napi::Function Engine::Init(Napi::Env env) {
                          InstanceMethod("initRandom", &Engine::InitRandom),
                          InstanceMethod("getParam", &Engine::GetParam),
                          InstanceMethod("setParam", &Engine::SetParam),
+                         InstanceMethod("decode", &Engine::Decode),
+                         InstanceMethod("cancel", &Engine::Cancel),
                          InstanceMethod("dispose", &Engine::Dispose),
                      });
 }
@@ -343,6 +346,171 @@ Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
     std::memcpy(m.params() + p->offset, data.Data(), p->numel * sizeof(float));
     return env.Undefined();
   })
+}
+
+namespace {
+
+// The decoding loop off the event loop, with progress through a thread-safe function (released
+// on success and on error) and cancellation through the engine's abort flag.
+class DecodeTask : public Napi::AsyncWorker {
+ public:
+  DecodeTask(Napi::Env env, Engine* engine, cpu::DecodeRequest req, cpu::DecodeOptions opts, Napi::Value on_progress)
+      : Napi::AsyncWorker(env, "decode"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(engine),
+        req_(std::move(req)),
+        opts_(std::move(opts)) {
+    engine_->Ref();
+    if (on_progress.IsFunction())
+      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "decode progress", 0, 1);
+  }
+  ~DecodeTask() override { engine_->Unref(); }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      std::function<void(const cpu::DecodeProgress&)> progress;
+      if (tsfn_) {
+        const int64_t L = opts_.gen_length;
+        progress = [this, L](const cpu::DecodeProgress& p) {
+          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L)};
+          // Non-blocking: a slow listener drops updates instead of stalling the decoder.
+          if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
+        };
+      }
+      result_ = cpu::decode(engine_->model(), req_, opts_, engine_->abort_flag(), progress);
+    } catch (const std::exception& e) {
+      SetError(std::string("decode: ") + e.what());
+    }
+  }
+
+  void OnOK() override {
+    finish();
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("tokens", to_array<int32_t, Napi::Int32Array>(env, result_.tokens));
+    out.Set("logprobs", to_array<float, Napi::Float32Array>(env, result_.logprobs));
+    out.Set("entropies", to_array<float, Napi::Float32Array>(env, result_.entropies));
+    out.Set("commitStep", to_array<int32_t, Napi::Int32Array>(env, result_.commit_step));
+    out.Set("nfe", to_array<int32_t, Napi::Int32Array>(env, result_.nfe));
+    out.Set("transfers", to_array<int32_t, Napi::Int32Array>(env, result_.transfers));
+    out.Set("maxSteps", Napi::Number::New(env, double(result_.max_steps)));
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    finish();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  struct Message {
+    int64_t committed, total;
+    std::vector<int32_t> canvas;
+  };
+
+  static void Deliver(Napi::Env env, Napi::Function fn, Message* msg) {
+    if (env != nullptr && fn != nullptr) {
+      auto canvas = Napi::Int32Array::New(env, msg->canvas.size());
+      std::copy(msg->canvas.begin(), msg->canvas.end(), canvas.Data());
+      fn.Call({Napi::Number::New(env, double(msg->committed)), Napi::Number::New(env, double(msg->total)), canvas});
+    }
+    delete msg;
+  }
+
+  template <typename T, typename A>
+  static A to_array(Napi::Env env, const std::vector<T>& v) {
+    A a = A::New(env, v.size());
+    std::copy(v.begin(), v.end(), a.Data());
+    return a;
+  }
+
+  void finish() {
+    engine_->unclaim();
+    if (tsfn_) tsfn_.Release();
+  }
+
+  Napi::Promise::Deferred deferred_;
+  Engine* engine_;
+  cpu::DecodeRequest req_;
+  cpu::DecodeOptions opts_;
+  cpu::DecodeResult result_;
+  Napi::ThreadSafeFunction tsfn_;
+};
+
+double get_double_or(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for `", key, "`"));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
+  cpu::DecodeOptions d;
+  std::string rem = o.Get("remasking").IsString() ? o.Get("remasking").As<Napi::String>().Utf8Value() : "";
+  if (rem == "low_confidence") d.remasking = cpu::Remasking::LOW_CONFIDENCE;
+  else if (rem == "random") d.remasking = cpu::Remasking::RANDOM;
+  else if (rem == "threshold") d.remasking = cpu::Remasking::THRESHOLD;
+  else throw EngineError("Expected 'low_confidence', 'random' or 'threshold' for `remasking`");
+  std::string conf = o.Get("confidence").IsString() ? o.Get("confidence").As<Napi::String>().Utf8Value() : "probability";
+  if (conf == "probability") d.confidence = cpu::Confidence::PROBABILITY;
+  else if (conf == "margin") d.confidence = cpu::Confidence::MARGIN;
+  else if (conf == "entropy") d.confidence = cpu::Confidence::ENTROPY;
+  else throw EngineError("Expected 'probability', 'margin' or 'entropy' for `confidence`");
+  d.gen_length = get_int(o, "genLength");
+  d.block_length = get_int(o, "blockLength");
+  d.steps = static_cast<int64_t>(get_double_or(o, "steps", 0));
+  d.temperature = get_double_or(o, "temperature", 0);
+  d.threshold = get_double_or(o, "threshold", 0.9);
+  d.cfg_scale = get_double_or(o, "cfgScale", 0);
+  d.min_new_tokens = static_cast<int64_t>(get_double_or(o, "minNewTokens", 0));
+  Napi::Value stop = o.Get("stopIds");
+  if (!stop.IsUndefined()) d.stop_ids = copy_typed<int32_t>(stop, napi_int32_array, "stopIds");
+  cpu::check_decode_options(d);
+  return d;
+}
+
+}  // namespace
+
+// decode(prompts: Int32Array, promptStarts: Int32Array, seeds: Float64Array, options, onProgress?)
+// -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps}>
+Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("decode", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    const ModelConfig& cfg = m.config();
+    cpu::DecodeRequest req;
+    req.prompts = copy_typed<int32_t>(info[0], napi_int32_array, "prompts");
+    req.prompt_starts = copy_typed<int32_t>(info[1], napi_int32_array, "promptStarts");
+    auto seeds = copy_typed<double>(info[2], napi_float64_array, "seeds");
+    if (!info[3].IsObject()) throw EngineError("Expected an object for `options`");
+    cpu::DecodeOptions opts = decode_options_from_js(info[3].As<Napi::Object>());
+    JG_CHECK(req.prompt_starts.size() == seeds.size() + 1 && req.prompt_starts[0] == 0 &&
+                 req.prompt_starts.back() == static_cast<int32_t>(req.prompts.size()),
+             "promptStarts must run from 0 to the number of prompt tokens, one prompt per seed");
+    for (size_t s = 0; s + 1 < req.prompt_starts.size(); s++)
+      JG_CHECK(req.prompt_starts[s + 1] >= req.prompt_starts[s], "promptStarts must not decrease");
+    for (size_t i = 0; i < req.prompts.size(); i++)
+      JG_CHECK(req.prompts[i] >= 0 && req.prompts[i] < cfg.vocab_size, "Token id ", req.prompts[i], " at prompt position ",
+               i, " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+    for (double sd : seeds) {
+      JG_CHECK(sd >= 0 && sd <= 9007199254740991.0 && sd == std::floor(sd), "seeds must be integers in [0, 2^53)");
+      req.seeds.push_back(static_cast<uint64_t>(sd));
+    }
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    auto* task = new DecodeTask(env, this, std::move(req), std::move(opts), info[4]);
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
+// cancel(): the running decode stops at its next step and rejects with "Aborted".
+Napi::Value Engine::Cancel(const Napi::CallbackInfo& info) {
+  abort_.store(true);
+  return info.Env().Undefined();
 }
 
 Napi::Value Engine::Dispose(const Napi::CallbackInfo& info) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 
+#include "../cpu/decode.h"
 #include "../cpu/model.h"
 
 namespace jg {
@@ -16,10 +17,16 @@ class Engine : public Napi::ObjectWrap<Engine> {
   explicit Engine(const Napi::CallbackInfo& info);
 
   // Claimed by each native call for its whole duration; a second call while one runs is refused.
-  bool try_claim() { return !busy_.exchange(true); }
+  bool try_claim() {
+    if (busy_.exchange(true)) return false;
+    abort_.store(false);
+    return true;
+  }
   void unclaim() { busy_.store(false); }
   cpu::Model& model() { return *model_; }
   bool has_model() const { return model_ != nullptr; }  // false after dispose()
+  // Set by cancel(); long loops poll it between steps.
+  const std::atomic<bool>* abort_flag() const { return &abort_; }
 
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);
@@ -30,12 +37,15 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value InitRandom(const Napi::CallbackInfo& info);
   Napi::Value GetParam(const Napi::CallbackInfo& info);
   Napi::Value SetParam(const Napi::CallbackInfo& info);
+  Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   cpu::Model& live_model(const Napi::Env& env);
 
   std::unique_ptr<cpu::Model> model_;
   std::atomic<bool> busy_{false};
+  std::atomic<bool> abort_{false};
 };
 
 }  // namespace jg

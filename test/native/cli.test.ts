@@ -41,6 +41,23 @@ describe('justgrpo CLI', () => {
     expect(w('a').equals(w('c'))).toBe(false);
   });
 
+  it('generate prints completions, NFE and tokens/s as JSON', () => {
+    const out = path.join(tmp, 'gen');
+    run('init', '--out', out, '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32');
+    const r = JSON.parse(run('generate', '--model', out, '--prompt', 'What is 2+3?', '--gen-length', '16', '--block-length', '8', '--steps', '8', '--json'));
+    expect(r.nfe).toBe(8);
+    expect(r.completions).toHaveLength(1);
+    expect(r.completions[0].tokens).toHaveLength(16);
+    expect(typeof r.completions[0].text).toBe('string');
+    expect(r.tokensPerSecond).toBeGreaterThan(0);
+    const ar = JSON.parse(run('generate', '--model', out, '--prompt', 'x', '--raw', '--decoder', 'ar', '--gen-length', '4', '--samples', '3', '--temperature', '1', '--json'));
+    expect(ar.promptTokens).toBe(1);
+    expect(ar.completions.map((c: { nfe: number }) => c.nfe)).toEqual([4, 4, 4]);
+    const bad = spawnSync(process.execPath, [cli, 'generate', '--model', out, '--prompt', 'x', '--gen-length', '10', '--block-length', '4'], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^justgrpo: Expected a blockLength that divides genLength \(10\)/);
+  });
+
   it('a bad model directory is one clear line and exit code 1', () => {
     const r = spawnSync(process.execPath, [cli, 'info', '--model', path.join(tmp, 'nope')], { encoding: 'utf8' });
     expect(r.status).toBe(1);

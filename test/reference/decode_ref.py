@@ -8,8 +8,9 @@ least the most confident one), with the exact conventions the engine implements
 
 - x = [prompt, MASK * gen_length]; one full forward per step (no cache); logits in float64.
 - The mask token is never predicted: logits[..., mask_token_id] = -inf before anything else.
-  (LLaDA's code can predict it; we deliberately do not.)
-- Greedy only (temperature 0): x0 = argmax over the embedding_size columns, ties to the lowest id.
+  (LLaDA's code can predict it; we deliberately do not.) Nor are the columns at or past
+  vocab_size (embedding padding; for LLaDA-8B vocab_size = embedding_size, so none).
+- Greedy only (temperature 0): x0 = argmax over the vocab_size columns, ties to the lowest id.
 - p = softmax(logits) in float64, mask excluded. Confidence of a masked position in the current
   block: 'probability' p[x0]; 'margin' top1 - top2 prob; 'entropy' exp(-H). Elsewhere -inf.
 - Per block LLaDA's schedule (`schedule()`); low_confidence commits the k most confident masked
@@ -96,6 +97,7 @@ def step_logits(params: dict, cfg: ref.Config, x: torch.Tensor, prompt_len: int,
         nfe = 1
     logits = logits.double().clone()
     logits[:, cfg.mask_token_id] = -math.inf
+    logits[:, cfg.vocab_size:] = -math.inf  # embedding padding columns are not tokens
     return logits, nfe
 
 

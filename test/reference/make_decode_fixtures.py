@@ -146,6 +146,7 @@ def llada_style_generate(params, cfg, prompt: torch.Tensor, *, steps, gen_length
             nfe += 1
         logits = logits.clone()
         logits[:, :, mask_id] = -np.inf
+        logits[:, :, cfg.vocab_size:] = -np.inf
         return logits
 
     def transfer(logits, mask_index, k):
@@ -202,6 +203,7 @@ def naive_ar(params, cfg, prompt: list[int], gen_length: int) -> list[int]:
     for t in range(gen_length):
         logits = dref.ref.forward(params, cfg, torch.tensor([seq]))[0, P + t].clone()
         logits[cfg.mask_token_id] = -math.inf
+        logits[cfg.vocab_size:] = -math.inf
         seq[P + t] = int(torch.argmax(logits))
     return seq[P:]
 
