@@ -43,7 +43,11 @@ export type SandboxOptions = {
   memoryMb?: number;
   /** Largest file the program may write (RLIMIT_FSIZE) in MiB. Defaults to `16`. */
   fileSizeMb?: number;
-  /** Processes and threads the program may have (RLIMIT_NPROC). Defaults to `32`. */
+  /**
+   * Processes and threads the program may have (RLIMIT_NPROC). With no cgroup, this times
+   * `memoryMb` bounds a hostile program's total memory, so keep the product well under the
+   * machine's memory. Defaults to `16`.
+   */
   maxProcesses?: number;
   /** Open file descriptors (RLIMIT_NOFILE). Defaults to `64`. */
   maxOpenFiles?: number;
@@ -110,7 +114,7 @@ const defaultSandboxOptions = {
   timeoutMs: 5000,
   memoryMb: 1024,
   fileSizeMb: 16,
-  maxProcesses: 32,
+  maxProcesses: 16,
   maxOpenFiles: 64,
   maxOutputBytes: 1 << 20,
   uidBase: 1_000_000_000,
@@ -367,7 +371,9 @@ export class Sandbox {
     const o = this.opts;
     const mode = this.caps.isolation;
     const userNs = mode !== 'none' && !isRoot();
-    const cpu = Math.max(1, Math.ceil(timeoutMs / 1000));
+    // One second over the wall clock, so that a busy loop normally meets the wall-clock kill (and
+    // is reported as timed out) rather than racing it.
+    const cpu = Math.ceil(timeoutMs / 1000) + 1;
     const mib = 1024 * 1024;
     let nproc = o.maxProcesses;
     // Without a uid or user namespace of its own, RLIMIT_NPROC counts every task of our user.

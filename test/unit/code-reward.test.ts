@@ -99,6 +99,10 @@ describe.skipIf(!sandbox)('code reward', () => {
   });
 });
 
+// Trusted reference solutions get a generous wall clock: a few (mbpp/123 sums divisors up to
+// 9999) need seconds of CPU, and on a busy two-core machine a 5 s limit would flake.
+const REFERENCE_TIMEOUT_MS = 30_000;
+
 describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () => {
   let humaneval: EvalTask;
   let mbpp: EvalTask;
@@ -119,8 +123,8 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
         const transform = (c: string) => humanevalProgram(c, item);
         // Wrong variants for every fourth task keep the suite's time down.
         const [good, bad] = await Promise.all([
-          scoreCode(completion, item.tests!, { sandbox, transformCode: transform }),
-          i % 4 === 0 ? scoreCode(wrong, item.tests!, { sandbox, transformCode: transform }) : undefined,
+          scoreCode(completion, item.tests!, { sandbox, transformCode: transform, timeoutMs: REFERENCE_TIMEOUT_MS }),
+          i % 4 === 0 ? scoreCode(wrong, item.tests!, { sandbox, transformCode: transform, timeoutMs: REFERENCE_TIMEOUT_MS }) : undefined,
         ]);
         return { id: item.id, good, bad };
       }),
@@ -148,11 +152,11 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
     const results = await Promise.all(
       mbpp.items.map(async (item, i) => {
         const reference = (mbppRows[i]!.code as string).replace(/\r\n/g, '\n');
-        const good = await scoreCode(reference, item.tests!, { sandbox });
+        const good = await scoreCode(reference, item.tests!, { sandbox, timeoutMs: REFERENCE_TIMEOUT_MS });
         // Every tenth task also runs a wrong solution (a sample, for the suite's time):
         // the reference with its tested function replaced by one that raises.
         const name = /assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(/.exec(item.tests![0]!)?.[1];
-        const bad = i % 10 === 0 && name ? await scoreCode(`${reference}\n\ndef ${name}(*args, **kwargs):\n    raise RuntimeError("wrong")\n`, item.tests!, { sandbox }) : undefined;
+        const bad = i % 10 === 0 && name ? await scoreCode(`${reference}\n\ndef ${name}(*args, **kwargs):\n    raise RuntimeError("wrong")\n`, item.tests!, { sandbox, timeoutMs: REFERENCE_TIMEOUT_MS }) : undefined;
         return { id: item.id, good, bad };
       }),
     );
