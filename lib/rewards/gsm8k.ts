@@ -1,6 +1,6 @@
 import { expected } from '../errors.js';
 import { lastBoxed } from './boxed.js';
-import { divide, parseDecimal, rationalsMatch, toNumber, type Rational } from './numbers.js';
+import { divide, parseDecimal, rationalsMatch, type Rational } from './numbers.js';
 
 /** Relative tolerance for non-integer GSM8K answers (JustGRPO's grader uses the same 1e-4). */
 export const GSM8K_RELATIVE_TOLERANCE = 1e-4;
@@ -129,9 +129,4 @@ export function gsm8k(completion: string, gold: string): number {
   if (!g) throw expected('a gold answer with a number', 'gold', gold);
   const p = extractGsm8kAnswer(completion);
   return p && gsm8kAnswersMatch(p.value, g.value) ? 1 : 0;
-}
-
-/** The extracted answer as a plain number, for logs (NaN when there is none). */
-export function answerToNumber(a: Gsm8kAnswer | undefined): number {
-  return a ? toNumber(a.value) : Number.NaN;
 }

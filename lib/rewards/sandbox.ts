@@ -53,7 +53,10 @@ export type SandboxOptions = {
   maxOpenFiles?: number;
   /** Bytes of stdout and of stderr kept; the rest is read and dropped. Defaults to `1048576`. */
   maxOutputBytes?: number;
-  /** Where per-run temp directories are made. Defaults to `os.tmpdir()`. */
+  /**
+   * Where per-run temp directories are made; when the parent is root it must be traversable by
+   * other users (the program runs as another uid). Defaults to `os.tmpdir()`.
+   */
   tmpDir?: string;
   /**
    * First uid used when the parent is root; each concurrent run gets its own uid above it (offset
@@ -401,6 +404,8 @@ export class Sandbox {
     const started = Date.now();
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
     const memoryMb = options.memoryMb ?? this.opts.memoryMb;
+    if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw expected('a positive number of milliseconds', 'timeoutMs', timeoutMs);
+    if (!Number.isInteger(memoryMb) || memoryMb < 64) throw expected('an integer number of MiB, at least 64', 'memoryMb', memoryMb);
     const uid = this.caps.dropsPrivileges ? this.allocateUid() : undefined;
     const workdir = await mkdtemp(path.join(this.opts.tmpDir, 'justgrpo-sandbox-'));
     try {
