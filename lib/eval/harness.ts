@@ -219,6 +219,8 @@ export async function runEval(options: RunEvalOptions): Promise<EvalReport> {
     });
   }
   await Promise.all(scoring);
+  // Code killed by an abort would otherwise be reported as failing its tests.
+  options.signal?.throwIfAborted();
 
   const byItem = new Map<string, { n: number; c: number }>();
   for (const r of records) {

@@ -135,7 +135,7 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
     const wrong = results.filter((r) => r.bad);
     expect(wrong).toHaveLength(41);
     expect(wrong.filter((r) => r.bad!.passRate !== 0).map((r) => r.id)).toEqual([]);
-  });
+  }, 300_000);
 
   it('HumanEval completions that give only the body run after the prompt', async () => {
     const rows = await readJsonl(path.join(dataDir, 'humaneval', 'HumanEval.jsonl.gz'));
@@ -167,5 +167,5 @@ describe.skipIf(!sandbox || !haveData)('reference solutions in the sandbox', () 
     const broken = results.filter((r) => r.bad);
     expect(broken.length).toBeGreaterThan(40);
     expect(broken.filter((r) => r.bad!.passRate !== 0).map((r) => r.id)).toEqual([]);
-  });
+  }, 300_000);
 });

@@ -190,6 +190,22 @@ describe('runEval', () => {
     expect(records.map((r) => r.extracted)).toEqual(['0.5', '-2']);
   });
 
+  it('stops when aborted', async () => {
+    const task = await jsonlTask([{ question: 'q1', answer: '#### 1' }, { question: 'q2', answer: '#### 2' }]);
+    const controller = new AbortController();
+    const generate: GenerateFn = async (ps) => {
+      controller.abort();
+      return ps.map(() => ({ text: '1' }));
+    };
+    await expect(runEval({ task, generate, batchSize: 1, signal: controller.signal })).rejects.toThrow(/abort/i);
+  });
+
+  it('loads a generic code task from JSONL', async () => {
+    const task = await jsonlTask([{ task_id: 'add', prompt: 'Write add(a, b).', tests: ['assert add(1, 2) == 3'] }]);
+    expect(task.kind).toBe('code');
+    expect(task.items[0]).toMatchObject({ id: 'add', kind: 'code', tests: ['assert add(1, 2) == 3'] });
+  });
+
   it('rejects a generate that returns the wrong number of outputs', async () => {
     const task = await jsonlTask([{ question: 'q', answer: '#### 1' }]);
     await expect(runEval({ task, generate: async () => [] })).rejects.toThrow(/generate\(\)/);
