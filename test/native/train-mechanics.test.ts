@@ -62,6 +62,29 @@ describe('gradient accumulation', () => {
   });
 });
 
+describe('rows', () => {
+  it('a repeated row counts like one row with the summed weight; no rows is a zero loss and zero gradients', async () => {
+    const { engine, batch } = await fixture();
+    const trainer = trainerFor(engine);
+    const twice = { ...batch, rows: Int32Array.from([5, 5, 30]), targets: Int32Array.from([3, 3, 62]), weights: Float32Array.from([0.25, 0.5, 1]) };
+    const once = { ...batch, rows: Int32Array.from([5, 30]), targets: Int32Array.from([3, 62]), weights: Float32Array.from([0.75, 1]) };
+    const a = await trainer.crossEntropyBackward(...args(twice));
+    const ga = allGrads(trainer, engine);
+    trainer.zeroGrad();
+    const b = await trainer.crossEntropyBackward(...args(once));
+    expect(Math.abs(a.loss - b.loss) / b.loss).toBeLessThan(1e-6);
+    expect(a.logprobs[0]).toBe(a.logprobs[1]);
+    // Target 62 lies in the padded rows of the embedding (>= vocab_size 61): allowed, logits span 64.
+    expect(a.logprobs[2]).toBe(b.logprobs[1]);
+    for (const [name, g] of allGrads(trainer, engine)) expect(relError(ga.get(name)!, g), name).toBeLessThan(1e-5);
+    trainer.zeroGrad();
+    const none = await trainer.crossEntropyBackward(...args({ ...batch, rows: new Int32Array(0), targets: new Int32Array(0), weights: new Float32Array(0) }));
+    expect(none.loss).toBe(0);
+    expect(none.logprobs.length).toBe(0);
+    for (const [name, g] of allGrads(trainer, engine)) expect(g.every((x) => x === 0), name).toBe(true);
+  });
+});
+
 describe('activation checkpointing', () => {
   it('gives bit-identical loss and gradients with less workspace', async () => {
     const engine = await randomEngine();
