@@ -1,4 +1,5 @@
-export { loadModel, LladaModel, atomicDirectory } from './model.js';
+export { loadModel, LladaModel } from './model.js';
+export { atomicDirectory } from './fsutil.js';
 export type { Backend, LoadModelOptions, SaveOptions, RandomModelOptions } from './model.js';
 export { parseModelConfig, toRawConfig } from './config.js';
 export type { ModelConfig } from './config.js';

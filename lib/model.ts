@@ -1,9 +1,9 @@
 // A LLaDA-architecture masked diffusion model: a Hugging Face directory in, a native engine
 // inside, logits out. The public entry point is `loadModel`.
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
+import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
@@ -42,6 +42,18 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 const WEIGHTS_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
 
+/** What the training code needs of a model beyond the public surface; not exported from the package. */
+export type ModelInternals = {
+  engine: NativeEngine;
+  /** Runs a native call in the model's queue (one call at a time, in order). */
+  run: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Writes the model's Hugging Face files into an existing directory. */
+  writeInto: (dir: string, dtype?: DType) => Promise<void>;
+  stopTokenIds: () => number[];
+};
+
+export const internals = new WeakMap<LladaModel, ModelInternals>();
+
 export class LladaModel {
   readonly #engine: NativeEngine;
   readonly #config: ModelConfig;
@@ -69,6 +81,12 @@ export class LladaModel {
     this.#files = args.files;
     this.#dtype = args.dtype;
     this.#source = args.source;
+    internals.set(this, {
+      engine: this.#engine,
+      run: (fn) => this.#run(fn),
+      writeInto: (dir, dtype) => this.#writeInto(dir, dtype ?? this.#dtype, 5 * 1024 ** 3),
+      stopTokenIds: () => this.#stopTokenIds(),
+    });
   }
 
   /** Loads a Hugging Face LLaDA directory: config.json, model.safetensors (or shards), tokenizer files. */
@@ -262,28 +280,29 @@ export class LladaModel {
     this.#check();
     const dtype = options.dtype ?? this.#dtype;
     if (!['F32', 'BF16', 'F16'].includes(dtype)) throw expected("'F32', 'BF16' or 'F16'", 'dtype', dtype);
-    const maxShard = options.maxShardBytes ?? 5 * 1024 ** 3;
-    const params = this.#engine.paramInfo();
-    await atomicDirectory(dir, async (tmp) => {
-      await writeFileSynced(path.join(tmp, 'config.json'), JSON.stringify(this.#rawConfig, null, 2) + '\n');
-      for (const [name, text] of Object.entries(this.#files)) await writeFileSynced(path.join(tmp, name), text);
-      const shards = splitShards(params, dtype, maxShard);
-      const weightMap: Record<string, string> = {};
-      let total = 0;
-      for (let i = 0; i < shards.length; i++) {
-        const file = shards.length === 1 ? WEIGHTS_FILE : `model-${pad5(i + 1)}-of-${pad5(shards.length)}.safetensors`;
-        const entries = shards[i]!.map((p) => ({ name: p.name, dtype, shape: p.shape }));
-        const { header, dataBytes } = buildSafetensorsHeader(entries);
-        total += dataBytes;
-        for (const e of entries) weightMap[e.name] = file;
-        await this.#run(() => this.#engine.saveSafetensors(path.join(tmp, file), header, entries));
-      }
-      if (shards.length > 1)
-        await writeFileSynced(
-          path.join(tmp, INDEX_FILE),
-          JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n',
-        );
-    });
+    await atomicDirectory(dir, (tmp) => this.#writeInto(tmp, dtype, options.maxShardBytes ?? 5 * 1024 ** 3));
+  }
+
+  // The files of a Hugging Face directory, into an existing (temporary) directory.
+  async #writeInto(dir: string, dtype: DType, maxShard: number): Promise<void> {
+    await writeFileSynced(path.join(dir, 'config.json'), JSON.stringify(this.#rawConfig, null, 2) + '\n');
+    for (const [name, text] of Object.entries(this.#files)) await writeFileSynced(path.join(dir, name), text);
+    const shards = splitShards(this.#engine.paramInfo(), dtype, maxShard);
+    const weightMap: Record<string, string> = {};
+    let total = 0;
+    for (let i = 0; i < shards.length; i++) {
+      const file = shards.length === 1 ? WEIGHTS_FILE : `model-${pad5(i + 1)}-of-${pad5(shards.length)}.safetensors`;
+      const entries = shards[i]!.map((p) => ({ name: p.name, dtype, shape: p.shape }));
+      const { header, dataBytes } = buildSafetensorsHeader(entries);
+      total += dataBytes;
+      for (const e of entries) weightMap[e.name] = file;
+      await this.#run(() => this.#engine.saveSafetensors(path.join(dir, file), header, entries));
+    }
+    if (shards.length > 1)
+      await writeFileSynced(
+        path.join(dir, INDEX_FILE),
+        JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n',
+      );
   }
 
   /** Frees the native memory; later calls throw DisposedError. Waits for a running call to finish. */
@@ -449,48 +468,3 @@ function splitShards<T extends { shape: number[] }>(params: T[], dtype: DType, m
 }
 
 const pad5 = (n: number) => String(n).padStart(5, '0');
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function writeFileSynced(file: string, text: string): Promise<void> {
-  const fh = await open(file, 'w');
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Fills a fresh temporary sibling of `dir` and renames it into place, so `dir` is never seen half
- * written: a crash leaves either the old directory or the new one (and a stray temporary).
- */
-export async function atomicDirectory(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const abs = path.resolve(dir);
-  await mkdir(path.dirname(abs), { recursive: true });
-  const suffix = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  const tmp = `${abs}.tmp-${suffix}`;
-  await mkdir(tmp);
-  try {
-    await fill(tmp);
-    if (await exists(abs)) {
-      const old = `${abs}.old-${suffix}`;
-      await rename(abs, old);
-      await rename(tmp, abs);
-      await rm(old, { recursive: true, force: true });
-    } else {
-      await rename(tmp, abs);
-    }
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
-}

@@ -5,12 +5,15 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 
-import { JustGRPOError } from '../errors.js';
+import { readConfigFile } from '../configfile.js';
+import { ConfigError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { loadModel, type LladaModel } from '../model.js';
+import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -182,6 +185,60 @@ program
       console.error(`(${opts.decoder}, ${result.nfe[0]} forward passes, ${result.tokensPerSecond.toFixed(1)} tokens/s)`);
     } finally {
       await model.dispose();
+    }
+  });
+
+program
+  .command('sft')
+  .description("Masked-diffusion supervised fine-tuning (LLaDA's objective); {text} data pre-trains")
+  .option('--config <file>', 'JSON or YAML config (fields: see README, "justgrpo sft")')
+  .option('--out <dir>', 'output directory (overrides outputDir)')
+  .option('--max-steps <n>', 'optimizer steps (overrides maxSteps)', intArg('--max-steps'))
+  .option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)')
+  .option('--seed <n>', 'seed (overrides seed)', intArg('--seed'))
+  .option('--json', 'print one JSON line per logged step and a final summary')
+  .action(async (opts) => {
+    if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
+    const overrides: Partial<SftConfig> = {};
+    if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
+    if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
+    if (opts.seed !== undefined) overrides.seed = opts.seed;
+    let config: SftConfig | undefined, baseDir: string | undefined;
+    if (opts.config && !opts.resume) {
+      const file = await readConfigFile(opts.config);
+      config = parseSftConfig(file.raw, opts.config);
+      baseDir = file.baseDir;
+    }
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    process.once('SIGINT', onSignal);
+    const bar = !opts.json && process.stderr.isTTY
+      ? new cliProgress.SingleBar({
+          format: 'sft |{bar}| {value}/{total} steps | loss {loss} | {tps} tok/s | ETA {eta_formatted}',
+          hideCursor: true,
+        }, cliProgress.Presets.shades_classic)
+      : null;
+    try {
+      const result = await runSft({ config, baseDir, resume: opts.resume, overrides }, {
+        signal: ac.signal,
+        onStart: (info) => {
+          const msg = `sft: ${info.examples} examples, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;
+          if (opts.json) console.log(JSON.stringify({ event: 'start', ...info }));
+          else console.error(msg);
+          bar?.start(info.totalSteps, info.startStep, { loss: '-', tps: '-' });
+        },
+        onStep: (m) => {
+          if (opts.json) console.log(JSON.stringify(m));
+          else if (bar) bar.update(m.step, { loss: m.loss.toFixed(4), tps: m.tokens_per_second.toFixed(0) });
+          else console.error(`step ${m.step}: loss ${m.loss.toFixed(4)}, lr ${m.learning_rate.toExponential(2)}, grad_norm ${m.grad_norm.toFixed(3)}, ${m.tokens_per_second.toFixed(0)} tok/s`);
+        },
+      });
+      bar?.stop();
+      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      else console.error(`sft: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
+    } finally {
+      bar?.stop();
+      process.off('SIGINT', onSignal);
     }
   });
 

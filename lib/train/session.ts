@@ -1,0 +1,120 @@
+// Gradients and AdamW state of one model: the TypeScript face of the native Trainer. Every call
+// goes through the model's queue, so training and inference calls on one model never overlap.
+import path from 'node:path';
+
+import { CheckpointError, EngineError } from '../errors.js';
+import { internals, type LladaModel, type ModelInternals } from '../model.js';
+import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
+import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
+import type { PackedBatch } from './objective.js';
+
+export type OptimizerOptions = {
+  /** Peak learning rate. */
+  learningRate: number;
+  /** AdamW beta1. Defaults to `0.9`. */
+  adamBeta1: number;
+  /** AdamW beta2. Defaults to `0.999`. */
+  adamBeta2: number;
+  /** AdamW epsilon. Defaults to `1e-8`. */
+  adamEpsilon: number;
+  /** Decoupled weight decay on weight matrices (not norm weights). Defaults to `0`. */
+  weightDecay: number;
+  /** Global gradient-norm clip; 0 disables. Defaults to `1.0`. */
+  maxGradNorm: number;
+};
+
+export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean };
+
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+
+export class TrainingSession {
+  readonly #trainer: NativeTrainer;
+  readonly #model: ModelInternals;
+
+  private constructor(trainer: NativeTrainer, model: ModelInternals) {
+    this.#trainer = trainer;
+    this.#model = model;
+  }
+
+  /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
+  static create(model: LladaModel, options: { checkpointActivations?: boolean } = {}): TrainingSession {
+    const m = internals.get(model)!;
+    const trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+    return new TrainingSession(trainer, m);
+  }
+
+  /** AdamW updates applied so far. */
+  get stepCount(): number {
+    return this.#trainer.stepCount;
+  }
+
+  zeroGrad(): void {
+    this.#trainer.zeroGrad();
+  }
+
+  /** Forward + backward of the weighted cross-entropy at the batch's rows; gradients accumulate. */
+  lossBackward(b: PackedBatch): Promise<{ loss: number; logprobs: Float32Array }> {
+    return this.#model.run(() => this.#trainer.crossEntropyBackward(b.tokens, b.seqStarts, b.rows, b.targets, b.weights));
+  }
+
+  /** The same loss, forward only. */
+  loss(b: PackedBatch): Promise<{ loss: number; logprobs: Float32Array }> {
+    return this.#model.run(() => this.#trainer.crossEntropyLoss(b.tokens, b.seqStarts, b.rows, b.targets, b.weights));
+  }
+
+  /** Zeroes and counts non-finite gradients, clips, applies AdamW at `lr`. */
+  step(lr: number, o: OptimizerOptions): Promise<StepResult> {
+    const opts: NativeStepOptions = {
+      lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEpsilon, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm,
+    };
+    return this.#model.run(() => this.#trainer.step(opts));
+  }
+
+  getGrad(name: string): Float32Array {
+    return this.#trainer.getGrad(name);
+  }
+
+  /** Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count. */
+  async saveOptimizer(dir: string): Promise<void> {
+    const params = this.#model.engine.paramInfo();
+    const tensors = params.flatMap((p) => [
+      { name: `${p.name}.exp_avg`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'm' as const },
+      { name: `${p.name}.exp_avg_sq`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'v' as const },
+    ]);
+    const { header } = buildSafetensorsHeader(tensors, { format: 'justgrpo-adamw', step: String(this.stepCount) });
+    const file = path.join(dir, OPTIMIZER_FILE);
+    await this.#model.run(() => this.#trainer.saveMoments(file, header, tensors.map((t) => ({ name: t.param, moment: t.moment }))));
+  }
+
+  /** Restores moments and step count written by saveOptimizer; errors name the file and tensor. */
+  async loadOptimizer(dir: string): Promise<void> {
+    const file = path.join(dir, OPTIMIZER_FILE);
+    const header = await readSafetensorsHeader(file);
+    const step = Number(header.metadata.step);
+    if (!Number.isInteger(step) || step < 0) throw new CheckpointError(`${file}: metadata \`step\` is missing or not an integer`);
+    const items: { name: string; moment: 'm' | 'v'; offset: number; dtype: 'F32' }[] = [];
+    for (const p of this.#model.engine.paramInfo()) {
+      for (const [suffix, moment] of [['exp_avg', 'm'], ['exp_avg_sq', 'v']] as const) {
+        const t = header.tensors.get(`${p.name}.${suffix}`);
+        if (!t) throw new CheckpointError(`${file}: missing tensor ${p.name}.${suffix}`);
+        if (t.dtype !== 'F32' || t.shape.join() !== p.shape.join())
+          throw new CheckpointError(`${file}: tensor ${p.name}.${suffix} is ${t.dtype} [${t.shape}], expected F32 [${p.shape}]`);
+        items.push({ name: p.name, moment, offset: t.offset, dtype: 'F32' as const });
+      }
+    }
+    try {
+      await this.#model.run(() => this.#trainer.loadMoments(file, items));
+    } catch (err) {
+      throw new CheckpointError(`${file}: ${(err as Error).message}`, { cause: err });
+    }
+    this.#trainer.stepCount = step;
+  }
+
+  dispose(): void {
+    try {
+      this.#trainer.dispose();
+    } catch (err) {
+      throw new EngineError((err as Error).message, { cause: err });
+    }
+  }
+}

@@ -1,0 +1,222 @@
+// `justgrpo sft`: LLaDA's masked-diffusion supervised fine-tuning (and pre-training on {text}),
+// with gradient accumulation, AdamW, schedules, checkpoints and exact resume.
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+
+import { z } from 'zod';
+
+import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
+import { ConfigError, InputError } from '../errors.js';
+import { exists } from '../fsutil.js';
+import { LladaModel, loadModel } from '../model.js';
+import { Tokenizer } from '../tokenizer.js';
+import { MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { readJsonl, tokenizeExamples, type SftExample } from './data.js';
+import { maskedDiffusionBatch } from './objective.js';
+import { Rng, STREAM } from './rng.js';
+import { learningRateAt } from './schedule.js';
+import { TrainingSession } from './session.js';
+
+const initSchema = z.strictObject({
+  dModel: z.number().int().positive(),
+  nLayers: z.number().int().min(0),
+  nHeads: z.number().int().positive(),
+  nKvHeads: z.number().int().positive().optional(),
+  mlpHiddenSize: z.number().int().positive(),
+  maxSequenceLength: z.number().int().positive().default(512),
+  seed: z.number().int().min(0).default(0),
+  initStd: z.number().positive().default(0.02),
+});
+
+/** The config of `justgrpo sft` (JSON or YAML). Paths are relative to the config file. */
+export const sftConfigSchema = z.strictObject({
+  /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
+  model: z.union([z.string(), z.strictObject({ init: initSchema })]),
+  data: z.strictObject({
+    /** JSONL of {prompt, response}, {question, answer} or {text}. */
+    train: z.string(),
+    /** Malformed lines: stop with file:line, or skip and count. */
+    onBadLine: z.enum(['stop', 'skip']).default('stop'),
+    /** Examples longer than maxLength: error, skip, or truncate the response. */
+    overlong: z.enum(['error', 'skip', 'truncate']).default('error'),
+    /** Longest example in tokens; defaults to the model's max_sequence_length. */
+    maxLength: z.number().int().positive().optional(),
+    /** Wrap prompts in the chat template; defaults to whether the tokenizer has one. */
+    chatTemplate: z.boolean().optional(),
+  }),
+  batchSize: z.number().int().positive().default(8),
+  gradientAccumulationSteps: z.number().int().positive().default(1),
+  learningRate: z.number().positive().default(1e-4),
+  lrSchedulerType: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+  warmupSteps: z.number().int().min(0).default(0),
+  /** Optimizer steps; overrides numEpochs. */
+  maxSteps: z.number().int().positive().optional(),
+  numEpochs: z.number().positive().default(1),
+  weightDecay: z.number().min(0).default(0),
+  adamBeta1: z.number().min(0).lt(1).default(0.9),
+  adamBeta2: z.number().min(0).lt(1).default(0.999),
+  adamEpsilon: z.number().positive().default(1e-8),
+  maxGradNorm: z.number().min(0).default(1.0),
+  /** Floor of the masking probability: p_mask = (1 - maskEps) t + maskEps. */
+  maskEps: z.number().gt(0).lt(1).default(1e-3),
+  /** Pad responses with eos to the longest sequence of the micro-batch, as LLaDA's SFT does (teaches the eos tail). */
+  padToLongest: z.boolean().default(true),
+  checkpointActivations: z.boolean().default(false),
+  seed: z.number().int().min(0).default(0),
+  outputDir: z.string().default('runs/sft'),
+  saveSteps: z.number().int().positive().default(100),
+  saveTotalLimit: z.number().int().positive().default(2),
+  loggingSteps: z.number().int().positive().default(1),
+});
+
+export type SftConfig = z.output<typeof sftConfigSchema>;
+export type SftConfigInput = z.input<typeof sftConfigSchema>;
+
+/** Validates a parsed config; errors name the file and the field. */
+export function parseSftConfig(raw: unknown, source: string): SftConfig {
+  const r = sftConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const field = issue.path.join('.') || '(root)';
+    throw new ConfigError(`${source}: \`${field}\`: ${issue.message}`);
+  }
+  return r.data;
+}
+
+export type SftStepMetrics = {
+  step: number;
+  loss: number;
+  learning_rate: number;
+  grad_norm: number;
+  non_finite: number;
+  num_tokens: number;
+  tokens_per_second: number;
+  step_time: number;
+  epoch: number;
+};
+
+export type SftHooks = {
+  /** Called once the run is set up. */
+  onStart?: (info: { totalSteps: number; startStep: number; examples: number; numParams: number; outputDir: string }) => void;
+  /** Called after every optimizer step. */
+  onStep?: (m: SftStepMetrics) => void;
+  /** Called after each checkpoint is written. */
+  onCheckpoint?: (dir: string) => void;
+  /** Stops after the current step (a checkpoint is written first). */
+  signal?: AbortSignal;
+};
+
+export type SftResult = { outputDir: string; checkpoint: string | null; steps: number; lastLoss: number | null };
+
+async function openModel(config: SftConfig, baseDir: string): Promise<LladaModel> {
+  if (typeof config.model === 'string') return loadModel(path.resolve(baseDir, config.model));
+  const { seed, initStd, ...size } = config.model.init;
+  const files = charTokenizerFiles();
+  const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
+  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer });
+}
+
+/**
+ * Runs SFT. Fresh: `config` (with `baseDir` for its relative paths). Resume: `resume` (a checkpoint
+ * or run directory): the config stored in the checkpoint, with `overrides` applied on top.
+ */
+export async function runSft(
+  args: { config?: SftConfig; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
+  hooks: SftHooks = {},
+): Promise<SftResult> {
+  let config: SftConfig, baseDir: string, model: LladaModel, state: TrainerState | null = null, ckpt: string | null = null;
+  if (args.resume) {
+    ckpt = await resolveCheckpoint(args.resume);
+    state = await readTrainerState(ckpt, 'sft');
+    config = parseSftConfig({ ...state.config, ...args.overrides }, path.join(ckpt, 'trainer_state.json'));
+    baseDir = '/';
+    model = await loadModel(ckpt);
+  } else {
+    if (!args.config) throw new ConfigError('runSft needs a config or a checkpoint to resume');
+    config = { ...args.config, ...args.overrides };
+    baseDir = args.baseDir ?? process.cwd();
+    model = await openModel(config, baseDir);
+  }
+  // Paths are stored absolute so a resumed run finds them from anywhere.
+  const trainFile = path.resolve(baseDir, config.data.train);
+  const outputDir = path.resolve(baseDir, config.outputDir);
+  const resolved: SftConfig = { ...config, data: { ...config.data, train: trainFile }, outputDir };
+  let session: TrainingSession | null = null;
+  try {
+    const tok = model.tokenizer;
+    const mc = model.config;
+    const { records, skipped } = await readJsonl(trainFile, { onBadLine: config.data.onBadLine });
+    const eot = tok.tokenToId('<|eot_id|>');
+    const { examples } = tokenizeExamples(records, trainFile, tok, { bos: mc.bosTokenId, eos: mc.eosTokenId, eot }, {
+      maxLength: Math.min(config.data.maxLength ?? mc.maxSequenceLength, mc.maxSequenceLength),
+      overlong: config.data.overlong,
+      chatTemplate: config.data.chatTemplate,
+    });
+    if (examples.length === 0)
+      throw new InputError(`${trainFile}: no usable examples${skipped ? ` (${skipped} malformed lines skipped)` : ''}`);
+    const perStep = config.batchSize * config.gradientAccumulationSteps;
+    const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
+
+    const metrics = new MetricsLog(outputDir);
+    if (state) await metrics.truncateAfter(state.step);
+    else if (await exists(metrics.file))
+      throw new ConfigError(`${outputDir} already holds a run (${path.basename(metrics.file)}); resume it with --resume ${outputDir} or choose another --out`);
+    await mkdir(outputDir, { recursive: true });
+
+    session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
+    if (ckpt) await session.loadOptimizer(ckpt);
+    const startStep = state?.step ?? 0;
+    hooks.onStart?.({ totalSteps, startStep, examples: examples.length, numParams: model.numParams, outputDir });
+
+    const perms = new Map<number, number[]>();
+    const exampleAt = (g: number): SftExample => {
+      const epoch = Math.floor(g / examples.length);
+      if (!perms.has(epoch)) perms.set(epoch, new Rng(config.seed, STREAM.shuffle, epoch).permutation(examples.length));
+      return examples[perms.get(epoch)![g % examples.length]!]!;
+    };
+    const stateAt = (step: number): TrainerState => ({
+      kind: 'sft', step, examplesSeen: step * perStep, seed: config.seed, config: resolved as unknown as Record<string, unknown>, version: 1,
+    });
+
+    let lastLoss: number | null = null, lastCheckpoint: string | null = null;
+    let step = startStep;
+    while (step < totalSteps) {
+      const t0 = performance.now();
+      session.zeroGrad();
+      let loss = 0, tokens = 0;
+      for (let micro = 0; micro < config.gradientAccumulationSteps; micro++) {
+        const first = step * perStep + micro * config.batchSize;
+        const batchExamples = Array.from({ length: config.batchSize }, (_, i) => exampleAt(first + i));
+        const batch = maskedDiffusionBatch(batchExamples, (i) => new Rng(config.seed, STREAM.mask, first + i), {
+          maskTokenId: mc.maskTokenId,
+          padTokenId: config.padToLongest ? mc.eosTokenId : null,
+          maskEps: config.maskEps,
+          sequencesPerStep: perStep,
+        });
+        tokens += batch.numTokens;
+        if (batch.rows.length > 0) loss += (await session.lossBackward(batch)).loss;
+      }
+      const lr = learningRateAt(step, { ...config, totalSteps });
+      const r = await session.step(lr, config);
+      step++;
+      const seconds = (performance.now() - t0) / 1000;
+      lastLoss = loss;
+      const m: SftStepMetrics = {
+        step, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, num_tokens: tokens,
+        tokens_per_second: tokens / seconds, step_time: seconds, epoch: (step * perStep) / examples.length,
+      };
+      if (step % config.loggingSteps === 0 || step === totalSteps) await metrics.append(m);
+      hooks.onStep?.(m);
+      const stop = hooks.signal?.aborted ?? false;
+      if (step % config.saveSteps === 0 || step === totalSteps || stop) {
+        lastCheckpoint = await saveCheckpoint(outputDir, model, session, stateAt(step), config.saveTotalLimit);
+        hooks.onCheckpoint?.(lastCheckpoint);
+      }
+      if (stop) break;
+    }
+    return { outputDir, checkpoint: lastCheckpoint, steps: step, lastLoss };
+  } finally {
+    session?.dispose();
+    await model.dispose();
+  }
+}
