@@ -152,7 +152,7 @@ function normalize(answer: string, stripVariable: boolean): string {
   // Collapse spaces, keeping one only where a command is followed by a letter or digit.
   s = s.replace(/(\\[a-zA-Z]+)\s+(?=[a-zA-Z0-9])/g, '$1\u0000').replace(/\s+/g, '').replace(/\u0000/g, ' ');
   if (/^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
-  s = s.replace(/(^|[^\d])\.(\d)/g, '$10.$2');
+  s = s.replace(/(^|[^\d])\.(\d)/g, (_m, before: string, digit: string) => `${before}0.${digit}`);
   const slash = /^(-?\d+)\/(\d+)$/.exec(s);
   if (slash) s = `\\frac{${slash[1]}}{${slash[2]}}`;
   const choice = /^\(?([A-Ea-e])\)$/.exec(s) ?? /^\(([A-Ea-e])\)?$/.exec(s);
