@@ -12,3 +12,5 @@ export type { Decoder, ConfidenceMeasure, GenerateOptions, GenerateResult } from
 export { createTinyModel, TINY_SIZE } from './init.js';
 export { charModelConfig, charTokenizerFiles, CHAR_TOKENIZER_IDS, CHAR_VOCAB_SIZE } from './chartokenizer.js';
 export * from './errors.js';
+export * from './rewards/index.js';
+export * from './eval/index.js';

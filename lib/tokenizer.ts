@@ -88,6 +88,8 @@ export class Tokenizer {
 
   /** The text of token ids. Defaults to keeping special tokens. */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    // The library refuses an empty list; an empty completion is an ordinary result here.
+    if (ids.length === 0) return '';
     return this.#tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
   }
 

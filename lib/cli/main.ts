@@ -12,7 +12,10 @@ import { readConfigFile } from '../configfile.js';
 import { ConfigError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
+import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
 import { loadModel, type LladaModel } from '../model.js';
+import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
+import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
 
 const pkg = JSON.parse(
@@ -189,6 +192,68 @@ program
   });
 
 program
+  .command('eval')
+  .description('Evaluate a model on GSM8K, MATH-500, HumanEval, MBPP or a JSONL task with any decoder')
+  .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
+  .requiredOption('--task <name>', 'gsm8k | math500 | humaneval | mbpp | FILE.jsonl')
+  .option('--data-dir <dir>', 'where the benchmark data lives (default: $JUSTGRPO_DATA or ../shared/data)')
+  .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), 'low_confidence' as Decoder)
+  .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length'), 256)
+  .option('--block-length <n>', 'block size of semi-autoregressive decoding', intArg('--block-length'), 32)
+  .option('--steps <n>', 'total decoding steps (default: gen length)', intArg('--steps'))
+  .option('--threshold <p>', 'confidence threshold of the threshold decoder', numberArg('--threshold'), 0.9)
+  .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberArg('--temperature'), 0)
+  .option('--limit <n>', 'evaluate the first N items', intArg('--limit'))
+  .option('--samples <k>', 'completions per item (pass@k for k up to this); use a temperature > 0', intArg('--samples'), 1)
+  .option('--batch-size <n>', 'prompts per generate call', intArg('--batch-size'), 8)
+  .option('--raw', 'feed the task prompt as is, without the chat template')
+  .option('--seed <n>', 'seed', intArg('--seed'), 0)
+  .option('--out <dir>', 'write results.json and samples.jsonl here')
+  .option('--json', 'print the results as JSON')
+  .action(async (opts) => {
+    const task = await loadTask(opts.task, { dataDir: opts.dataDir });
+    const model = await loadModel(opts.model);
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    process.once('SIGINT', onSignal);
+    const bar = !opts.json && process.stderr.isTTY
+      ? new cliProgress.SingleBar({ format: `eval ${task.name} |{bar}| {percentage}% | correct {correct}/{scored} | ETA {eta_formatted}`, hideCursor: true }, cliProgress.Presets.shades_classic)
+      : null;
+    bar?.start(100, 0, { correct: 0, scored: 0 });
+    // Each generate call continues the seed sequence, so repeated prompts (pass@k) never share a stream.
+    let seedOffset = opts.seed;
+    try {
+      const report = await runEval({
+        task, limit: opts.limit, samples: opts.samples, batchSize: opts.batchSize, signal: ac.signal,
+        onProgress: (f, p) => bar?.update(Math.round(f * 100), { correct: p.correct, scored: p.scored }),
+        generate: async (prompts) => {
+          const ids = prompts.map((p) => (opts.raw ? model.tokenizer.encode(p) : model.tokenizer.encodeChat([{ role: 'user', content: p }])));
+          const r = await model.generate(ids, {
+            decoder: opts.decoder, genLength: opts.genLength, blockLength: opts.decoder === 'ar' ? undefined : opts.blockLength,
+            steps: opts.steps, threshold: opts.threshold, temperature: opts.temperature, seed: seedOffset, signal: ac.signal,
+          });
+          seedOffset += prompts.length;
+          return r.tokens.map((t, i) => ({ text: model.completionText(t), nfe: r.nfe[i], tokens: opts.genLength }));
+        },
+      });
+      bar?.stop();
+      const paths = opts.out ? await writeEvalOutputs(opts.out, report) : null;
+      const r = report.results;
+      if (opts.json) console.log(JSON.stringify({ ...r, ...(paths ? { files: paths } : {}) }));
+      else {
+        console.log(`${r.task}: accuracy ${(100 * r.accuracy).toFixed(1)}% (${r.correct}/${r.total}), ` +
+          Object.entries(r.passAtK).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ') +
+          `, ${r.tokensPerSecond?.toFixed(1) ?? '-'} tokens/s, NFE ${r.meanNfe?.toFixed(1) ?? '-'}`);
+        if (paths) console.log(`wrote ${paths.results} and ${paths.samples}`);
+      }
+    } finally {
+      bar?.stop();
+      process.off('SIGINT', onSignal);
+      await model.dispose();
+    }
+  });
+
+program
   .command('sft')
   .description("Masked-diffusion supervised fine-tuning (LLaDA's objective); {text} data pre-trains")
   .option('--config <file>', 'JSON or YAML config (fields: see README, "justgrpo sft")')
@@ -238,6 +303,67 @@ program
       else console.error(`sft: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
     } finally {
       bar?.stop();
+      process.off('SIGINT', onSignal);
+    }
+  });
+
+program
+  .command('train')
+  .description('JustGRPO: GRPO with the diffusion model as an autoregressive policy (AR-order rollouts, exact likelihoods)')
+  .option('--config <file>', 'JSON or YAML config (fields: see README, "justgrpo train")')
+  .option('--out <dir>', 'output directory (overrides outputDir)')
+  .option('--max-steps <n>', 'optimizer steps (overrides maxSteps)', intArg('--max-steps'))
+  .option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)')
+  .option('--seed <n>', 'seed (overrides seed)', intArg('--seed'))
+  .option('--json', 'print one JSON line per step and a final summary')
+  .action(async (opts) => {
+    if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
+    const overrides: Partial<GrpoConfig> = {};
+    if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
+    if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
+    if (opts.seed !== undefined) overrides.seed = opts.seed;
+    let config: GrpoConfig | undefined, baseDir: string | undefined;
+    if (opts.config && !opts.resume) {
+      const file = await readConfigFile(opts.config);
+      config = parseGrpoConfig(file.raw, opts.config);
+      baseDir = file.baseDir;
+    }
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    process.once('SIGINT', onSignal);
+    const bars = !opts.json && process.stderr.isTTY
+      ? new cliProgress.MultiBar({ format: '{name} |{bar}| {value}/{total} | {info}', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+      : null;
+    let run: cliProgress.SingleBar | undefined;
+    try {
+      const result = await runGrpo({ config, baseDir, resume: opts.resume, overrides }, {
+        signal: ac.signal,
+        onStart: (info) => {
+          const msg = `train: ${info.prompts} prompts, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;
+          if (opts.json) console.log(JSON.stringify({ event: 'start', ...info }));
+          else console.error(msg);
+          run = bars?.create(info.totalSteps, info.startStep, { name: 'steps', info: '' });
+        },
+        onPhase: (step, phase) => run?.update({ info: `step ${step}: ${phase}` }),
+        onStep: (m) => {
+          if (opts.json) console.log(JSON.stringify(m));
+          else {
+            const line = `reward ${m.reward.toFixed(3)} | loss ${m.loss.toExponential(2)} | ${m.tokens_per_second?.toFixed(0)} tok/s`;
+            if (run) run.update(m.step, { info: line });
+            else console.error(`step ${m.step}: ${line}, grad_norm ${m.grad_norm.toFixed(3)}, zero-std ${m.frac_reward_zero_std.toFixed(2)}`);
+          }
+        },
+        onEval: (e) => {
+          if (opts.json) console.log(JSON.stringify({ event: 'eval', ...e }));
+          else if (bars) bars.log(`eval at step ${e.step}: reward ${e.reward.toFixed(3)} over ${e.count} prompts\n`);
+          else console.error(`eval at step ${e.step}: reward ${e.reward.toFixed(3)} over ${e.count} prompts`);
+        },
+      });
+      bars?.stop();
+      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      else console.error(`train: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
+    } finally {
+      bars?.stop();
       process.off('SIGINT', onSignal);
     }
   });

@@ -4,6 +4,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
+import { EngineError } from '../errors.js';
+
 /** The normalised model configuration the engine takes (see lib/config.ts). */
 export type NativeModelConfig = {
   dModel: number;
@@ -62,6 +64,11 @@ export interface NativeEngine {
     options: NativeDecodeOptions,
     onProgress?: (committed: number, total: number, canvas: Int32Array) => void,
   ): Promise<NativeDecodeResult>;
+  /**
+   * log p(targets[r]) at each row of a packed batch, with excludeIds' probability renormalised away
+   * (forward only; for a frozen reference policy).
+   */
+  logprobs(tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, excludeIds: Int32Array): Promise<Float32Array>;
   /** Makes the running long call stop at its next step and reject with "Aborted". */
   cancel(): void;
   getParam(name: string): Float32Array;
@@ -87,6 +94,18 @@ export type NativeStepOptions = {
   maxGradNorm: number;
 };
 
+/** The per-row inputs and settings of the GRPO loss. */
+export type NativePolicyLossOptions = {
+  oldLogprobs: Float32Array;
+  advantages: Float32Array;
+  /** Required when beta > 0. */
+  refLogprobs?: Float32Array;
+  epsilonLow: number;
+  epsilonHigh: number;
+  beta: number;
+  excludeIds: Int32Array;
+};
+
 /** Which AdamW moment a tensor entry names: first (`m`, exp_avg) or second (`v`, exp_avg_sq). */
 export type NativeMoment = 'm' | 'v';
 
@@ -110,6 +129,21 @@ export interface NativeTrainer {
   crossEntropyLoss(
     tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
   ): Promise<{ loss: number; logprobs: Float32Array }>;
+  /**
+   * JustGRPO's clipped-ratio loss per row, fused with the head's log-softmax (excludeIds' logits set
+   * to -inf first): loss = sum_r weights[r] * (-min(ratio A, clip(ratio, 1 - epsilonLow, 1 + epsilonHigh) A)
+   * + beta * k3(ref, logp)), ratio = exp(logp - oldLogprobs[r]). Forward and backward; gradients
+   * accumulate. clipped[r]: 0 unclipped, 1 clipped low, 2 clipped high.
+   */
+  policyLossBackward(
+    tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
+    options: NativePolicyLossOptions,
+  ): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }>;
+  /** The same, forward only. */
+  policyLoss(
+    tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
+    options: NativePolicyLossOptions,
+  ): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }>;
   /**
    * Zeroes and counts non-finite gradient elements, clips to maxGradNorm (gradients are left
    * clipped), increments stepCount and applies AdamW. gradNorm is the global norm before clipping.
@@ -152,7 +186,7 @@ export function native(): NativeModule {
   try {
     cached = load(root) as NativeModule;
   } catch (err) {
-    throw new Error(
+    throw new EngineError(
       `Cannot load the justgrpo native engine from ${root}: ${(err as Error).message}. ` +
         'Build it with `npm run build:native` (needs g++, make, python3 and libopenblas-dev).',
       { cause: err },

@@ -23,6 +23,10 @@ export type OptimizerOptions = {
   maxGradNorm: number;
 };
 
+/** A packed batch of (completion, position) inputs with the GRPO loss's per-row inputs. */
+export type PolicyBatch = PackedBatch & { oldLogprobs: Float32Array; advantages: Float32Array; refLogprobs: Float32Array | null };
+export type PolicySettings = { epsilonLow: number; epsilonHigh: number; beta: number; excludeIds: Int32Array };
+
 export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean };
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -60,6 +64,20 @@ export class TrainingSession {
   /** The same loss, forward only. */
   loss(b: PackedBatch): Promise<{ loss: number; logprobs: Float32Array }> {
     return this.#model.run(() => this.#trainer.crossEntropyLoss(b.tokens, b.seqStarts, b.rows, b.targets, b.weights));
+  }
+
+  /** The GRPO loss at the batch's rows (see NativeTrainer.policyLossBackward); gradients accumulate. */
+  policyLossBackward(b: PolicyBatch, o: PolicySettings): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }> {
+    return this.#model.run(() => this.#trainer.policyLossBackward(b.tokens, b.seqStarts, b.rows, b.targets, b.weights, {
+      oldLogprobs: b.oldLogprobs, advantages: b.advantages, ...(b.refLogprobs ? { refLogprobs: b.refLogprobs } : {}), ...o,
+    }));
+  }
+
+  /** The same loss, forward only. */
+  policyLoss(b: PolicyBatch, o: PolicySettings): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }> {
+    return this.#model.run(() => this.#trainer.policyLoss(b.tokens, b.seqStarts, b.rows, b.targets, b.weights, {
+      oldLogprobs: b.oldLogprobs, advantages: b.advantages, ...(b.refLogprobs ? { refLogprobs: b.refLogprobs } : {}), ...o,
+    }));
   }
 
   /** Zeroes and counts non-finite gradients, clips, applies AdamW at `lr`. */

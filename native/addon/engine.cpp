@@ -10,6 +10,7 @@
 #include "../common/check.h"
 #include "../common/tensor_io.h"
 #include "../cpu/decode.h"
+#include "../cpu/loss.h"
 
 namespace jg {
 
@@ -120,6 +121,7 @@ Napi::Function Engine::Init(Napi::Env env) {
                          InstanceMethod("getParam", &Engine::GetParam),
                          InstanceMethod("setParam", &Engine::SetParam),
                          InstanceMethod("decode", &Engine::Decode),
+                         InstanceMethod("logprobs", &Engine::Logprobs),
                          InstanceMethod("cancel", &Engine::Cancel),
                          InstanceMethod("dispose", &Engine::Dispose),
                      });
@@ -507,6 +509,60 @@ Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
   })
 }
 
+// logprobs(tokens, seqStarts, rows, targets, excludeIds) -> Promise<Float32Array>: log p(target)
+// at each row of a packed batch, with the excluded ids' probability renormalised away; the LM
+// head runs only for the rows and never holds all their logits at once. Used for a frozen
+// reference policy, which needs no gradients.
+Napi::Value Engine::Logprobs(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("logprobs", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model(env);
+    const ModelConfig& cfg = m.config();
+    auto tokens = copy_typed<int32_t>(info[0], napi_int32_array, "tokens");
+    auto starts = copy_typed<int32_t>(info[1], napi_int32_array, "seqStarts");
+    auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
+    auto targets = copy_typed<int32_t>(info[3], napi_int32_array, "targets");
+    auto excluded = copy_typed<int32_t>(info[4], napi_int32_array, "excludeIds");
+    JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
+             "seqStarts must run from 0 to the number of tokens");
+    for (size_t s = 0; s + 1 < starts.size(); s++)
+      JG_CHECK(starts[s + 1] > starts[s] && starts[s + 1] - starts[s] <= cfg.max_seq_len, "Sequence ", s,
+               " must have 1 to ", cfg.max_seq_len, " tokens");
+    for (size_t i = 0; i < tokens.size(); i++)
+      JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
+               " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+    JG_CHECK(targets.size() == rows.size(), "one target per row is required");
+    for (size_t r = 0; r < rows.size(); r++) {
+      JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r], " is outside the batch");
+      JG_CHECK(targets[r] >= 0 && targets[r] < cfg.embedding_size, "Target ", targets[r], " is outside [0, ",
+               cfg.embedding_size, ")");
+      for (int32_t id : excluded) JG_CHECK(targets[r] != id, "Target ", id, " at row ", r, " is an excluded id");
+    }
+    for (int32_t id : excluded) JG_CHECK(id >= 0 && id < cfg.embedding_size, "Excluded id ", id, " is out of range");
+    auto out = std::make_shared<std::vector<float>>(rows.size());
+    if (!try_claim()) throw EngineError("The model is busy with another call");
+    cpu::TrainWorkspace* ws = &logprob_ws_;
+    auto* task = new Task(
+        env, this, "logprobs",
+        [&m, ws, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows),
+         targets = std::move(targets), excluded = std::move(excluded), out] {
+          std::vector<float> zero(rows.size(), 0.0f);
+          cpu::CrossEntropyLoss loss(zero.data());
+          loss.excluded = excluded;
+          cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
+          m.loss(nullptr, *ws, b, rows.data(), targets.data(), static_cast<int64_t>(rows.size()), loss, out->data());
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          auto a = Napi::Float32Array::New(env, out->size());
+          std::copy(out->begin(), out->end(), a.Data());
+          return a;
+        });
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  })
+}
+
 // cancel(): the running decode stops at its next step and rejects with "Aborted".
 Napi::Value Engine::Cancel(const Napi::CallbackInfo& info) {
   abort_.store(true);
@@ -517,6 +573,7 @@ Napi::Value Engine::Dispose(const Napi::CallbackInfo& info) {
   JG_METHOD_BODY("dispose", {
     if (busy_.load()) throw EngineError("The model is busy with another call; await it before dispose()");
     model_.reset();
+    logprob_ws_.release();
     return info.Env().Undefined();
   })
 }

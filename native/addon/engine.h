@@ -38,6 +38,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value GetParam(const Napi::CallbackInfo& info);
   Napi::Value SetParam(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value Logprobs(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
@@ -46,6 +47,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::unique_ptr<cpu::Model> model_;
   std::atomic<bool> busy_{false};
   std::atomic<bool> abort_{false};
+  cpu::TrainWorkspace logprob_ws_;  // the head's chunked log-softmax for logprobs()
 };
 
 }  // namespace jg

@@ -204,6 +204,8 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("zeroGrad", &Trainer::ZeroGrad),
                          InstanceMethod("crossEntropyBackward", &Trainer::CrossEntropyBackward),
                          InstanceMethod("crossEntropyLoss", &Trainer::CrossEntropyLoss),
+                         InstanceMethod("policyLossBackward", &Trainer::PolicyLossBackward),
+                         InstanceMethod("policyLoss", &Trainer::PolicyLoss),
                          InstanceMethod("step", &Trainer::Step),
                          InstanceMethod("getGrad", &Trainer::GetGrad),
                          InstanceMethod("getMoments", &Trainer::GetMoments),
@@ -279,33 +281,85 @@ Napi::Value Trainer::ZeroGrad(const Napi::CallbackInfo& info) {
   })
 }
 
-Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool backward) {
+Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool backward, bool policy) {
   Napi::Env env = info.Env();
   cpu::Model& m = live_model();
-  auto batch = std::make_shared<RowBatch>(read_row_batch(info, m.config()));
+  const ModelConfig& cfg = m.config();
+  auto batch = std::make_shared<RowBatch>(read_row_batch(info, cfg));
+  const int64_t R = static_cast<int64_t>(batch->rows.size());
+  // The policy loss's own inputs: {oldLogprobs, advantages, refLogprobs?, epsilonLow, epsilonHigh, beta, excludeIds}.
+  struct PolicyArgs {
+    std::vector<float> old_lp, adv, ref_lp;
+    double eps_low = 0.2, eps_high = 0.2, beta = 0;
+    std::vector<int32_t> excluded;
+  };
+  auto pa = std::make_shared<PolicyArgs>();
+  if (policy) {
+    if (info.Length() < 6 || !info[5].IsObject()) expected("an options object", "options", describe(info[5]));
+    Napi::Object o = info[5].As<Napi::Object>();
+    pa->old_lp = typed<float>(o.Get("oldLogprobs"), napi_float32_array, "Float32Array", "oldLogprobs");
+    pa->adv = typed<float>(o.Get("advantages"), napi_float32_array, "Float32Array", "advantages");
+    pa->eps_low = get_number(o, "epsilonLow");
+    pa->eps_high = get_number(o, "epsilonHigh");
+    pa->beta = get_number(o, "beta");
+    pa->excluded = typed<int32_t>(o.Get("excludeIds"), napi_int32_array, "Int32Array", "excludeIds");
+    if (static_cast<int64_t>(pa->old_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "oldLogprobs", describe(o.Get("oldLogprobs")));
+    if (static_cast<int64_t>(pa->adv.size()) != R) expected(str_cat("one advantage per row (", R, ")"), "advantages", describe(o.Get("advantages")));
+    for (int64_t r = 0; r < R; r++) {
+      if (!std::isfinite(pa->old_lp[r])) expected("finite log-probs", "oldLogprobs", str_cat(pa->old_lp[r], " at index ", r));
+      if (!std::isfinite(pa->adv[r])) expected("finite advantages", "advantages", str_cat(pa->adv[r], " at index ", r));
+    }
+    if (!(pa->eps_low > 0 && pa->eps_low < 1)) expected("a number in (0, 1)", "epsilonLow", describe(o.Get("epsilonLow")));
+    if (!(pa->eps_high > 0 && std::isfinite(pa->eps_high))) expected("a finite number > 0", "epsilonHigh", describe(o.Get("epsilonHigh")));
+    if (!(pa->beta >= 0 && std::isfinite(pa->beta))) expected("a finite number >= 0", "beta", describe(o.Get("beta")));
+    if (pa->beta > 0) {
+      pa->ref_lp = typed<float>(o.Get("refLogprobs"), napi_float32_array, "Float32Array", "refLogprobs");
+      if (static_cast<int64_t>(pa->ref_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "refLogprobs", describe(o.Get("refLogprobs")));
+    }
+    for (int32_t id : pa->excluded)
+      if (id < 0 || id >= cfg.embedding_size) expected(str_cat("ids in [0, ", cfg.embedding_size, ")"), "excludeIds", str_cat(id));
+    for (int64_t r = 0; r < R; r++)
+      for (int32_t id : pa->excluded)
+        if (batch->targets[r] == id) expected("targets outside excludeIds", "targets", str_cat(id, " at index ", r));
+  }
   struct Out {
     double loss = 0;
     std::vector<float> logprobs;
+    std::vector<uint8_t> region;
   };
   auto out = std::make_shared<Out>();
   State* st = state_.get();
   return queue(
       env, this, engine_, name,
-      [&m, st, batch, out, backward] {
+      [&m, st, batch, pa, out, backward, policy] {
         const RowBatch& b = *batch;
         const int64_t R = static_cast<int64_t>(b.rows.size());
         out->logprobs.assign(R, 0.0f);
         cpu::Batch cb{b.tokens.data(), b.starts.data(), static_cast<int64_t>(b.starts.size()) - 1};
-        cpu::CrossEntropyLoss loss(b.weights.data());
-        out->loss = m.loss(backward ? st->live_grads() : nullptr, st->workspace, cb, b.rows.data(), b.targets.data(), R,
-                           loss, out->logprobs.data());
+        float* grads = backward ? st->live_grads() : nullptr;
+        if (policy) {
+          out->region.assign(R, 0);
+          cpu::GrpoLoss loss({pa->old_lp.data(), pa->adv.data(), b.weights.data(), pa->ref_lp.empty() ? nullptr : pa->ref_lp.data(),
+                              pa->eps_low, pa->eps_high, pa->beta},
+                             out->region.data());
+          loss.excluded = pa->excluded;
+          out->loss = m.loss(grads, st->workspace, cb, b.rows.data(), b.targets.data(), R, loss, out->logprobs.data());
+        } else {
+          cpu::CrossEntropyLoss loss(b.weights.data());
+          out->loss = m.loss(grads, st->workspace, cb, b.rows.data(), b.targets.data(), R, loss, out->logprobs.data());
+        }
       },
-      [out](Napi::Env env) -> Napi::Value {
+      [out, policy](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
         o.Set("loss", Napi::Number::New(env, out->loss));
         auto lp = Napi::Float32Array::New(env, out->logprobs.size());
         if (!out->logprobs.empty()) std::memcpy(lp.Data(), out->logprobs.data(), out->logprobs.size() * sizeof(float));
         o.Set("logprobs", lp);
+        if (policy) {
+          auto reg = Napi::Uint8Array::New(env, out->region.size());
+          if (!out->region.empty()) std::memcpy(reg.Data(), out->region.data(), out->region.size());
+          o.Set("clipped", reg);
+        }
         return o;
       });
 }
@@ -313,12 +367,25 @@ Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool
 // crossEntropyBackward(tokens, seqStarts, rows, targets, weights) -> Promise<{loss, logprobs}>:
 // forward and backward; gradients accumulate until zeroGrad().
 Napi::Value Trainer::CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  JG_TRAINER_METHOD("crossEntropyBackward", { return Loss(info, "crossEntropyBackward", true); })
+  JG_TRAINER_METHOD("crossEntropyBackward", { return Loss(info, "crossEntropyBackward", true, false); })
 }
 
 // crossEntropyLoss(...): the same loss and logprobs, forward only; gradients untouched.
 Napi::Value Trainer::CrossEntropyLoss(const Napi::CallbackInfo& info) {
-  JG_TRAINER_METHOD("crossEntropyLoss", { return Loss(info, "crossEntropyLoss", false); })
+  JG_TRAINER_METHOD("crossEntropyLoss", { return Loss(info, "crossEntropyLoss", false, false); })
+}
+
+// policyLossBackward(tokens, seqStarts, rows, targets, weights, {oldLogprobs, advantages,
+// refLogprobs?, epsilonLow, epsilonHigh, beta, excludeIds}) -> Promise<{loss, logprobs, clipped}>:
+// JustGRPO's clipped-ratio loss fused with the head's log-softmax (excludeIds renormalised away),
+// forward and backward; gradients accumulate until zeroGrad().
+Napi::Value Trainer::PolicyLossBackward(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("policyLossBackward", { return Loss(info, "policyLossBackward", true, true); })
+}
+
+// policyLoss(...): the same loss, log-probs and clip regions, forward only.
+Napi::Value Trainer::PolicyLoss(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("policyLoss", { return Loss(info, "policyLoss", false, true); })
 }
 
 // step({lr, beta1, beta2, eps, weightDecay, maxGradNorm}) -> Promise<{gradNorm, nonFinite, clipped}>.

@@ -35,6 +35,8 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
   Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info);
   Napi::Value CrossEntropyLoss(const Napi::CallbackInfo& info);
+  Napi::Value PolicyLossBackward(const Napi::CallbackInfo& info);
+  Napi::Value PolicyLoss(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GetGrad(const Napi::CallbackInfo& info);
   Napi::Value GetMoments(const Napi::CallbackInfo& info);
@@ -46,7 +48,7 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value WorkspaceBytes(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
-  Napi::Value Loss(const Napi::CallbackInfo& info, const char* name, bool backward);
+  Napi::Value Loss(const Napi::CallbackInfo& info, const char* name, bool backward, bool policy);
   // The engine's model, checking that neither the trainer nor the engine is disposed.
   cpu::Model& live_model();
   // Runs a synchronous method body with the engine claimed.

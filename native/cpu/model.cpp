@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "../common/check.h"
 #include "ops.h"
@@ -263,6 +264,8 @@ double Model::head_loss(float* grads, float* dx, const float* x, const Plan& p, 
     const int64_t rc = std::min(p.head_chunk, R - r0);
     const float* xn = p.xn_sel + r0 * d;
     matmul_forward(p.logits, xn, P + layout_.lm_head, rc, d, V);
+    for (int32_t id : loss.excluded)
+      for (int64_t r = 0; r < rc; r++) p.logits[r * V + id] = -std::numeric_limits<float>::infinity();
     logsoftmax_forward(logprobs + r0, p.lse + r0, p.logits, targets + r0, rc, V);
     for (int64_t r = r0; r < r0 + rc; r++) {
       double dlogp = 0;

@@ -1,0 +1,110 @@
+// The config of `justgrpo train` (JustGRPO): names after TRL's GRPOConfig, defaults after JustGRPO.
+import { z } from 'zod';
+
+import { ConfigError } from '../errors.js';
+
+const initSchema = z.strictObject({
+  dModel: z.number().int().positive(),
+  nLayers: z.number().int().min(0),
+  nHeads: z.number().int().positive(),
+  nKvHeads: z.number().int().positive().optional(),
+  mlpHiddenSize: z.number().int().positive(),
+  maxSequenceLength: z.number().int().positive().default(512),
+  seed: z.number().int().min(0).default(0),
+  initStd: z.number().positive().default(0.02),
+});
+
+export const grpoConfigSchema = z.strictObject({
+  /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
+  model: z.union([z.string(), z.strictObject({ init: initSchema })]),
+  data: z.strictObject({
+    /** JSONL; the prompt is `prompt` or `question`; every other column reaches the reward functions. */
+    train: z.string(),
+    onBadLine: z.enum(['stop', 'skip']).default('stop'),
+    /** Wrap prompts in the chat template as a user message; defaults to whether the tokenizer has one. */
+    chatTemplate: z.boolean().optional(),
+    /** Prompts longer than this many tokens: an error, or dropped. */
+    overlong: z.enum(['error', 'skip']).default('error'),
+  }),
+  /** Built-in rewards by name ('gsm8k', 'math') and/or functions exported by `rewardModule`. */
+  rewardFunctions: z.array(z.string()).min(1).default(['gsm8k']),
+  /** A JavaScript module whose named exports are reward functions, relative to the config file. */
+  rewardModule: z.string().optional(),
+  /** One weight per reward function; defaults to 1 each. */
+  rewardWeights: z.array(z.number()).optional(),
+  /** Map 0/1 rewards to -1/+1 as JustGRPO does (advantages are unchanged; the reward metric is not). */
+  signedRewards: z.boolean().default(false),
+  /** A reward function that throws or returns NaN / the wrong length: stop, or score the samples 0 and count them. */
+  onRewardError: z.enum(['error', 'zero']).default('error'),
+  /** Completions per prompt (G). */
+  numGenerations: z.number().int().min(2).default(16),
+  /** Prompts per rollout batch. */
+  promptsPerStep: z.number().int().positive().default(64),
+  /** Rollout batches per optimizer step. */
+  gradientAccumulationSteps: z.number().int().positive().default(1),
+  /** Tokens generated per completion (the AR rollout's gen_length). */
+  maxCompletionLength: z.number().int().positive().default(256),
+  temperature: z.number().min(0).default(1.0),
+  learningRate: z.number().positive().default(5e-6),
+  lrSchedulerType: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+  warmupSteps: z.number().int().min(0).default(0),
+  adamBeta1: z.number().min(0).lt(1).default(0.9),
+  adamBeta2: z.number().min(0).lt(1).default(0.999),
+  adamEpsilon: z.number().positive().default(1e-8),
+  weightDecay: z.number().min(0).default(0),
+  maxGradNorm: z.number().min(0).default(1.0),
+  /** Optimizer passes over each rollout batch, all against the rollout's own log-probs. */
+  numIterations: z.number().int().positive().default(1),
+  epsilon: z.number().positive().default(0.2),
+  /** Upper clip; defaults to epsilon. */
+  epsilonHigh: z.number().positive().optional(),
+  /** KL coefficient against a frozen reference model (k3 estimator); 0 = none. */
+  beta: z.number().min(0).default(0),
+  /** The reference model for beta > 0; defaults to the starting model. */
+  refModel: z.string().optional(),
+  lossType: z.enum(['grpo', 'dr_grpo']).default('grpo'),
+  scaleRewards: z.enum(['group', 'batch', 'none']).default('group'),
+  /** Completions that never end (no end-of-text / end-of-turn token) get advantage 0. */
+  maskTruncatedCompletions: z.boolean().default(false),
+  /** Train on K random positions per completion (weighted L / K, unbiased); all positions when unset. */
+  lossPositions: z.number().int().positive().optional(),
+  /** Tokens per forward/backward of the loss (the memory budget of the packed (sample, t) batch). */
+  maxTokensPerBatch: z.number().int().positive().default(16384),
+  checkpointActivations: z.boolean().default(false),
+  maxSteps: z.number().int().positive().default(125),
+  seed: z.number().int().min(0).default(0),
+  outputDir: z.string().default('runs/grpo'),
+  saveSteps: z.number().int().positive().default(25),
+  saveTotalLimit: z.number().int().positive().default(2),
+  loggingSteps: z.number().int().positive().default(1),
+  /** Held-out evaluation with a parallel decoder every evalSteps steps (and at the end). */
+  eval: z
+    .strictObject({
+      data: z.string(),
+      limit: z.number().int().positive().default(100),
+      evalSteps: z.number().int().positive().default(25),
+      decoder: z.enum(['ar', 'low_confidence', 'random', 'threshold']).default('low_confidence'),
+      genLength: z.number().int().positive().optional(),
+      blockLength: z.number().int().positive().optional(),
+      steps: z.number().int().positive().optional(),
+      threshold: z.number().min(0).max(1).optional(),
+    })
+    .optional(),
+});
+
+export type GrpoConfig = z.output<typeof grpoConfigSchema>;
+export type GrpoConfigInput = z.input<typeof grpoConfigSchema>;
+
+export function parseGrpoConfig(raw: unknown, source: string): GrpoConfig {
+  const r = grpoConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new ConfigError(`${source}: \`${issue.path.join('.') || '(root)'}\`: ${issue.message}`);
+  }
+  const c = r.data;
+  if (c.rewardWeights && c.rewardWeights.length !== c.rewardFunctions.length)
+    throw new ConfigError(`${source}: \`rewardWeights\` has ${c.rewardWeights.length} entries for ${c.rewardFunctions.length} reward functions`);
+  if (c.lossPositions !== undefined && c.lossPositions > c.maxCompletionLength)
+    throw new ConfigError(`${source}: \`lossPositions\` (${c.lossPositions}) exceeds \`maxCompletionLength\` (${c.maxCompletionLength})`);
+  return c;
+}
