@@ -142,6 +142,11 @@ export class LladaModel {
     return this.#tokenizer;
   }
 
+  /** Whether the model directory has a tokenizer (`model.tokenizer` throws otherwise). */
+  get hasTokenizer(): boolean {
+    return this.#tokenizer !== undefined;
+  }
+
   get backend(): Backend {
     return 'cpu';
   }

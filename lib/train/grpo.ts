@@ -160,7 +160,8 @@ export class GRPOTrainer {
     const roll = await this.model.generate(batch.map((p) => p.ids), { decoder: 'ar', genLength: L, temperature: c.temperature, numSamples: G, seed });
     const tRollout = performance.now();
     options.onPhase?.('reward');
-    const texts = roll.tokens.map((t) => this.model.completionText(t));
+    // Without a tokenizer, reward functions still get the ids (completionIds) and empty texts.
+    const texts = roll.tokens.map((t) => (this.model.hasTokenizer ? this.model.completionText(t) : ''));
     const scored = await this.score(batch, texts, roll.tokens);
     const tReward = performance.now();
     const m = await this.trainOnRollouts(

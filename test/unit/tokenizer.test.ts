@@ -22,6 +22,10 @@ describe('character tokenizer', () => {
     expect(tok.decode(ids, { skipSpecialTokens: true })).toBe('ab');
   });
 
+  it('decodes an empty list to an empty string', () => {
+    expect(tok.decode([])).toBe('');
+  });
+
   it('maps characters outside the alphabet to <|unk|>', () => {
     expect(tok.encode('é')).toEqual([CHAR_TOKENIZER_IDS.unk]);
   });
