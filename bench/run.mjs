@@ -8,6 +8,11 @@ import { fileURLToPath } from 'node:url';
 import Benchmark from 'benchmark';
 
 import { LladaModel, charTokenizerFiles, Tokenizer, toRawConfig } from '../dist/index.js';
+import { GRPOTrainer } from '../dist/train/grpo.js';
+import { parseGrpoConfig } from '../dist/train/grpo-config.js';
+import { maskedDiffusionBatch } from '../dist/train/objective.js';
+import { Rng } from '../dist/train/rng.js';
+import { TrainingSession } from '../dist/train/session.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
@@ -95,6 +100,112 @@ async function benchForward(py) {
   table(rows);
 }
 
+async function benchDecode(py) {
+  console.log('\n## Decoding, tiny config (d 256, 4 layers), fp32 CPU, temperature 1');
+  const config = modelConfig(CONFIGS.tiny);
+  const model = await LladaModel.random(config, { seed: 0 });
+  const rows = [['decoder', 'G x prompt x gen', 'NFE', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio']];
+  const cases = quick
+    ? [{ decoder: 'ar', G: 8, P: 32, L: 32 }]
+    : [
+        { decoder: 'ar', G: 8, P: 32, L: 32 },
+        { decoder: 'ar', G: 8, P: 32, L: 128 },
+        { decoder: 'low_confidence', G: 8, P: 32, L: 128, block: 32, steps: 128 },
+        { decoder: 'threshold', G: 8, P: 32, L: 128, block: 32, threshold: 0.05 },
+      ];
+  for (const c of cases) {
+    const prompt = Array.from({ length: c.P }, (_, t) => (t * 7) % (config.vocabSize - 3));
+    let nfe = 0;
+    const runs = c.L <= 32 ? 5 : 2;
+    const secs = await timeMedian(async () => {
+      const r = await model.generate(prompt, {
+        decoder: c.decoder, genLength: c.L, blockLength: c.block, steps: c.steps, threshold: c.threshold,
+        temperature: 1, numSamples: c.G, seed: 1,
+      });
+      nfe = r.nfe[0];
+    }, runs);
+    const ours = (c.G * c.L) / secs;
+    let torchRate = 'n/a', setting = 'python3-torch not installed', ratio = 'n/a';
+    if (py) {
+      const t = torchBest(py, 'torch_decode.py', {
+        config: toRawConfig(config), decoder: c.decoder, samples: c.G, prompt: c.P, gen: c.L, block: c.block ?? 1,
+        steps: c.steps ?? c.L, threshold: c.threshold ?? 0.9, runs: 1,
+      });
+      torchRate = ((c.G * c.L) / t.median_s).toFixed(1);
+      setting = `${t.setting}, NFE ${t.nfe}`;
+      ratio = `${(ours / Number(torchRate)).toFixed(2)}x`;
+    }
+    const name = c.decoder + (c.block ? ` (block ${c.block}${c.threshold !== undefined ? `, threshold ${c.threshold}` : ''})` : '');
+    rows.push([name, `${c.G}x${c.P}x${c.L}`, nfe, ours.toFixed(1), torchRate, setting, ratio]);
+  }
+  await model.dispose();
+  table(rows);
+}
+
+async function benchSft(py) {
+  console.log('\n## Masked-diffusion SFT step (forward + backward + AdamW), fp32 CPU');
+  const rows = [['config', 'batch x seq', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio']];
+  const shapes = quick ? { tiny: [8, 64] } : { tiny: [8, 64], small: [4, 128] };
+  for (const [name, [B, T]] of Object.entries(shapes)) {
+    const config = modelConfig(CONFIGS[name]);
+    const model = await LladaModel.random(config, { seed: 0 });
+    const session = TrainingSession.create(model);
+    const examples = Array.from({ length: B }, (_, b) => ({ prompt: [], response: Array.from({ length: T }, (_, t) => (b * 31 + t * 17) % (config.vocabSize - 3)), source: '' }));
+    let k = 0;
+    const opt = { learningRate: 1e-5, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, weightDecay: 0, maxGradNorm: 1 };
+    const runs = name === 'tiny' ? 10 : 4;
+    const secs = await timeMedian(async () => {
+      session.zeroGrad();
+      const batch = maskedDiffusionBatch(examples, (i) => new Rng(k++, i), { maskTokenId: config.maskTokenId, padTokenId: null, sequencesPerStep: B });
+      await session.lossBackward(batch);
+      await session.step(1e-5, opt);
+    }, runs);
+    session.dispose();
+    await model.dispose();
+    const ours = (B * T) / secs;
+    let torchRate = 'n/a', setting = 'python3-torch not installed', ratio = 'n/a';
+    if (py) {
+      const t = torchBest(py, 'torch_train.py', { task: 'sft', config: toRawConfig(config), batch: B, seq: T, runs });
+      torchRate = ((B * T) / t.median_s).toFixed(0);
+      setting = t.setting;
+      ratio = `${(ours / Number(torchRate)).toFixed(2)}x`;
+    }
+    rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, `${B}x${T}`, ours.toFixed(0), torchRate, setting, ratio]);
+  }
+  table(rows);
+}
+
+async function benchGrpo(py) {
+  console.log('\n## One JustGRPO step (rollout + loss + AdamW; 1 prompt, G 8, prompt 32, gen 32), fp32 CPU');
+  const rows = [['config', 'ours s/step', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
+  const names = quick ? ['tiny'] : ['tiny', 'small'];
+  for (const name of names) {
+    const config = modelConfig(CONFIGS[name]);
+    const model = await LladaModel.random(config, { seed: 0 });
+    const cfg = parseGrpoConfig({ model: 'x', data: { train: 'x' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000 }, 'bench');
+    const trainer = await GRPOTrainer.create(model, cfg, {
+      rewardFunctions: { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) },
+    });
+    const prompt = { ids: Array.from({ length: 32 }, (_, t) => (t * 7) % (config.vocabSize - 3)), text: '', columns: {}, source: '' };
+    let step = 0;
+    const runs = name === 'tiny' ? 3 : 1;
+    const secs = await timeMedian(() => trainer.step([prompt], step++), runs);
+    trainer.dispose();
+    await model.dispose();
+    let theirs = 'n/a', setting = 'python3-torch not installed', ratio = 'n/a';
+    if (py) {
+      // The small step takes over a minute in PyTorch: one run, at the thread split measured best for it.
+      const settings = name === 'tiny' ? [[1, 2], [2, 1]] : [[1, 2]];
+      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(config), prompt: 32, samples: 8, gen: 32, runs, warmup: name === 'tiny' }, settings);
+      theirs = t.median_s.toFixed(2);
+      setting = t.setting;
+      ratio = `${(t.median_s / secs).toFixed(2)}x`;
+    }
+    rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, secs.toFixed(2), theirs, setting, ratio]);
+  }
+  table(rows);
+}
+
 async function benchTokenizer() {
   console.log('\n## Tokenizer (JS side, benchmark.js)');
   const files = charTokenizerFiles();
@@ -114,6 +225,9 @@ async function main() {
   const py = torchPython();
   console.log(`justgrpo bench (${quick ? 'quick' : 'full'}); PyTorch: ${py ?? 'not found (apt-get install python3-torch)'}`);
   await benchForward(py);
+  await benchDecode(py);
+  await benchSft(py);
+  await benchGrpo(py);
   await benchTokenizer();
   if (existsSync(path.join(here, 'rewards.mjs'))) {
     console.log('\n## Rewards');
