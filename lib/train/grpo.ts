@@ -62,7 +62,7 @@ export type Rollouts = {
 
 export type GrpoStepMetrics = Record<string, number> & { step: number; loss: number };
 
-type LossStats = { loss: number; tokens: number; clipped: number; clippedLow: number; clippedHigh: number; kl: number };
+type LossStats = { loss: number; clipped: number; clippedLow: number; clippedHigh: number; kl: number };
 
 /**
  * The trainer: holds the policy's gradients and AdamW state, a reference model when beta > 0, and
@@ -200,7 +200,7 @@ export class GRPOTrainer {
     const keep = c.lossPositions ?? L;
     const weight = tokenWeight({ lossType: c.lossType, genLength: L, validCount: adv.valid.filter(Boolean).length, total: N, positionsKept: keep });
     const lr = learningRateAt(step, { ...c, totalSteps: c.maxSteps });
-    let stats: LossStats = { loss: 0, tokens: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
+    let stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     let gradNorm = 0, nonFinite = 0;
     const positions = this.#positions(N, L, step);
     for (let iter = 0; iter < c.numIterations; iter++) {
@@ -217,6 +217,9 @@ export class GRPOTrainer {
       const end = t.findIndex((x) => this.#stopIds.has(x));
       return end < 0 ? L : end + 1;
     });
+    // TRL's clip ratios and KL are means over every completion token, whichever rows the loss
+    // visited (zero-advantage completions are skipped unless beta > 0).
+    const trained = positions.reduce((a, p) => a + p.length, 0);
     const metrics: GrpoStepMetrics = {
       step: step + 1,
       loss: stats.loss,
@@ -225,16 +228,16 @@ export class GRPOTrainer {
       frac_reward_zero_std: adv.zeroStdGroups / adv.groupStd.length,
       'completions/mean_length': lengths.reduce((a, b) => a + b, 0) / N,
       'completions/clipped_ratio': ended.filter((e) => !e).length / N,
-      'clip_ratio/region_mean': stats.tokens ? stats.clipped / stats.tokens : 0,
-      'clip_ratio/low_mean': stats.tokens ? stats.clippedLow / stats.tokens : 0,
-      'clip_ratio/high_mean': stats.tokens ? stats.clippedHigh / stats.tokens : 0,
+      'clip_ratio/region_mean': stats.clipped / trained,
+      'clip_ratio/low_mean': stats.clippedLow / trained,
+      'clip_ratio/high_mean': stats.clippedHigh / trained,
       grad_norm: gradNorm,
       non_finite: nonFinite,
       learning_rate: lr,
       num_tokens: N * L,
       valid_samples: adv.valid.filter(Boolean).length,
     };
-    if (c.beta > 0) metrics.kl = stats.tokens ? stats.kl / stats.tokens : 0;
+    if (c.beta > 0) metrics.kl = stats.kl / trained;
     return metrics;
   }
 
@@ -294,7 +297,7 @@ export class GRPOTrainer {
 
   async #lossBackward(r: Rollouts, advantages: number[], old: number[][], weight: number, positions: number[][]): Promise<LossStats> {
     const c = this.config;
-    const stats: LossStats = { loss: 0, tokens: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
+    const stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     // Zero-advantage completions add nothing to the gradient unless the KL term is on.
     const include = (i: number) => advantages[i] !== 0 || c.beta > 0;
     const ref = this.#ref ? await this.#logprobs(this.#ref, r) : null;
@@ -311,7 +314,6 @@ export class GRPOTrainer {
         { epsilonLow: c.epsilon, epsilonHigh: c.epsilonHigh ?? c.epsilon, beta: c.beta, excludeIds: this.excludedIds },
       );
       stats.loss += res.loss;
-      stats.tokens += n;
       for (let k = 0; k < n; k++) {
         const region = res.clipped[k]!;
         if (region !== 0) stats.clipped++;
