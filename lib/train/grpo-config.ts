@@ -2,21 +2,11 @@
 import { z } from 'zod';
 
 import { ConfigError } from '../errors.js';
-
-const initSchema = z.strictObject({
-  dModel: z.number().int().positive(),
-  nLayers: z.number().int().min(0),
-  nHeads: z.number().int().positive(),
-  nKvHeads: z.number().int().positive().optional(),
-  mlpHiddenSize: z.number().int().positive(),
-  maxSequenceLength: z.number().int().positive().default(512),
-  seed: z.number().int().min(0).default(0),
-  initStd: z.number().positive().default(0.02),
-});
+import { modelSchema, parseConfig } from './run.js';
 
 export const grpoConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
-  model: z.union([z.string(), z.strictObject({ init: initSchema })]),
+  model: modelSchema,
   data: z.strictObject({
     /** JSONL; the prompt is `prompt` or `question`; every other column reaches the reward functions. */
     train: z.string(),
@@ -96,12 +86,7 @@ export type GrpoConfig = z.output<typeof grpoConfigSchema>;
 export type GrpoConfigInput = z.input<typeof grpoConfigSchema>;
 
 export function parseGrpoConfig(raw: unknown, source: string): GrpoConfig {
-  const r = grpoConfigSchema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new ConfigError(`${source}: \`${issue.path.join('.') || '(root)'}\`: ${issue.message}`);
-  }
-  const c = r.data;
+  const c = parseConfig(grpoConfigSchema, raw, source);
   if (c.rewardWeights && c.rewardWeights.length !== c.rewardFunctions.length)
     throw new ConfigError(`${source}: \`rewardWeights\` has ${c.rewardWeights.length} entries for ${c.rewardFunctions.length} reward functions`);
   if (c.lossPositions !== undefined && c.lossPositions > c.maxCompletionLength)

@@ -2,21 +2,19 @@
 // AR-order rollouts (one token per full forward pass, in order), rewards, group advantages, the
 // exact AR-order likelihood of every completion token under the same inputs the sampler saw,
 // the clipped-ratio loss fused with the log-softmax in native code, and an AdamW step.
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { ConfigError, InputError } from '../errors.js';
-import { exists } from '../fsutil.js';
 import { internals, LladaModel, loadModel } from '../model.js';
 import { rewards as builtinRewards } from '../rewards/index.js';
-import { Tokenizer } from '../tokenizer.js';
+import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeight } from './advantages.js';
-import { MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { readJsonl } from './data.js';
-import type { GrpoConfig } from './grpo-config.js';
+import { parseGrpoConfig, type GrpoConfig } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
+import { epochSampler, openMetrics, openModel, openRun } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession, type OptimizerOptions } from './session.js';
 
@@ -360,14 +358,6 @@ export type GrpoHooks = {
   signal?: AbortSignal;
 };
 
-async function openModel(config: GrpoConfig, baseDir: string): Promise<LladaModel> {
-  if (typeof config.model === 'string') return loadModel(path.resolve(baseDir, config.model));
-  const { seed, initStd, ...size } = config.model.init;
-  const files = charTokenizerFiles();
-  const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer });
-}
-
 async function loadRewardModule(file: string): Promise<Record<string, RewardFunction>> {
   let mod: Record<string, unknown>;
   try {
@@ -385,20 +375,7 @@ export async function runGrpo(
   args: { config?: GrpoConfig; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
   hooks: GrpoHooks = {},
 ): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
-  let config: GrpoConfig, baseDir: string, model: LladaModel, state: TrainerState | null = null, ckpt: string | null = null;
-  const { parseGrpoConfig } = await import('./grpo-config.js');
-  if (args.resume) {
-    ckpt = await resolveCheckpoint(args.resume);
-    state = await readTrainerState(ckpt, 'grpo');
-    config = parseGrpoConfig({ ...state.config, ...args.overrides }, path.join(ckpt, 'trainer_state.json'));
-    baseDir = '/';
-    model = await loadModel(ckpt);
-  } else {
-    if (!args.config) throw new ConfigError('runGrpo needs a config or a checkpoint to resume');
-    config = { ...args.config, ...args.overrides };
-    baseDir = args.baseDir ?? process.cwd();
-    model = await openModel(config, baseDir);
-  }
+  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('grpo', parseGrpoConfig, args);
   const resolved: GrpoConfig = {
     ...config,
     data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
@@ -421,23 +398,14 @@ export async function runGrpo(
       if (!fn) throw new ConfigError(`Unknown reward function \`${name}\`: not built in (${Object.keys(BUILTIN_REWARDS).join(', ')}) and not exported by rewardModule`);
       named[name] = fn;
     }
-    if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : typeof config.model === 'string' ? await loadModel(path.resolve(baseDir, config.model)) : await openModel(config, baseDir);
-    const metrics = new MetricsLog(outputDir);
-    if (state) await metrics.truncateAfter(state.step);
-    else if (await exists(metrics.file))
-      throw new ConfigError(`${outputDir} already holds a run (metrics.jsonl); resume it with --resume ${outputDir} or choose another --out`);
-    await mkdir(outputDir, { recursive: true });
+    if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
+    const metrics = await openMetrics(outputDir, state);
     trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
     if (ckpt) await trainer.session.loadOptimizer(ckpt);
     const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
     const startStep = state?.step ?? 0;
     hooks.onStart?.({ totalSteps: config.maxSteps, startStep, prompts: prompts.length, numParams: model.numParams, outputDir });
-    const perms = new Map<number, number[]>();
-    const promptAt = (g: number) => {
-      const epoch = Math.floor(g / prompts.length);
-      if (!perms.has(epoch)) perms.set(epoch, new Rng(config.seed, STREAM.shuffle, epoch).permutation(prompts.length));
-      return prompts[perms.get(epoch)![g % prompts.length]!]!;
-    };
+    const promptAt = epochSampler(prompts, config.seed);
     const evaluate = async (step: number) => {
       if (!resolved.eval || evalPrompts.length === 0) return;
       const e = resolved.eval;

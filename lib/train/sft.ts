@@ -1,37 +1,22 @@
 // `justgrpo sft`: LLaDA's masked-diffusion supervised fine-tuning (and pre-training on {text}),
 // with gradient accumulation, AdamW, schedules, checkpoints and exact resume.
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import { z } from 'zod';
 
-import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
-import { ConfigError, InputError } from '../errors.js';
-import { exists } from '../fsutil.js';
-import { LladaModel, loadModel } from '../model.js';
-import { Tokenizer } from '../tokenizer.js';
-import { MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { readJsonl, tokenizeExamples, type SftExample } from './data.js';
+import { InputError } from '../errors.js';
+import { saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { readJsonl, tokenizeExamples } from './data.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
+import { epochSampler, modelSchema, openMetrics, openRun, parseConfig } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
-
-const initSchema = z.strictObject({
-  dModel: z.number().int().positive(),
-  nLayers: z.number().int().min(0),
-  nHeads: z.number().int().positive(),
-  nKvHeads: z.number().int().positive().optional(),
-  mlpHiddenSize: z.number().int().positive(),
-  maxSequenceLength: z.number().int().positive().default(512),
-  seed: z.number().int().min(0).default(0),
-  initStd: z.number().positive().default(0.02),
-});
 
 /** The config of `justgrpo sft` (JSON or YAML). Paths are relative to the config file. */
 export const sftConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
-  model: z.union([z.string(), z.strictObject({ init: initSchema })]),
+  model: modelSchema,
   data: z.strictObject({
     /** JSONL of {prompt, response}, {question, answer} or {text}. */
     train: z.string(),
@@ -74,13 +59,7 @@ export type SftConfigInput = z.input<typeof sftConfigSchema>;
 
 /** Validates a parsed config; errors name the file and the field. */
 export function parseSftConfig(raw: unknown, source: string): SftConfig {
-  const r = sftConfigSchema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const field = issue.path.join('.') || '(root)';
-    throw new ConfigError(`${source}: \`${field}\`: ${issue.message}`);
-  }
-  return r.data;
+  return parseConfig(sftConfigSchema, raw, source);
 }
 
 export type SftStepMetrics = {
@@ -108,14 +87,6 @@ export type SftHooks = {
 
 export type SftResult = { outputDir: string; checkpoint: string | null; steps: number; lastLoss: number | null };
 
-async function openModel(config: SftConfig, baseDir: string): Promise<LladaModel> {
-  if (typeof config.model === 'string') return loadModel(path.resolve(baseDir, config.model));
-  const { seed, initStd, ...size } = config.model.init;
-  const files = charTokenizerFiles();
-  const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer });
-}
-
 /**
  * Runs SFT. Fresh: `config` (with `baseDir` for its relative paths). Resume: `resume` (a checkpoint
  * or run directory): the config stored in the checkpoint, with `overrides` applied on top.
@@ -124,19 +95,7 @@ export async function runSft(
   args: { config?: SftConfig; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
   hooks: SftHooks = {},
 ): Promise<SftResult> {
-  let config: SftConfig, baseDir: string, model: LladaModel, state: TrainerState | null = null, ckpt: string | null = null;
-  if (args.resume) {
-    ckpt = await resolveCheckpoint(args.resume);
-    state = await readTrainerState(ckpt, 'sft');
-    config = parseSftConfig({ ...state.config, ...args.overrides }, path.join(ckpt, 'trainer_state.json'));
-    baseDir = '/';
-    model = await loadModel(ckpt);
-  } else {
-    if (!args.config) throw new ConfigError('runSft needs a config or a checkpoint to resume');
-    config = { ...args.config, ...args.overrides };
-    baseDir = args.baseDir ?? process.cwd();
-    model = await openModel(config, baseDir);
-  }
+  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('sft', parseSftConfig, args);
   // Paths are stored absolute so a resumed run finds them from anywhere.
   const trainFile = path.resolve(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);
@@ -157,23 +116,14 @@ export async function runSft(
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
 
-    const metrics = new MetricsLog(outputDir);
-    if (state) await metrics.truncateAfter(state.step);
-    else if (await exists(metrics.file))
-      throw new ConfigError(`${outputDir} already holds a run (${path.basename(metrics.file)}); resume it with --resume ${outputDir} or choose another --out`);
-    await mkdir(outputDir, { recursive: true });
+    const metrics = await openMetrics(outputDir, state);
 
     session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
     if (ckpt) await session.loadOptimizer(ckpt);
     const startStep = state?.step ?? 0;
     hooks.onStart?.({ totalSteps, startStep, examples: examples.length, numParams: model.numParams, outputDir });
 
-    const perms = new Map<number, number[]>();
-    const exampleAt = (g: number): SftExample => {
-      const epoch = Math.floor(g / examples.length);
-      if (!perms.has(epoch)) perms.set(epoch, new Rng(config.seed, STREAM.shuffle, epoch).permutation(examples.length));
-      return examples[perms.get(epoch)![g % examples.length]!]!;
-    };
+    const exampleAt = epochSampler(examples, config.seed);
     const stateAt = (step: number): TrainerState => ({
       kind: 'sft', step, examplesSeen: step * perStep, seed: config.seed, config: resolved as unknown as Record<string, unknown>, version: 1,
     });

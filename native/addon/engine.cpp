@@ -107,6 +107,26 @@ std::string get_string(const Napi::Value& v, const char* what) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// A packed batch as the engine takes it: seqStarts from 0 to the number of tokens, sequences of 1
+// to max_seq_len tokens, token ids in the vocabulary, rows inside the batch.
+void check_packed_batch(const std::vector<int32_t>& tokens, const std::vector<int32_t>& starts,
+                        const std::vector<int32_t>& rows, const ModelConfig& cfg) {
+  JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
+           "seqStarts must run from 0 to the number of tokens");
+  for (size_t s = 0; s + 1 < starts.size(); s++) {
+    int64_t len = starts[s + 1] - starts[s];
+    JG_CHECK(len > 0, "Sequence ", s, " is empty");
+    JG_CHECK(len <= cfg.max_seq_len, "Sequence ", s, " has ", len, " tokens but the model allows at most ",
+             cfg.max_seq_len);
+  }
+  for (size_t i = 0; i < tokens.size(); i++)
+    JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
+             " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+  for (size_t r = 0; r < rows.size(); r++)
+    JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r],
+             " is outside the batch of ", tokens.size(), " tokens");
+}
+
 }  // namespace
 
 Napi::Function Engine::Init(Napi::Env env) {
@@ -254,20 +274,7 @@ Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
     auto tokens = copy_typed<int32_t>(info[0], napi_int32_array, "tokens");
     auto starts = copy_typed<int32_t>(info[1], napi_int32_array, "seqStarts");
     auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
-    JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
-             "seqStarts must run from 0 to the number of tokens");
-    for (size_t s = 0; s + 1 < starts.size(); s++) {
-      int64_t len = starts[s + 1] - starts[s];
-      JG_CHECK(len > 0, "Sequence ", s, " is empty");
-      JG_CHECK(len <= cfg.max_seq_len, "Sequence ", s, " has ", len, " tokens but the model allows at most ",
-               cfg.max_seq_len);
-    }
-    for (size_t i = 0; i < tokens.size(); i++)
-      JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
-               " is outside the vocabulary [0, ", cfg.vocab_size, ")");
-    for (size_t r = 0; r < rows.size(); r++)
-      JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r],
-               " is outside the batch of ", tokens.size(), " tokens");
+    check_packed_batch(tokens, starts, rows, cfg);
     const int64_t out_len = static_cast<int64_t>(rows.size()) * cfg.embedding_size;
     auto out = Napi::Float32Array::New(env, out_len);
     auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
@@ -523,17 +530,9 @@ Napi::Value Engine::Logprobs(const Napi::CallbackInfo& info) {
     auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
     auto targets = copy_typed<int32_t>(info[3], napi_int32_array, "targets");
     auto excluded = copy_typed<int32_t>(info[4], napi_int32_array, "excludeIds");
-    JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
-             "seqStarts must run from 0 to the number of tokens");
-    for (size_t s = 0; s + 1 < starts.size(); s++)
-      JG_CHECK(starts[s + 1] > starts[s] && starts[s + 1] - starts[s] <= cfg.max_seq_len, "Sequence ", s,
-               " must have 1 to ", cfg.max_seq_len, " tokens");
-    for (size_t i = 0; i < tokens.size(); i++)
-      JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
-               " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+    check_packed_batch(tokens, starts, rows, cfg);
     JG_CHECK(targets.size() == rows.size(), "one target per row is required");
     for (size_t r = 0; r < rows.size(); r++) {
-      JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r], " is outside the batch");
       JG_CHECK(targets[r] >= 0 && targets[r] < cfg.embedding_size, "Target ", targets[r], " is outside [0, ",
                cfg.embedding_size, ")");
       for (int32_t id : excluded) JG_CHECK(targets[r] != id, "Target ", id, " at row ", r, " is an excluded id");
