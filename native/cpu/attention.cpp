@@ -112,4 +112,27 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   });
 }
 
+// out (R, H*hd), q (R, H*hd): the queries of packed-batch rows `rows` (R) only, against all keys and
+// values k, v (N, KV*hd) of each row's sequence; seq_starts (n_seqs+1). The same arithmetic per
+// (row, head) as attention_forward, for when only a few rows' outputs are needed.
+void attention_rows_forward(float* out, const float* q, const float* k, const float* v, const int32_t* rows, int64_t R,
+                            const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const int64_t group = H / KV;
+  const int64_t q_stride = H * hd, kv_stride = KV * hd;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < n_seqs; s++) max_len = std::max<int64_t>(max_len, seq_starts[s + 1] - seq_starts[s]);
+  parallel_for(R * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(max_len);
+    for (int64_t w = begin; w < end; w++) {
+      const int64_t r = w / H, h = w % H;
+      // The row's sequence: the last start at or before it.
+      const int64_t s = std::upper_bound(seq_starts, seq_starts + n_seqs + 1, rows[r]) - seq_starts - 1;
+      const int64_t start = seq_starts[s], L = seq_starts[s + 1] - start, hk = h / group;
+      attend_row(out + r * q_stride + h * hd, scores.data(), q + r * q_stride + h * hd, k + start * kv_stride + hk * hd,
+                 v + start * kv_stride + hk * hd, L, kv_stride, hd, scale);
+    }
+  });
+}
+
 }  // namespace jg::cpu

@@ -59,11 +59,11 @@ int64_t Model::n_params() const {
 int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
   const int64_t d = cfg_.d_model, kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   return static_cast<int64_t>(sizeof(float)) *
-         (n_tokens * (5 * d + 2 * kv + 2 * mlp) + 2 * n_rows * d);
+         (n_tokens * (5 * d + 2 * kv + 2 * mlp) + n_rows * (6 * d + 2 * mlp));
 }
 
 void Model::release() {
-  for (FloatBuffer* b : {&params_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_}) b->release();
+  for (FloatBuffer* b : {&params_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_}) b->release();
 }
 
 void Model::positions(std::vector<int32_t>& pos, const Batch& batch) const {
@@ -139,7 +139,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
   rmsnorm_backward(dx, G + L.attn_norm, p.dxn, a.x_in, P + L.attn_norm, a.rstd1, N, d);
 }
 
-float* Model::forward_layers(const Batch& batch) {
+float* Model::forward_layers(const Batch& batch, int64_t n_layers) {
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   x_.resize(N * d, "activations");
@@ -159,8 +159,46 @@ float* Model::forward_layers(const Batch& batch) {
                     att_.data(), nullptr, x,            xn_.data(),   nullptr,   gate_.data(),
                     up_.data(),  gate_.data(), proj_.data()};
   embedding_forward(x, batch.tokens, params_.data() + layout_.wte, N, d);
-  for (const LayerParams& L : layout_.layers) layer_forward(x, a, L, batch, pos_.data());
+  for (int64_t l = 0; l < n_layers; l++) layer_forward(x, a, layout_.layers[l], batch, pos_.data());
   return x;
+}
+
+void Model::layer_rows_forward(float* sel, const float* x, const LayerParams& L, const Batch& batch,
+                               const int32_t* rows, int64_t R) {
+  const int64_t N = batch.n_tokens();
+  const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
+  const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  const float* P = params_.data();
+  float *xn = xn_.data(), *k = k_.data(), *v = v_.data();
+  rows_.resize(R * (4 * d + 2 * mlp), "activations");
+  float* xr = rows_.data();  // (R,d) the normed inputs, then the normed mid-stream
+  float* q = xr + R * d;     // (R,d)
+  float* att = q + R * d;    // (R,d)
+  float* proj = att + R * d; // (R,d)
+  float* gate = proj + R * d;
+  float* up = gate + R * mlp;
+  std::vector<int32_t> pos(R);
+  for (int64_t r = 0; r < R; r++) pos[r] = pos_[rows[r]];
+
+  rmsnorm_forward(xn, nullptr, x, P + L.attn_norm, N, d, eps);
+  matmul_forward(k, xn, P + L.k_proj, N, d, kv);
+  matmul_forward(v, xn, P + L.v_proj, N, d, kv);
+  rope_forward(k, pos_.data(), rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  for (int64_t r = 0; r < R; r++) std::copy(xn + int64_t(rows[r]) * d, xn + (int64_t(rows[r]) + 1) * d, xr + r * d);
+  matmul_forward(q, xr, P + L.q_proj, R, d, d);
+  rope_forward(q, pos.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
+  attention_rows_forward(att, q, k, v, rows, R, batch.seq_starts, batch.n_seqs, H, KV, hd);
+  matmul_forward(proj, att, P + L.attn_out, R, d, d);
+  for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
+  residual_forward(sel, proj, R * d);
+
+  rmsnorm_forward(xr, nullptr, sel, P + L.ff_norm, R, d, eps);
+  matmul_forward(gate, xr, P + L.ff_proj, R, d, mlp);
+  matmul_forward(up, xr, P + L.up_proj, R, d, mlp);
+  swiglu_forward(gate, gate, up, R, mlp);
+  matmul_forward(proj, gate, P + L.ff_out, R, mlp, d);
+  residual_forward(sel, proj, R * d);
 }
 
 void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
@@ -173,11 +211,17 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
 
   xn_.resize(std::max(N, n_rows) * d, "activations");
   sel_.resize(n_rows * d, "activations");
-  const float* x = forward_layers(batch);
-  // Final norm and head only for the requested rows.
+  // Every layer but the last runs on all rows; the last only where its output is read (exact: a
+  // row's output depends on the other rows only through their keys and values).
+  const int64_t n_layers = cfg_.n_layers;
+  const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
   float* sel = sel_.data();
-  for (int64_t r = 0; r < n_rows; r++)
-    std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
+  if (n_layers > 0) {
+    layer_rows_forward(sel, x, layout_.layers[n_layers - 1], batch, rows, n_rows);
+  } else {
+    for (int64_t r = 0; r < n_rows; r++)
+      std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
+  }
   rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
   matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
 }
@@ -298,7 +342,7 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const i
   plan(p, &ws, N, n_rows, with_grads, checkpoint, &saved_floats, &scratch_floats);
 
   if (!with_grads) {
-    const float* x = forward_layers(batch);
+    const float* x = forward_layers(batch, cfg_.n_layers);
     return head_loss(nullptr, nullptr, x, p, rows, targets, n_rows, loss, logprobs);
   }
 

@@ -112,7 +112,12 @@ class Model {
   void layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
                       const Batch& batch, const int32_t* pos);
   // The inference layers over the batch; returns the final residual stream (N,d) in x_.
-  float* forward_layers(const Batch& batch);
+  // The first `n_layers` layers over the batch; returns the residual stream (N,d) in x_.
+  float* forward_layers(const Batch& batch, int64_t n_layers);
+  // sel (R,d): layer L's output at `rows` only, from its input x (N,d). Keys and values need every
+  // row; the queries, attention output, residual and MLP only the selected rows.
+  void layer_rows_forward(float* sel, const float* x, const LayerParams& L, const Batch& batch, const int32_t* rows,
+                          int64_t R);
   double head_loss(float* grads, float* dx, const float* x, const Plan& p, const int32_t* rows,
                    const int32_t* targets, int64_t n_rows, const RowLoss& loss, float* logprobs);
   void plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t n_rows, bool with_grads, bool checkpoint,
@@ -124,7 +129,7 @@ class Model {
   std::vector<float> rope_cos_, rope_sin_;
 
   // Activations of one layer at a time (inference keeps nothing for backward).
-  FloatBuffer x_, xn_, q_, k_, v_, att_, proj_, gate_, up_, sel_;
+  FloatBuffer x_, xn_, q_, k_, v_, att_, proj_, gate_, up_, sel_, rows_;
   std::vector<int32_t> pos_;
 };
 
