@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "openblas_static%": "<!(node -p \"process.env.JUSTGRPO_OPENBLAS_STATIC === '1' ? 1 : 0\")"
+  },
   "targets": [
     {
       "target_name": "justgrpo",
@@ -8,7 +11,15 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "libraries": ["-lopenblas"]
+      "conditions": [
+        # JUSTGRPO_OPENBLAS_STATIC=1 (the prebuilt binary) links libopenblas.a into the .node file and
+        # hides its symbols; otherwise the system's shared libopenblas, as any distro provides.
+        ["openblas_static==1", {
+          "libraries": ["-l:libopenblas.a", "-lm", "-Wl,--exclude-libs,ALL"]
+        }, {
+          "libraries": ["-lopenblas"]
+        }]
+      ]
     }
   ]
 }

@@ -1,5 +1,8 @@
 // Registers the native classes and reports what this build supports.
+#include <cblas.h>
 #include <napi.h>
+
+#include <string>
 
 #include "../common/ops.h"
 #include "engine.h"
@@ -16,6 +19,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Array ops = Napi::Array::New(env, jg::OP_COUNT);
   for (int i = 0; i < jg::OP_COUNT; i++) ops.Set(i, Napi::String::New(env, jg::OP_NAMES[i]));
   exports.Set("ops", ops);
+  // Which OpenBLAS and which of its kernel sets this CPU got (it dispatches at load).
+  exports.Set("blas", std::string(openblas_get_config()) + " (core " + openblas_get_corename() + ")");
   return exports;
 }
 
