@@ -12,5 +12,7 @@ export type { Decoder, ConfidenceMeasure, GenerateOptions, GenerateResult } from
 export { createTinyModel, TINY_SIZE } from './init.js';
 export { charModelConfig, charTokenizerFiles, CHAR_TOKENIZER_IDS, CHAR_VOCAB_SIZE } from './chartokenizer.js';
 export * from './errors.js';
+export { nativeInfo } from './native/binding.js';
+export type { NativeInfo } from './native/binding.js';
 export * from './rewards/index.js';
 export * from './eval/index.js';

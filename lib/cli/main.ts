@@ -14,6 +14,7 @@ import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
 import { loadModel, type LladaModel } from '../model.js';
+import { nativeInfo } from '../native/binding.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
@@ -110,7 +111,7 @@ program
       } catch {
         tokenizer = 'none';
       }
-      const info = { model: path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer };
+      const info = { model: path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer, engine: nativeInfo() };
       if (opts.json) {
         console.log(JSON.stringify(info));
         return;
@@ -129,6 +130,7 @@ program
         ['rms norm eps', c.rmsNormEps],
         ['mask / eos / bos', `${c.maskTokenId} / ${c.eosTokenId ?? '-'} / ${c.bosTokenId ?? '-'}`],
         ['tokenizer', tokenizer],
+        ['engine', `${info.engine.source} ${info.engine.path} (${info.engine.backends.join(', ')}; ${info.engine.blas})`],
       ];
       const w = Math.max(...rows.map(([k]) => k.length));
       for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);

@@ -173,24 +173,51 @@ export interface NativeModule {
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
   ops: string[];
+  /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
+  blas?: string;
 }
 
+/** Which native binary was loaded, and why that one. */
+export type NativeInfo = {
+  /** The `.node` file. */
+  path: string;
+  /** `local build`: build/Release or build/Debug, which win over prebuilt binaries; `prebuilt`: prebuilds/<platform>-<arch>, shipped in the npm package; `JUSTGRPO_PREBUILD`: the directory that environment variable names. */
+  source: 'local build' | 'prebuilt' | 'JUSTGRPO_PREBUILD';
+  /** Backends this binary can run (`cpu`, and `cuda` in a CUDA build). */
+  backends: string[];
+  blas: string;
+};
+
 let cached: NativeModule | undefined;
+let info: NativeInfo | undefined;
 
 /** Loads the native module: a local build first, then a prebuilt binary (node-gyp-build's order). */
 export function native(): NativeModule {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const load = require('node-gyp-build') as (dir: string) => unknown;
+  const load = require('node-gyp-build') as { resolve(dir: string): string };
+  let file: string | undefined;
   try {
-    cached = load(root) as NativeModule;
+    file = load.resolve(root);
+    cached = require(file) as NativeModule;
   } catch (err) {
     throw new EngineError(
-      `Cannot load the justgrpo native engine from ${root}: ${(err as Error).message}. ` +
-        'Build it with `npm run build:native` (needs g++, make, python3 and libopenblas-dev).',
+      `Cannot load the justgrpo native engine ${file ?? `from ${root}`}: ${(err as Error).message.trim()}. ` +
+        `Prebuilt binaries cover linux-x64 (glibc); elsewhere build it with \`npm rebuild justgrpo\` ` +
+        '(in a checkout: `npm run build:native`), which needs g++, make, python3 and libopenblas-dev.',
       { cause: err },
     );
   }
+  const source = process.env.JUSTGRPO_PREBUILD
+    ? 'JUSTGRPO_PREBUILD'
+    : path.relative(root, file).split(path.sep)[0] === 'build' ? 'local build' : 'prebuilt';
+  info = { path: file, source, backends: [...cached.backends], blas: cached.blas ?? 'unknown' };
   return cached;
+}
+
+/** Loads the native module if needed and says which binary it is and why it was chosen. */
+export function nativeInfo(): NativeInfo {
+  native();
+  return { ...info!, backends: [...info!.backends] };
 }
