@@ -15,6 +15,7 @@ import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../gene
 import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
 import { loadModel, type LladaModel } from '../model.js';
 import { nativeInfo } from '../native/binding.js';
+import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
@@ -368,6 +369,21 @@ program
       bars?.stop();
       process.off('SIGINT', onSignal);
     }
+  });
+
+program
+  .command('plot')
+  .description("Render a run's metrics.jsonl as SVG and PNG curves (reward, eval reward, loss, grad norm, ...)")
+  .argument('<run-dir>', 'the output directory of justgrpo sft or train')
+  .option('--out <dir>', 'where to write (default: RUN_DIR/plots)')
+  .option('--format <list>', 'svg, png or svg,png', 'svg,png')
+  .option('--json', 'print the files written as JSON')
+  .action(async (runDir: string, opts) => {
+    const formats = String(opts.format).split(',').map((f) => f.trim());
+    if (!formats.every((f) => f === 'svg' || f === 'png')) throw new ConfigError('--format takes svg, png or svg,png');
+    const files = await plotRun(runDir, { out: opts.out, formats: formats as ('svg' | 'png')[] });
+    if (opts.json) console.log(JSON.stringify({ files }));
+    else for (const f of files) console.log(f);
   });
 
 program.parseAsync().catch((err: unknown) => {
