@@ -1,6 +1,6 @@
 // The CLI as users run it: the compiled dist/cli/main.js (npm test compiles it first).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -56,6 +56,21 @@ describe('justgrpo CLI', () => {
     const bad = spawnSync(process.execPath, [cli, 'generate', '--model', out, '--prompt', 'x', '--gen-length', '10', '--block-length', '4'], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/^justgrpo: Expected a blockLength that divides genLength \(10\)/);
+  });
+
+  it('eval scores a JSONL task and writes results.json and samples.jsonl', () => {
+    const out = path.join(tmp, 'evalmodel');
+    run('init', '--out', out, '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32', '--max-length', '128');
+    const task = path.join(tmp, 'task.jsonl');
+    writeFileSync(task, [{ question: 'What is 1+1?', answer: '#### 2' }, { question: 'What is 2+2?', answer: '#### 4' }].map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const dir = path.join(tmp, 'evalout');
+    const r = JSON.parse(run('eval', '--model', out, '--task', task, '--gen-length', '8', '--block-length', '8', '--samples', '2', '--temperature', '1', '--out', dir, '--json'));
+    expect(r).toMatchObject({ items: 2, samples: 2, total: 4 });
+    expect(r.passAtK).toHaveProperty(['pass@2']);
+    expect(r.meanNfe).toBe(8);
+    const samples = readFileSync(path.join(dir, 'samples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(samples).toHaveLength(4);
+    expect(samples[0]).toHaveProperty('completion');
   });
 
   it('a bad model directory is one clear line and exit code 1', () => {
