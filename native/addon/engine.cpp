@@ -11,53 +11,11 @@
 #include "../common/tensor_io.h"
 #include "../cpu/decode.h"
 #include "../cpu/loss.h"
+#include "task.h"
 
 namespace jg {
 
 namespace {
-
-// Runs `work` on the libuv pool and resolves a Promise with `result()` (built on the JS thread).
-// The engine stays claimed (one call at a time) and referenced until the call settles.
-class Task : public Napi::AsyncWorker {
- public:
-  Task(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
-       std::function<Napi::Value(Napi::Env)> result)
-      : Napi::AsyncWorker(env, name),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        engine_(engine),
-        name_(name),
-        work_(std::move(work)),
-        result_(std::move(result)) {
-    engine_->Ref();
-  }
-  ~Task() override { engine_->Unref(); }
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(std::string(name_) + ": " + e.what());
-    }
-  }
-  void OnOK() override {
-    engine_->unclaim();
-    Napi::HandleScope scope(Env());
-    deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined());
-  }
-  void OnError(const Napi::Error& e) override {
-    engine_->unclaim();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Engine* engine_;
-  const char* name_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-};
 
 int64_t get_int(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
@@ -215,16 +173,11 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
       JG_CHECK(p, "Unknown tensor ", name);
       items.push_back({p, get_int(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
-    if (!try_claim()) throw EngineError("The model is busy with another call");
-    auto* task = new Task(
-        env, this, "loadTensors",
+    return queue_task(env, this, "loadTensors",
         [&m, path, items] {
           for (const Item& it : items) read_tensor(m.params() + it.param->offset, it.param->numel, it.dtype, path, it.offset, it.param->name);
         },
         nullptr);
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
   })
 }
 
@@ -248,9 +201,7 @@ Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
       JG_CHECK(p, "Unknown tensor ", name);
       items.emplace_back(p, dtype_from_name(get_string(t.Get("dtype"), "dtype")));
     }
-    if (!try_claim()) throw EngineError("The model is busy with another call");
-    auto* task = new Task(
-        env, this, "saveSafetensors",
+    return queue_task(env, this, "saveSafetensors",
         [&m, path, header, items] {
           TensorWriter w(path);
           w.write_bytes(header.data(), static_cast<int64_t>(header.size()));
@@ -258,9 +209,6 @@ Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
           w.finish();
         },
         nullptr);
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
   })
 }
 
@@ -279,17 +227,12 @@ Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
     auto out = Napi::Float32Array::New(env, out_len);
     auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
     float* out_data = out.Data();
-    if (!try_claim()) throw EngineError("The model is busy with another call");
-    auto* task = new Task(
-        env, this, "forward",
+    return queue_task(env, this, "forward",
         [&m, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows), out_data] {
           cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
           m.forward(out_data, b, rows.data(), static_cast<int64_t>(rows.size()));
         },
         [out_ref](Napi::Env) -> Napi::Value { return out_ref->Value(); });
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
   })
 }
 
@@ -301,9 +244,7 @@ Napi::Value Engine::InitRandom(const Napi::CallbackInfo& info) {
     if (!info[0].IsNumber() || !info[1].IsNumber()) throw EngineError("Expected (seed: number, std: number)");
     uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
     float stdev = info[1].As<Napi::Number>().FloatValue();
-    if (!try_claim()) throw EngineError("The model is busy with another call");
-    auto* task = new Task(
-        env, this, "initRandom",
+    return queue_task(env, this, "initRandom",
         [&m, seed, stdev] {
           // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
           const auto& params = m.layout().params();
@@ -319,9 +260,6 @@ Napi::Value Engine::InitRandom(const Napi::CallbackInfo& info) {
           }
         },
         nullptr);
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
   })
 }
 
@@ -539,10 +477,8 @@ Napi::Value Engine::Logprobs(const Napi::CallbackInfo& info) {
     }
     for (int32_t id : excluded) JG_CHECK(id >= 0 && id < cfg.embedding_size, "Excluded id ", id, " is out of range");
     auto out = std::make_shared<std::vector<float>>(rows.size());
-    if (!try_claim()) throw EngineError("The model is busy with another call");
     cpu::TrainWorkspace* ws = &logprob_ws_;
-    auto* task = new Task(
-        env, this, "logprobs",
+    return queue_task(env, this, "logprobs",
         [&m, ws, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows),
          targets = std::move(targets), excluded = std::move(excluded), out] {
           std::vector<float> zero(rows.size(), 0.0f);
@@ -556,9 +492,6 @@ Napi::Value Engine::Logprobs(const Napi::CallbackInfo& info) {
           std::copy(out->begin(), out->end(), a.Data());
           return a;
         });
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
   })
 }
 

@@ -10,75 +10,11 @@
 #include "../common/tensor_io.h"
 #include "../cpu/loss.h"
 #include "../cpu/ops.h"
+#include "task.h"
 
 namespace jg {
 
 namespace {
-
-// Runs `work` on the libuv pool and resolves a Promise with `result()` (built on the JS thread).
-// The engine is claimed before the task is made and released when it settles; the trainer and
-// the engine stay referenced until then.
-class TrainerTask : public Napi::AsyncWorker {
- public:
-  TrainerTask(Napi::Env env, Trainer* trainer, Engine* engine, const char* name, std::function<void()> work,
-              std::function<Napi::Value(Napi::Env)> result)
-      : Napi::AsyncWorker(env, name),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        trainer_(trainer),
-        engine_(engine),
-        name_(name),
-        work_(std::move(work)),
-        result_(std::move(result)) {
-    trainer_->Ref();
-    engine_->Ref();
-  }
-  ~TrainerTask() override {
-    trainer_->Unref();
-    engine_->Unref();
-  }
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(std::string(name_) + ": " + e.what());
-    }
-  }
-  void OnOK() override {
-    engine_->unclaim();
-    Napi::HandleScope scope(Env());
-    deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined());
-  }
-  void OnError(const Napi::Error& e) override {
-    engine_->unclaim();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Trainer* trainer_;
-  Engine* engine_;
-  const char* name_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-};
-
-// Claims the engine and queues a task; a failure before queueing releases the claim.
-Napi::Promise queue(Napi::Env env, Trainer* trainer, Engine* engine, const char* name, std::function<void()> work,
-                    std::function<Napi::Value(Napi::Env)> result) {
-  if (!engine->try_claim()) throw EngineError("The model is busy with another call");
-  try {
-    auto* task = new TrainerTask(env, trainer, engine, name, std::move(work), std::move(result));
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
-  } catch (...) {
-    engine->unclaim();
-    throw;
-  }
-}
 
 std::string describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
@@ -329,8 +265,7 @@ Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool
   };
   auto out = std::make_shared<Out>();
   State* st = state_.get();
-  return queue(
-      env, this, engine_, name,
+  return queue_task(env, engine_, name,
       [&m, st, batch, pa, out, backward, policy] {
         const RowBatch& b = *batch;
         const int64_t R = static_cast<int64_t>(b.rows.size());
@@ -361,7 +296,7 @@ Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool
           o.Set("clipped", reg);
         }
         return o;
-      });
+      }, Value());
 }
 
 // crossEntropyBackward(tokens, seqStarts, rows, targets, weights) -> Promise<{loss, logprobs}>:
@@ -417,8 +352,7 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
     };
     auto out = std::make_shared<Out>();
     State* st = state_.get();
-    return queue(
-        env, this, engine_, "step",
+    return queue_task(env, engine_, "step",
         [&m, st, out, lr, beta1, beta2, eps, wd, max_norm] {
           const int64_t total = m.layout().total();
           float* g = st->live_grads();
@@ -445,7 +379,7 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
           r.Set("nonFinite", Napi::Number::New(env, static_cast<double>(out->non_finite)));
           r.Set("clipped", Napi::Boolean::New(env, out->clipped));
           return r;
-        });
+        }, Value());
   })
 }
 
@@ -537,15 +471,14 @@ Napi::Value Trainer::SaveMoments(const Napi::CallbackInfo& info) {
       const ParamInfo& p = entry_param(m, t);
       items.emplace_back(entry_moment(*state_, t) + p.offset, p.numel);
     }
-    return queue(
-        env, this, engine_, "saveMoments",
+    return queue_task(env, engine_, "saveMoments",
         [path, header, items] {
           TensorWriter w(path);
           w.write_bytes(header->data(), static_cast<int64_t>(header->size()));
           for (const auto& [src, n] : items) w.write_tensor(src, n, DType::F32);
           w.finish();
         },
-        nullptr);
+        nullptr, Value());
   })
 }
 
@@ -574,12 +507,11 @@ Napi::Value Trainer::LoadMoments(const Napi::CallbackInfo& info) {
       items.push_back({entry_moment(*state_, t) + p.offset, &p, static_cast<int64_t>(offset),
                        dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
-    return queue(
-        env, this, engine_, "loadMoments",
+    return queue_task(env, engine_, "loadMoments",
         [path, items] {
           for (const Item& it : items) read_tensor(it.dst, it.param->numel, it.dtype, path, it.offset, it.param->name);
         },
-        nullptr);
+        nullptr, Value());
   })
 }
 
