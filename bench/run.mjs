@@ -129,7 +129,7 @@ async function benchDecode(py) {
     if (py) {
       const t = torchBest(py, 'torch_decode.py', {
         config: toRawConfig(config), decoder: c.decoder, samples: c.G, prompt: c.P, gen: c.L, block: c.block ?? 1,
-        steps: c.steps ?? c.L, threshold: c.threshold ?? 0.9, runs: 1,
+        steps: c.steps ?? c.L, threshold: c.threshold ?? 0.9, runs: c.L <= 32 ? 3 : 1,
       });
       torchRate = ((c.G * c.L) / t.median_s).toFixed(1);
       setting = `${t.setting}, NFE ${t.nfe}`;
