@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import cliProgress from 'cli-progress';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 
 import { readConfigFile } from '../configfile.js';
 import { ConfigError, JustGRPOError } from '../errors.js';
@@ -62,6 +62,35 @@ function formatCount(n: number): string {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
   return String(n);
+}
+
+/** Adds the flags `sft` and `train` share: a config or a run to resume, and overrides on top. */
+function addRunOptions(cmd: Command, command: string): Command {
+  for (const option of [
+    new Option('--config <file>', `JSON or YAML config (fields: see README, "justgrpo ${command}")`),
+    new Option('--out <dir>', 'output directory (overrides outputDir)'),
+    new Option('--max-steps <n>', 'optimizer steps (overrides maxSteps)').argParser(intArg('--max-steps')),
+    new Option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)'),
+    new Option('--seed <n>', 'seed (overrides seed)').argParser(intArg('--seed')),
+    new Option('--json', 'print one JSON line per logged step and a final summary'),
+  ])
+    cmd.addOption(option);
+  return cmd;
+}
+
+/** The run those flags describe: a parsed config (with the directory its paths are relative to) or a resume. */
+async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: number }>(
+  opts: { config?: string; resume?: string; out?: string; maxSteps?: number; seed?: number },
+  parse: (raw: unknown, source: string) => C,
+): Promise<{ config?: C; baseDir?: string; resume?: string; overrides: Partial<C> }> {
+  if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
+  const overrides: Partial<C> = {};
+  if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
+  if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
+  if (opts.seed !== undefined) overrides.seed = opts.seed;
+  if (!opts.config || opts.resume) return { resume: opts.resume, overrides };
+  const file = await readConfigFile(opts.config);
+  return { config: parse(file.raw, opts.config), baseDir: file.baseDir, overrides };
 }
 
 const program = new Command();
@@ -256,27 +285,11 @@ program
     }
   });
 
-program
-  .command('sft')
-  .description("Masked-diffusion supervised fine-tuning (LLaDA's objective); {text} data pre-trains")
-  .option('--config <file>', 'JSON or YAML config (fields: see README, "justgrpo sft")')
-  .option('--out <dir>', 'output directory (overrides outputDir)')
-  .option('--max-steps <n>', 'optimizer steps (overrides maxSteps)', intArg('--max-steps'))
-  .option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)')
-  .option('--seed <n>', 'seed (overrides seed)', intArg('--seed'))
-  .option('--json', 'print one JSON line per logged step and a final summary')
-  .action(async (opts) => {
-    if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
-    const overrides: Partial<SftConfig> = {};
-    if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
-    if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
-    if (opts.seed !== undefined) overrides.seed = opts.seed;
-    let config: SftConfig | undefined, baseDir: string | undefined;
-    if (opts.config && !opts.resume) {
-      const file = await readConfigFile(opts.config);
-      config = parseSftConfig(file.raw, opts.config);
-      baseDir = file.baseDir;
-    }
+addRunOptions(
+  program.command('sft').description("Masked-diffusion supervised fine-tuning (LLaDA's objective); {text} data pre-trains"),
+  'sft',
+).action(async (opts) => {
+    const args = await runArgs<SftConfig>(opts, parseSftConfig);
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
@@ -287,7 +300,7 @@ program
         }, cliProgress.Presets.shades_classic)
       : null;
     try {
-      const result = await runSft({ config, baseDir, resume: opts.resume, overrides }, {
+      const result = await runSft(args, {
         signal: ac.signal,
         onStart: (info) => {
           const msg = `sft: ${info.examples} examples, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;
@@ -310,27 +323,11 @@ program
     }
   });
 
-program
-  .command('train')
-  .description('JustGRPO: GRPO with the diffusion model as an autoregressive policy (AR-order rollouts, exact likelihoods)')
-  .option('--config <file>', 'JSON or YAML config (fields: see README, "justgrpo train")')
-  .option('--out <dir>', 'output directory (overrides outputDir)')
-  .option('--max-steps <n>', 'optimizer steps (overrides maxSteps)', intArg('--max-steps'))
-  .option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)')
-  .option('--seed <n>', 'seed (overrides seed)', intArg('--seed'))
-  .option('--json', 'print one JSON line per step and a final summary')
-  .action(async (opts) => {
-    if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
-    const overrides: Partial<GrpoConfig> = {};
-    if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
-    if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
-    if (opts.seed !== undefined) overrides.seed = opts.seed;
-    let config: GrpoConfig | undefined, baseDir: string | undefined;
-    if (opts.config && !opts.resume) {
-      const file = await readConfigFile(opts.config);
-      config = parseGrpoConfig(file.raw, opts.config);
-      baseDir = file.baseDir;
-    }
+addRunOptions(
+  program.command('train').description('JustGRPO: GRPO with the diffusion model as an autoregressive policy (AR-order rollouts, exact likelihoods)'),
+  'train',
+).action(async (opts) => {
+    const args = await runArgs<GrpoConfig>(opts, parseGrpoConfig);
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
@@ -339,7 +336,7 @@ program
       : null;
     let run: cliProgress.SingleBar | undefined;
     try {
-      const result = await runGrpo({ config, baseDir, resume: opts.resume, overrides }, {
+      const result = await runGrpo(args, {
         signal: ac.signal,
         onStart: (info) => {
           const msg = `train: ${info.prompts} prompts, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;

@@ -85,6 +85,20 @@ void check_packed_batch(const std::vector<int32_t>& tokens, const std::vector<in
              " is outside the batch of ", tokens.size(), " tokens");
 }
 
+// The parameter a tensor name refers to; an unknown name is an error naming it.
+const jg::ParamInfo* param_named(const cpu::Model& m, const std::string& name) {
+  const jg::ParamInfo* p = m.layout().find(name);
+  JG_CHECK(p, "Unknown tensor ", name);
+  return p;
+}
+
+// Entry i of a `tensors` array: an object with a parameter `name`.
+Napi::Object tensor_entry(const Napi::Array& arr, uint32_t i) {
+  Napi::Value v = arr.Get(i);
+  if (!v.IsObject()) throw EngineError(str_cat("Expected an object for `tensors[", i, "]`"));
+  return v.As<Napi::Object>();
+}
+
 }  // namespace
 
 Napi::Function Engine::Init(Napi::Env env) {
@@ -167,10 +181,8 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
     std::vector<Item> items;
     Napi::Array arr = info[1].As<Napi::Array>();
     for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Object t = arr.Get(i).As<Napi::Object>();
-      std::string name = get_string(t.Get("name"), "name");
-      const jg::ParamInfo* p = m.layout().find(name);
-      JG_CHECK(p, "Unknown tensor ", name);
+      Napi::Object t = tensor_entry(arr, i);
+      const jg::ParamInfo* p = param_named(m, get_string(t.Get("name"), "name"));
       items.push_back({p, get_int(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
     return queue_task(env, this, "loadTensors",
@@ -195,10 +207,8 @@ Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
     std::vector<std::pair<const jg::ParamInfo*, DType>> items;
     Napi::Array arr = info[2].As<Napi::Array>();
     for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Object t = arr.Get(i).As<Napi::Object>();
-      std::string name = get_string(t.Get("name"), "name");
-      const jg::ParamInfo* p = m.layout().find(name);
-      JG_CHECK(p, "Unknown tensor ", name);
+      Napi::Object t = tensor_entry(arr, i);
+      const jg::ParamInfo* p = param_named(m, get_string(t.Get("name"), "name"));
       items.emplace_back(p, dtype_from_name(get_string(t.Get("dtype"), "dtype")));
     }
     return queue_task(env, this, "saveSafetensors",
@@ -267,9 +277,8 @@ Napi::Value Engine::GetParam(const Napi::CallbackInfo& info) {
   JG_METHOD_BODY("getParam", {
     Napi::Env env = info.Env();
     cpu::Model& m = live_model(env);
-    std::string name = get_string(info[0], "name");
-    const jg::ParamInfo* p = m.layout().find(name);
-    JG_CHECK(p, "Unknown tensor ", name);
+    const std::string name = get_string(info[0], "name");
+    const jg::ParamInfo* p = param_named(m, name);
     if (busy_.load()) throw EngineError("The model is busy with another call");
     auto out = Napi::Float32Array::New(env, p->numel);
     std::memcpy(out.Data(), m.params() + p->offset, p->numel * sizeof(float));
@@ -281,9 +290,8 @@ Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
   JG_METHOD_BODY("setParam", {
     Napi::Env env = info.Env();
     cpu::Model& m = live_model(env);
-    std::string name = get_string(info[0], "name");
-    const jg::ParamInfo* p = m.layout().find(name);
-    JG_CHECK(p, "Unknown tensor ", name);
+    const std::string name = get_string(info[0], "name");
+    const jg::ParamInfo* p = param_named(m, name);
     if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
       throw EngineError("Expected a Float32Array for `data`");
     auto data = info[1].As<Napi::Float32Array>();
