@@ -197,6 +197,11 @@ export interface NativeModule {
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
   ops: string[];
+  /**
+   * Seconds spent in GEMMs and in attention (wall time of those calls) since the clocks last
+   * started; `true` zeroes and starts them, `false` stops them. For the benchmarks' breakdown.
+   */
+  opTimes(start: boolean): { gemm: number; attention: number };
   /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
   blas?: string;
 }

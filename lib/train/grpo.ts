@@ -215,7 +215,7 @@ export class GRPOTrainer {
       this.#session.zeroGrad();
       // Kept activations are valid for the first pass only (the session also refuses stale ones).
       const keptSteps = kept && iter === 0 ? this.#session.keptSteps().steps : 0;
-      if (iter === 0) reused = keptSteps;
+      if (iter === 0) reused = new Set(positions.flat().filter((t) => t < keptSteps)).size;
       stats = await this.#lossBackward(r, adv.advantages, old, weight, positions, keptSteps);
       options.onPhase?.('optimizer');
       const res = await this.#session.step(lr, c as OptimizerOptions);
@@ -248,16 +248,20 @@ export class GRPOTrainer {
       valid_samples: adv.valid.filter(Boolean).length,
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
-    // Positions whose loss ran backward through the rollout's kept activations (no forward).
+    // Rollout steps (positions) whose loss ran backward through their kept activations, no forward.
     metrics.reused_positions = reused;
     return metrics;
   }
 
-  // Positions trained per completion: all, or lossPositions random ones (seeded by step).
+  // Positions trained per completion: all, or the same lossPositions random ones for every
+  // completion of the step (seeded by step). Each position is kept with probability K / L and
+  // weighted L / K, so the loss stays unbiased; sharing the subset lets the loss skip the kept
+  // rollout steps no completion trains on.
   #positions(N: number, L: number, step: number): number[][] {
     const K = this.config.lossPositions;
     if (K === undefined || K >= L) return Array.from({ length: N }, () => Array.from({ length: L }, (_, t) => t));
-    return Array.from({ length: N }, (_, i) => new Rng(this.config.seed, STREAM.sample, step, i).permutation(L).slice(0, K).sort((a, b) => a - b));
+    const ts = new Rng(this.config.seed, STREAM.sample, step).permutation(L).slice(0, K).sort((a, b) => a - b);
+    return Array.from({ length: N }, () => ts);
   }
 
   // The packed (sample, t) inputs: [prompt, x_<t, MASK x (L - t)], read at row P + t, in chunks of

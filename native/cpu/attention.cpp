@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "optimer.h"
 #include "simd.h"
 #include "threadpool.h"
 
@@ -56,6 +57,7 @@ JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float*
 // out (N, H*hd), lse (N, H), q (N, H*hd), k (N, KV*hd), v (N, KV*hd), seq_starts (n_seqs+1)
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -85,6 +87,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* seq_starts,
                         int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -117,6 +120,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // (row, head) as attention_forward, for when only a few rows' outputs are needed.
 void attention_rows_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* rows,
                             int64_t R, const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -139,6 +143,7 @@ void attention_rows_forward(float* out, float* lse, const float* q, const float*
 void attention_rows_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                              const float* v, const float* out, const float* lse, const int32_t* rows, int64_t R,
                              const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "ops.h"
+#include "optimer.h"
 #include "threadpool.h"
 
 namespace jg::cpu {
@@ -37,6 +38,7 @@ constexpr double kSplitWork = 1 << 18;
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
            int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  const OpTimer timer(OpClass::GEMM);
   const CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   const int T = ThreadPool::global().size();
   if (!pool_threads_gemms() || T == 1 || static_cast<double>(M) * N * K < kSplitWork) {

@@ -79,7 +79,8 @@ describe('rollout-activation reuse', () => {
     const reuse = await trainer({ numIterations: 2, lossPositions: 3 });
     const mp = await plain.t.step(prompts, 0);
     const mr = await reuse.t.step(prompts, 0);
-    expect(mr.reused_positions).toBe(L);
+    // All seven steps were kept; the loss visited the three trained ones.
+    expect(mr.reused_positions).toBe(3);
     expect(Math.abs(mr.loss - mp.loss)).toBeLessThan(1e-5);
     // The second pass's gradients (left in the session) after one update each.
     await compareGrads(reuse.t, plain.t, 1e-3);
