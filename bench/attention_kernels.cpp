@@ -294,6 +294,14 @@ void check(int64_t exp_step) {
                   rel_err(r.out, ref.out), lse_err, rel_err(r.dq, ref.dq), rel_err(r.dk, ref.dk),
                   rel_err(r.dv, ref.dv), elem_err(r.out, ref.out, 1e-3));
     }
+    // values whose bits differ between old and new (zero when BASE holds the same arithmetic)
+    auto ndiff = [](const std::vector<float>& a, const std::vector<float>& b) {
+      int64_t d = 0;
+      for (size_t i = 0; i < a.size(); i++) d += std::memcmp(&a[i], &b[i], 4) != 0;
+      return static_cast<long long>(d);
+    };
+    std::printf("%-34s bits differ: out %lld lse %lld dq %lld dk %lld dv %lld\n", "", ndiff(ro.out, rn.out),
+                ndiff(ro.lse, rn.lse), ndiff(ro.dq, rn.dq), ndiff(ro.dk, rn.dk), ndiff(ro.dv, rn.dv));
     // rows forward: the same numbers as the full forward, row by row
     std::vector<int32_t> rows;
     for (int64_t n = p.N - 1; n >= 0; n -= 3) rows.push_back(static_cast<int32_t>(n));

@@ -119,6 +119,70 @@ JG_INLINE void backward_keys(float* dq, float* dk, float* dv, const float* ds, c
   }
 }
 
+// One query row's backward quantities for a chunk of n keys (k_j, v_j at j * stride): p[j] =
+// exp(scale q.k_j - lse), ds[j] = p[j] (dout.v_j - D) scale.
+JG_INLINE void chunk_probs(float* p, float* ds, const float* q, const float* dout, const float* k, const float* v,
+                           int64_t n, int64_t stride, int64_t hd, float scale, float lse, float D) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    dots<4>(p + j, q, k + j * stride, stride, hd);
+    dots<4>(ds + j, dout, v + j * stride, stride, hd);
+  }
+  for (; j < n; j++) {
+    dots<1>(p + j, q, k + j * stride, stride, hd);
+    dots<1>(ds + j, dout, v + j * stride, stride, hd);
+  }
+  for (j = 0; j + 8 <= n; j += 8) {
+    const f32x8 e = exp8(load8(p + j) * scale - lse);
+    store8(p + j, e);
+    store8(ds + j, e * (load8(ds + j) - D) * scale);
+  }
+  for (; j < n; j++) {
+    p[j] = exp_f32(p[j] * scale - lse);
+    ds[j] = p[j] * (ds[j] - D) * scale;
+  }
+}
+
+// backward_keys for four query rows at once (dq, q, dout rows at row_stride; ds and p of row r at
+// r * pitch): for each key the rows go in order, so every sum is the one four backward_keys calls
+// make, while each key's k, dk and dv are read and written once for the four rows.
+template <int C>
+JG_INLINE void backward_rows4_keys(float* dq, float* dk, float* dv, const float* ds, const float* p, int64_t pitch,
+                                   const float* q, const float* dout, int64_t row_stride, const float* k,
+                                   int64_t stride, int64_t n) {
+  constexpr int R = 4;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    f32x8 qv[R], dov[R], acc[R];
+    for (int r = 0; r < R; r++)
+      qv[r] = load8(q + r * row_stride + i), dov[r] = load8(dout + r * row_stride + i),
+      acc[r] = load8(dq + r * row_stride + i);
+    for (int c = 0; c < C; c++) {
+      const f32x8 kv = load8(k + c * stride + i);
+      f32x8 dkv = load8(dk + c * stride + i), dvv = load8(dv + c * stride + i);
+      for (int r = 0; r < R; r++) {
+        const f32x8 a = splat8(ds[r * pitch + c]);
+        acc[r] += a * kv;
+        dkv += a * qv[r];
+        dvv += splat8(p[r * pitch + c]) * dov[r];
+      }
+      store8(dk + c * stride + i, dkv);
+      store8(dv + c * stride + i, dvv);
+    }
+    for (int r = 0; r < R; r++) store8(dq + r * row_stride + i, acc[r]);
+  }
+  for (; i < n; i++)
+    for (int r = 0; r < R; r++) {
+      float acc = dq[r * row_stride + i];
+      for (int c = 0; c < C; c++) {
+        acc += ds[r * pitch + c] * k[c * stride + i];
+        dk[c * stride + i] += ds[r * pitch + c] * q[r * row_stride + i];
+        dv[c * stride + i] += p[r * pitch + c] * dout[r * row_stride + i];
+      }
+      dq[r * row_stride + i] = acc;
+    }
+}
+
 // out (hd), scores scratch (L), q (hd), k and v (L, kv_stride).
 // One query row against all L keys of its sequence: out = softmax(q.K^T * scale) V.
 // Returns the log-sum-exp of the scaled scores; scores ends holding exp(s_j - max s).
@@ -168,32 +232,47 @@ JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float*
     float* pc = p + j0;
     const float* kc = k + j0 * kv_stride;
     const float* vc = v + j0 * kv_stride;
+    chunk_probs(pc, ds, q, dout, kc, vc, n, kv_stride, hd, scale, lse, D);
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-      dots<4>(pc + j, q, kc + j * kv_stride, kv_stride, hd);
-      dots<4>(ds + j, dout, vc + j * kv_stride, kv_stride, hd);
-    }
-    for (; j < n; j++) {
-      dots<1>(pc + j, q, kc + j * kv_stride, kv_stride, hd);
-      dots<1>(ds + j, dout, vc + j * kv_stride, kv_stride, hd);
-    }
-    for (j = 0; j + 8 <= n; j += 8) {
-      const f32x8 e = exp8(load8(pc + j) * scale - lse);
-      store8(pc + j, e);
-      store8(ds + j, e * (load8(ds + j) - D) * scale);
-    }
-    for (; j < n; j++) {
-      pc[j] = exp_f32(pc[j] * scale - lse);
-      ds[j] = pc[j] * (ds[j] - D) * scale;
-    }
     float* dkc = dk + j0 * kv_stride;
     float* dvc = dv + j0 * kv_stride;
-    for (j = 0; j + 4 <= n; j += 4)
+    for (; j + 4 <= n; j += 4)
       backward_keys<4>(dq, dkc + j * kv_stride, dvc + j * kv_stride, ds + j, pc + j, q, dout, kc + j * kv_stride,
                        kv_stride, hd);
     for (; j < n; j++)
       backward_keys<1>(dq, dkc + j * kv_stride, dvc + j * kv_stride, ds + j, pc + j, q, dout, kc + j * kv_stride,
                        kv_stride, hd);
+  }
+}
+
+// Four consecutive query rows of one head (dq, dout, q, out rows at row_stride, their log-sum-exps at
+// lse[r * lse_stride]) against the same L keys: the same results, bit for bit, as attend_row_backward
+// on each row in turn (the same sums in the same order), with the keys' k, dk and dv visited once.
+JG_MULTIVERSION void attend_rows4_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                                           const float* k, const float* v, const float* out, const float* lse,
+                                           int64_t row_stride, int64_t lse_stride, int64_t L, int64_t kv_stride,
+                                           int64_t hd, float scale) {
+  constexpr int R = 4;
+  constexpr int64_t C = 64;
+  float D[R];
+  for (int r = 0; r < R; r++) dots<1>(&D[r], dout + r * row_stride, out + r * row_stride, 0, hd);
+  float p[R * C], ds[R * C];
+  for (int64_t j0 = 0; j0 < L; j0 += C) {
+    const int64_t n = std::min(C, L - j0);
+    const float* kc = k + j0 * kv_stride;
+    const float* vc = v + j0 * kv_stride;
+    for (int r = 0; r < R; r++)
+      chunk_probs(p + r * C, ds + r * C, q + r * row_stride, dout + r * row_stride, kc, vc, n, kv_stride, hd, scale,
+                  lse[r * lse_stride], D[r]);
+    float* dkc = dk + j0 * kv_stride;
+    float* dvc = dv + j0 * kv_stride;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+      backward_rows4_keys<4>(dq, dkc + j * kv_stride, dvc + j * kv_stride, ds + j, p + j, C, q, dout, row_stride,
+                             kc + j * kv_stride, kv_stride, hd);
+    for (; j < n; j++)
+      backward_rows4_keys<1>(dq, dkc + j * kv_stride, dvc + j * kv_stride, ds + j, p + j, C, q, dout, row_stride,
+                             kc + j * kv_stride, kv_stride, hd);
   }
 }
 
@@ -248,12 +327,20 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       const float* vs = v + start * kv_stride + hk * hd;
       float* dks = dk + start * kv_stride + hk * hd;
       float* dvs = dv + start * kv_stride + hk * hd;
-      for (int64_t h = hk * group; h < (hk + 1) * group; h++)
-        for (int64_t n = start; n < start + L; n++) {
+      for (int64_t h = hk * group; h < (hk + 1) * group; h++) {
+        // Rows four at a time (the same bits as one at a time), the rest one by one.
+        int64_t n = start;
+        for (; n + 4 <= start + L; n += 4) {
+          int64_t o = n * q_stride + h * hd;
+          attend_rows4_backward(dq + o, dks, dvs, dout + o, q + o, ks, vs, out + o, lse + n * H + h, q_stride, H, L,
+                                kv_stride, hd, scale);
+        }
+        for (; n < start + L; n++) {
           int64_t o = n * q_stride + h * hd;
           attend_row_backward(dq + o, dks, dvs, p.data(), dout + o, q + o, ks, vs, out + o, lse[n * H + h], L,
                               kv_stride, hd, scale);
         }
+      }
     }
   });
 }
