@@ -45,7 +45,7 @@ inline f32x8 splat8(float a) { return f32x8{a, a, a, a, a, a, a, a}; }
 inline float hsum8(f32x8 v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
 // hsum8 of four vectors at once: the same sums in the same order, through shuffles where the
 // compiler has __builtin_shufflevector (clang, GCC 12+), lane by lane otherwise.
-inline f32x4 hsum8x4(f32x8 v0, f32x8 v1, f32x8 v2, f32x8 v3) {
+inline f32x4 hsum8x4(const f32x8& v0, const f32x8& v1, const f32x8& v2, const f32x8& v3) {
 #if defined(__has_builtin)
 #if __has_builtin(__builtin_shufflevector)
 #define JG_HSUM8X4_SHUFFLES
