@@ -82,7 +82,7 @@ async function timeDecode(model, p, a, options) {
   const T = a.prompt + a.gen;
   const stepFlops = forwardFlops(p, a.batch * T, T, a.batch * (options.decoder === 'ar' ? 1 : a.block));
   return {
-    G: a.batch, prompt: a.prompt, gen: a.gen, steps_timed: steps, s_per_step: window / steps,
+    G: a.batch, prompt: a.prompt, gen: a.gen, block: options.decoder === 'ar' ? 1 : a.block, steps_timed: steps, s_per_step: window / steps,
     tokens_per_step: committed / steps, tokens_per_s: committed / window, tflops: stepFlops / (window / steps) / 1e12,
   };
 }

@@ -27,7 +27,7 @@ const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 const pct = (t, of) => (t && of ? `${((100 * t) / of).toFixed(0)}%` : '-');
 
 console.log(`justgrpo vs PyTorch eager, ${preset} shapes (${(numParams(p) / 1e9).toFixed(2)}B params, bf16 weights, random)`);
-console.log(`card: ${P?.device_name ?? '?'}; torch ${P?.torch ?? '?'}; bf16 GEMM peak measured (PyTorch, ${8192}^3): ${fmt(peak, 0)} TFLOP/s; datasheet: ${sheet ? sheet.bf16 : '?'} TFLOP/s, HBM ${sheet ? sheet.hbm : '?'} TB/s`);
+console.log(`card: ${P?.device_name ?? '?'}; torch ${P?.torch ?? '?'}; bf16 GEMM peak measured (PyTorch, ${P?.gemm_n ?? '?'}^3): ${fmt(peak, 0)} TFLOP/s; datasheet: ${sheet ? sheet.bf16 : '?'} TFLOP/s, HBM ${sheet ? sheet.hbm : '?'} TB/s`);
 console.log(`engine: ${E?.native?.path ?? '?'} (${E?.native?.backends?.join(', ') ?? '?'}), backend ${E?.backend ?? '?'}`);
 console.log('');
 const rows = [];
@@ -40,7 +40,7 @@ for (const f of E?.forward ?? []) {
 const labels = { ar: 'AR rollout', low_confidence: 'low_confidence', threshold: 'threshold 0.9' };
 for (const [name, d] of Object.entries(E?.decode ?? {})) {
   const t = P?.decode?.[name];
-  rows.push([`${labels[name] ?? name} G ${d.G} gen ${d.gen}${name === 'ar' ? '' : ' block 32'} (tok/s)`, fmt(d.tokens_per_s, 1),
+  rows.push([`${labels[name] ?? name} G ${d.G} gen ${d.gen}${name === 'ar' ? '' : ` block ${d.block}`} (tok/s)`, fmt(d.tokens_per_s, 1),
     fmt(t?.tokens_per_s, 1), ratio(d.tokens_per_s, t?.tokens_per_s), fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
 }
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));

@@ -132,6 +132,7 @@ def main():
     n = a.gemm if dev == "cuda" else 512
     A = torch.randn(n, n, device=dev).to(dt)
     Bm = torch.randn(n, n, device=dev).to(dt)
+    res["gemm_n"] = n
     res["gemm_tflops"] = 2 * n ** 3 / timed(lambda: A @ Bm, dev, max(a.reps, 5)) / 1e12
     del A, Bm
     W = weights(p, dt, dev)
