@@ -304,7 +304,8 @@ Outputs run_cuda(const std::string& op, const Args& a, DType t) {
     const int es = cuda::act_size(t);
     void* out = dev.act_empty(N * out_stride);
     cuda::attention_forward(out, out_stride, qkv, stride, qkv + qd * es, qkv + (qd + kd) * es, stride, t,
-                            dev.raw(starts), S, max_len, H, KV, hd, s);
+                            dev.raw(starts), S, max_len, H, KV, hd, s,
+                            static_cast<cuda::AttentionImpl>(static_cast<int>(a.num_or("impl", 0))));
     auto full = dev.act_back(out, N * out_stride);
     std::vector<float> res(N * qd);
     for (int64_t n = 0; n < N; n++)

@@ -6,7 +6,10 @@
 // Layout: 4 warps per block, 4 query rows per warp; in a key tile, lane j scores key j against the
 // warp's 4 rows, and for the weighted sum of values each lane owns hd/32 output dimensions.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
+#include "attention_tc.cuh"
 #include "common.cuh"
 #include "dispatch.cuh"
 #include "ops.h"
@@ -131,12 +134,47 @@ void launch_attention(void* out, int64_t out_stride, const void* q, int64_t q_st
   JG_CUDA_LAUNCHED("attention_kernel");
 }
 
+template <int HD>
+void launch_attention_tc(void* out, int64_t out_stride, const void* q, int64_t q_stride, const void* k, const void* v,
+                         int64_t kv_stride, const int32_t* seq_starts, int64_t n_seqs, int64_t max_len, int64_t H,
+                         int64_t KV, cudaStream_t s) {
+  const tc::Layout lay(HD);
+  auto kernel = tc::attention_tc_kernel<HD>;
+  JG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(lay.bytes)));
+  const dim3 grid(static_cast<unsigned>((max_len + tc::kRows - 1) / tc::kRows), static_cast<unsigned>(H),
+                  static_cast<unsigned>(n_seqs));
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
+  kernel<<<grid, tc::kWarps * 32, lay.bytes, s>>>(
+      static_cast<__nv_bfloat16*>(out), out_stride, static_cast<const __nv_bfloat16*>(q), q_stride,
+      static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), kv_stride, seq_starts, H / KV, scale);
+  JG_CUDA_LAUNCHED("attention_tc_kernel");
+}
+
+bool simple_requested() {
+  static const bool simple = [] {
+    const char* e = std::getenv("JUSTGRPO_CUDA_ATTENTION");
+    return e != nullptr && std::strcmp(e, "simple") == 0;
+  }();
+  return simple;
+}
+
 }  // namespace
 
 void attention_forward(void* out, int64_t out_stride, const void* q, int64_t q_stride, const void* k, const void* v,
                        int64_t kv_stride, DType t, const int32_t* seq_starts, int64_t n_seqs, int64_t max_len,
-                       int64_t H, int64_t KV, int64_t hd, cudaStream_t s) {
+                       int64_t H, int64_t KV, int64_t hd, cudaStream_t s, AttentionImpl impl) {
   if (n_seqs == 0 || max_len == 0) return;
+  const bool tc_fits = t == DType::BF16 && (hd == 64 || hd == 128);
+  JG_CHECK(impl != AttentionImpl::TENSOR_CORE || tc_fits,
+           "The tensor-core attention kernel needs BF16 and a head dimension of 64 or 128");
+  if (tc_fits && (impl == AttentionImpl::TENSOR_CORE || (impl == AttentionImpl::AUTO && !simple_requested()))) {
+    JG_CHECK(max_len <= 65535LL * tc::kRows && H <= 65535 && n_seqs <= 65535, "Attention grid too large");
+    if (hd == 64)
+      launch_attention_tc<64>(out, out_stride, q, q_stride, k, v, kv_stride, seq_starts, n_seqs, max_len, H, KV, s);
+    else
+      launch_attention_tc<128>(out, out_stride, q, q_stride, k, v, kv_stride, seq_starts, n_seqs, max_len, H, KV, s);
+    return;
+  }
   JG_CHECK(hd > 0 && hd <= 256, "The CUDA attention kernel supports head dimensions up to 256, not ", hd);
   JG_CHECK(KV > 0 && H % KV == 0, "n_heads must be a multiple of n_kv_heads");
   JG_CHECK(max_len <= 65535LL * kQueryTile && H <= 65535 && n_seqs <= 65535, "Attention grid too large");

@@ -32,13 +32,18 @@ void rmsnorm_forward(void* out, const float* inp, const void* weight, DType t, i
 void rope_forward(void* x, DType t, int64_t stride, const int32_t* pos, const float* cos_t, const float* sin_t,
                   int64_t N, int64_t H, int64_t hd, cudaStream_t s);
 
+// Which attention kernel: AUTO takes the tensor-core one for bf16 with hd 64 or 128 (unless the
+// environment sets JUSTGRPO_CUDA_ATTENTION=simple), else the CUDA-core one; the others force one
+// (tests run both). TENSOR_CORE where it does not apply throws.
+enum class AttentionImpl { AUTO = 0, SIMPLE = 1, TENSOR_CORE = 2 };
+
 // Bidirectional softmax attention inside each sequence, grouped-query when KV < H, fused: the
 // scores live in registers and shared memory only, never in device memory.
 // out (N, H*hd) rows `out_stride` apart; q (N, H*hd) rows q_stride apart; k, v (N, KV*hd) rows
 // kv_stride apart; all of dtype t. max_len: the longest sequence (sizes the grid).
 void attention_forward(void* out, int64_t out_stride, const void* q, int64_t q_stride, const void* k, const void* v,
                        int64_t kv_stride, DType t, const int32_t* seq_starts, int64_t n_seqs, int64_t max_len,
-                       int64_t H, int64_t KV, int64_t hd, cudaStream_t s);
+                       int64_t H, int64_t KV, int64_t hd, cudaStream_t s, AttentionImpl impl = AttentionImpl::AUTO);
 
 // out (N,M) = silu(gate) * up, dtype t; gate and up rows are in_stride apart (side by side in the
 // fused ff_proj|up_proj output, or separate with in_stride M).
