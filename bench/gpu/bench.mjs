@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { PRESETS, forwardBytes, forwardFlops, numParams, rawConfig } from './shapes.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { LladaModel } = await import(path.join(root, 'dist', 'index.js'));
+// dist/model.js, not dist/index.js: its imports are the few packages prepare.sh carries.
+const { LladaModel } = await import(path.join(root, 'dist', 'model.js'));
 const { parseModelConfig } = await import(path.join(root, 'dist', 'config.js'));
 const { nativeInfo } = await import(path.join(root, 'dist', 'native', 'binding.js'));
 

@@ -24,7 +24,10 @@ stage() { echo; echo "== [$((SECONDS - t0)) s] $*"; }
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 echo "node $(node --version 2>/dev/null || echo missing); $(python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo 'no torch')"
-[ -f dist/index.js ] || { echo "check: dist/ is missing: run bench/gpu/prepare.sh here and carry dist"; exit 1; }
+[ -f dist/model.js ] || { echo "check: dist/ is missing: run bench/gpu/prepare.sh here and carry dist"; exit 1; }
+if [ ! -d node_modules ] && [ -d .device/node_modules ]; then
+  cp -r .device/node_modules node_modules  # the few packages dist/model.js imports
+fi
 
 stage "cuBLAS"
 # PyTorch's images carry cuBLAS as the pip package nvidia-cublas (nvidia/cu13 or nvidia/cublas in
@@ -50,7 +53,8 @@ loads_cuda() {
 stage "engine"
 mkdir -p build/Release
 if [ "$dry" -eq 1 ]; then
-  echo "dry run: using the existing build/Release/justgrpo.node"
+  [ -f build/Release/justgrpo.node ] || cp .device/justgrpo.node build/Release/justgrpo.node
+  echo "dry run: using build/Release/justgrpo.node as it is (no GPU needed)"
 elif [ -f .device/justgrpo.node ] && cp .device/justgrpo.node build/Release/justgrpo.node && loads_cuda build/Release/justgrpo.node; then
   echo "using the binary prepared by bench/gpu/prepare.sh"
 else

@@ -9,9 +9,9 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// dist/model.js, not dist/index.js: its imports are the few packages prepare.sh carries.
 const { native } = await import(path.join(root, 'dist', 'native', 'binding.js'));
-const { loadModel } = await import(path.join(root, 'dist', 'index.js'));
-const { internals } = await import(path.join(root, 'dist', 'model.js'));
+const { loadModel, internals } = await import(path.join(root, 'dist', 'model.js'));
 const { gpuStatus, opCases, modelCases } = await import(path.join(root, 'test', 'gpu', 'parity.mjs'));
 
 const FIXTURES = path.join(root, 'test', 'reference', 'fixtures');

@@ -52,6 +52,19 @@ cmake --build build-cuda -j "$jobs"
 cp build-cuda/justgrpo.node .device/justgrpo.node
 strip --strip-unneeded .device/justgrpo.node
 
+echo "== the packages dist/model.js imports -> .device/node_modules (the GPU machine has no npm registry)"
+rm -rf .device/node_modules && mkdir -p .device/node_modules
+for pkg in zod @huggingface/jinja @huggingface/tokenizers node-gyp-build; do
+  mkdir -p ".device/node_modules/$pkg"
+  tar -C "node_modules/$pkg" --exclude='*.d.ts' --exclude='*.d.cts' --exclude='*.d.mts' --exclude='*.map' --exclude='src' -cf - . |
+    tar -C ".device/node_modules/$pkg" -xf -
+done
+# Check that this is all dist/model.js needs: load it from a copy that sees only these packages.
+probe="$(mktemp -d "${TMPDIR:-/tmp}/justgrpo-probe.XXXXXX")"
+cp -r dist "$probe/dist" && cp -r .device/node_modules "$probe/node_modules" && cp package.json "$probe/"
+(cd "$probe" && node -e 'import("./dist/model.js").then(() => console.log("dist/model.js loads with .device/node_modules alone"))')
+rm -rf "$probe"
+
 echo "== headers for a fallback build on the GPU machine -> .device/include"
 rm -rf .device/include && mkdir -p .device/include
 cp -r node_modules/node-api-headers/include .device/include/node-api-headers
