@@ -13,11 +13,16 @@ import { Tokenizer } from './tokenizer.js';
 
 export type Backend = 'cpu' | 'cuda';
 
+/** Weights and activations on the GPU: bf16 (fp32 accumulation) for speed, fp32 to compare with the CPU backend. */
+export type CudaDType = 'BF16' | 'F32';
+
 export type LoadModelOptions = {
   /** Where the model runs. Defaults to `'cpu'`. */
   backend?: Backend;
   /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
   device?: number;
+  /** Weight and activation dtype on the GPU (backend `'cuda'` only; the CPU backend computes in fp32). Defaults to `'BF16'`. */
+  dtype?: CudaDType;
 };
 
 export type SaveOptions = {
@@ -36,6 +41,15 @@ export type RandomModelOptions = {
   files?: Record<string, string>;
   /** A tokenizer for `model.tokenizer`. Defaults to none. */
   tokenizer?: Tokenizer;
+  /**
+   * Where the model runs. Defaults to `'cpu'`. On `'cuda'` the weights are drawn on the device from
+   * another generator than the CPU's, so the same seed gives different (equally distributed) weights.
+   */
+  backend?: Backend;
+  /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
+  device?: number;
+  /** Weight and activation dtype on the GPU (backend `'cuda'` only). Defaults to `'BF16'`. */
+  dtype?: CudaDType;
 };
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -64,6 +78,7 @@ export class LladaModel {
   readonly #files: Record<string, string>;
   readonly #dtype: DType;
   readonly #source: string;
+  readonly #backend: Backend;
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
@@ -75,6 +90,7 @@ export class LladaModel {
     files: Record<string, string>;
     dtype: DType;
     source: string;
+    backend?: Backend;
   }) {
     this.#engine = args.engine;
     this.#config = args.config;
@@ -83,6 +99,7 @@ export class LladaModel {
     this.#files = args.files;
     this.#dtype = args.dtype;
     this.#source = args.source;
+    this.#backend = args.backend ?? 'cpu';
     internals.set(this, {
       engine: this.#engine,
       run: (fn) => this.#run(fn),
@@ -95,11 +112,12 @@ export class LladaModel {
   /** Loads a Hugging Face LLaDA directory: config.json, model.safetensors (or shards), tokenizer files. */
   static async load(dir: string, options: LoadModelOptions = {}): Promise<LladaModel> {
     if (typeof dir !== 'string') throw expected('a directory path', 'dir', dir);
-    checkBackend(options.backend ?? 'cpu');
+    const backend = options.backend ?? 'cpu';
+    checkBackend(backend);
     const configFile = path.join(dir, 'config.json');
     const rawConfig = await readJsonFile(configFile);
     const config = parseModelConfig(rawConfig, configFile);
-    const engine = createEngine(config);
+    const engine = createEngine(config, options);
     try {
       const dtype = await loadWeights(engine, dir);
       const files: Record<string, string> = {};
@@ -111,7 +129,7 @@ export class LladaModel {
         }
       }
       const tokenizer = files['tokenizer.json'] === undefined ? undefined : await Tokenizer.load(dir);
-      return new LladaModel({ engine, config, rawConfig, tokenizer, files, dtype, source: dir });
+      return new LladaModel({ engine, config, rawConfig, tokenizer, files, dtype, source: dir, backend });
     } catch (err) {
       engine.dispose();
       throw err;
@@ -120,8 +138,15 @@ export class LladaModel {
 
   /** A model with random weights (normal(0, initStd) matrices, unit norm weights), deterministic per seed. */
   static async random(config: ModelConfig, options: RandomModelOptions = {}): Promise<LladaModel> {
-    const engine = createEngine(config);
-    await engine.initRandom(options.seed ?? 0, options.initStd ?? 0.02);
+    const backend = options.backend ?? 'cpu';
+    checkBackend(backend);
+    const engine = createEngine(config, options);
+    try {
+      await engine.initRandom(options.seed ?? 0, options.initStd ?? 0.02);
+    } catch (err) {
+      engine.dispose();
+      throw wrapNativeError(err);
+    }
     return new LladaModel({
       engine,
       config,
@@ -130,6 +155,7 @@ export class LladaModel {
       files: { ...options.files },
       dtype: 'F32',
       source: '(random)',
+      backend,
     });
   }
 
@@ -151,7 +177,7 @@ export class LladaModel {
   }
 
   get backend(): Backend {
-    return 'cpu';
+    return this.#backend;
   }
 
   /** Number of parameters. */
@@ -350,17 +376,25 @@ export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<
 }
 
 function checkBackend(backend: string): void {
-  const available = native().backends;
-  if (!available.includes(backend))
+  if (backend !== 'cpu' && backend !== 'cuda') throw expected("'cpu' or 'cuda'", 'backend', backend);
+  const n = native();
+  if (!n.backends.includes(backend))
     throw new InputError(
-      `Backend '${backend}' is not in this build (available: ${available.join(', ')})` +
+      `Backend '${backend}' is not in this build (available: ${n.backends.join(', ')})` +
         (backend === 'cuda' ? '; build the CUDA engine with `npm run build:cuda`' : ''),
     );
+  if (backend === 'cuda' && n.cuda && n.cuda.deviceCount() === 0)
+    throw new EngineError(`Backend 'cuda' has no GPU to run on: ${n.cuda.unavailableReason()}`);
 }
 
-function createEngine(config: ModelConfig): NativeEngine {
+function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: CudaDType } = {}): NativeEngine {
   try {
-    return new (native().Engine)({ ...config });
+    if ((options.backend ?? 'cpu') === 'cpu') return new (native().Engine)({ ...config });
+    const device = options.device ?? 0;
+    if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
+    const dtype = options.dtype ?? 'BF16';
+    if (dtype !== 'BF16' && dtype !== 'F32') throw expected("'BF16' or 'F32'", 'dtype', dtype);
+    return new (native().CudaEngine!)({ ...config }, { device, dtype });
   } catch (err) {
     throw wrapNativeError(err);
   }

@@ -192,8 +192,25 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
+/** A model on one GPU (CUDA builds): the NativeEngine methods, plus where it runs. */
+export interface NativeCudaEngine extends NativeEngine {
+  deviceInfo(): { device: number; name: string; totalMemory: number; computeCapability: string; dtype: 'BF16' | 'F32' };
+}
+
+/** Named typed arrays in and out of `testOp`. */
+export type NativeTestArrays = Record<string, Float32Array | Int32Array | Float64Array>;
+
 export interface NativeModule {
   Engine: new (config: NativeModelConfig) => NativeEngine;
+  /** Present in CUDA builds (`npm run build:cuda`). dtype: weights and activations on the device. Defaults: device 0, BF16. */
+  CudaEngine?: new (config: NativeModelConfig, options?: { device?: number; dtype?: 'BF16' | 'F32' }) => NativeCudaEngine;
+  /** Present in CUDA builds: the GPUs this process sees and, when none, why (e.g. no driver). */
+  cuda?: { deviceCount(): number; unavailableReason(): string; runtimeVersion: number };
+  /**
+   * One op of one backend on small host arrays (test only: the backend parity tests in test/gpu).
+   * dtype: the CUDA side's weights and activations (the CPU side computes in fp32).
+   */
+  testOp(backend: 'cpu' | 'cuda', op: string, dtype: 'F32' | 'BF16', inputs: NativeTestArrays, sizes: Record<string, number>): NativeTestArrays;
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
   ops: string[];

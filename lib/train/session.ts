@@ -2,7 +2,7 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, EngineError } from '../errors.js';
+import { CheckpointError, EngineError, InputError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
@@ -44,6 +44,8 @@ export class TrainingSession {
   /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
   static create(model: LladaModel, options: { checkpointActivations?: boolean } = {}): TrainingSession {
     const m = internals.get(model)!;
+    if (model.backend !== 'cpu')
+      throw new InputError(`Training runs on the CPU backend (this model is on '${model.backend}'); GPU training is CUDA part 2`);
     const trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
     return new TrainingSession(trainer, m);
   }

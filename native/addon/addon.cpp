@@ -7,7 +7,11 @@
 #include "../common/ops.h"
 #include "../cpu/optimer.h"
 #include "engine.h"
+#include "testops.h"
 #include "trainer.h"
+#ifdef JUSTGRPO_CUDA
+#include "cuda_engine.h"
+#endif
 
 namespace {
 
@@ -32,7 +36,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Trainer", jg::Trainer::Init(env, exports.Get("Engine").As<Napi::Function>()));
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(0u, Napi::String::New(env, "cpu"));
+#ifdef JUSTGRPO_CUDA
+  backends.Set(1u, Napi::String::New(env, "cuda"));
+  exports.Set("CudaEngine", jg::CudaEngine::Init(env));
+  exports.Set("cuda", jg::cuda_exports(env));
+#endif
   exports.Set("backends", backends);
+  // One op of one backend on small arrays: the backend parity tests (test/gpu).
+  exports.Set("testOp", Napi::Function::New(env, jg::TestOp, "testOp"));
   Napi::Array ops = Napi::Array::New(env, jg::OP_COUNT);
   for (int i = 0; i < jg::OP_COUNT; i++) ops.Set(i, Napi::String::New(env, jg::OP_NAMES[i]));
   exports.Set("ops", ops);
