@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import Benchmark from 'benchmark';
 
 import { LladaModel, charTokenizerFiles, Tokenizer, toRawConfig } from '../dist/index.js';
+import { native } from '../dist/native/binding.js';
 import { GRPOTrainer } from '../dist/train/grpo.js';
 import { parseGrpoConfig } from '../dist/train/grpo-config.js';
 import { maskedDiffusionBatch } from '../dist/train/objective.js';
@@ -79,7 +80,7 @@ function table(rows) {
 
 async function benchForward(py) {
   console.log('\n## Forward pass, fp32 CPU (logits for every position)');
-  const rows = [['config', 'tokens', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio']];
+  const rows = [['config', 'tokens', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio', 'our GEMMs GFLOP/s', 'OpenBLAS sgemm GFLOP/s', 'GEMM efficiency']];
   const shapes = quick ? { tiny: [4, 64] } : { tiny: [8, 128], small: [4, 128] };
   for (const [name, [B, T]] of Object.entries(shapes)) {
     const config = modelConfig(CONFIGS[name]);
@@ -87,6 +88,14 @@ async function benchForward(py) {
     const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 31 + t * 17) % config.vocabSize));
     const runs = name === 'tiny' ? 10 : 5;
     const ours = (B * T) / (await timeMedian(() => model.logits(ids), runs));
+    // The GEMMs' own rate: their FLOPs over the time the native clocks saw inside GEMM calls,
+    // against OpenBLAS's sgemm on the same shapes (numpy, 2 threads) in this run.
+    const shapes = gemmShapes(config, B * T);
+    const flops = shapes.reduce((a, [m, k, n, c]) => a + 2 * m * k * n * c, 0);
+    native().opTimes(true);
+    for (let i = 0; i < runs; i++) await model.logits(ids);
+    const gemmRate = (flops * runs) / native().opTimes(false).gemm / 1e9;
+    const blasRate = py ? sgemmRate(py, shapes, runs) : null;
     await model.dispose();
     let torchRate = 'n/a', setting = 'python3-torch not installed', ratio = 'n/a';
     if (py) {
@@ -95,9 +104,30 @@ async function benchForward(py) {
       setting = t.setting;
       ratio = `${(ours / Number(torchRate)).toFixed(2)}x`;
     }
-    rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, `${B}x${T}`, ours.toFixed(0), torchRate, setting, ratio]);
+    rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, `${B}x${T}`, ours.toFixed(0), torchRate, setting, ratio,
+      gemmRate.toFixed(1), blasRate === null ? 'n/a' : blasRate.toFixed(1), blasRate === null ? 'n/a' : `${((100 * gemmRate) / blasRate).toFixed(0)}%`]);
   }
   table(rows);
+}
+
+/** The GEMMs of one forward over n tokens with logits at every row, as [M, K, N, count]. */
+function gemmShapes(c, n) {
+  const kv = c.nKvHeads * (c.dModel / c.nHeads);
+  return [
+    [n, c.dModel, c.dModel, 2 * c.nLayers], // q_proj, attn_out
+    [n, c.dModel, kv, 2 * c.nLayers], // k_proj, v_proj
+    [n, c.dModel, c.mlpHiddenSize, 2 * c.nLayers], // ff_proj, up_proj
+    [n, c.mlpHiddenSize, c.dModel, c.nLayers], // ff_out
+    [n, c.dModel, c.vocabSize, 1], // the LM head
+  ];
+}
+
+function sgemmRate(py, shapes, runs) {
+  const r = spawnSync(py, [path.join(here, 'sgemm.py'), JSON.stringify({ shapes, runs })], {
+    encoding: 'utf8', env: { ...process.env, OPENBLAS_NUM_THREADS: '2' },
+  });
+  if (r.status !== 0) throw new Error(`sgemm.py failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()).gflops;
 }
 
 async function benchDecode(py) {
