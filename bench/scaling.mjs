@@ -91,7 +91,7 @@ export async function benchScaling({ quick = false } = {}) {
       y: { field: 'seconds', type: 'quantitative', title: 'seconds per step', scale: { type: 'log' } },
       color: { field: 'who', type: 'nominal', title: null },
     },
-  }, path.join(out, 'grpo-scaling'));
+  }, out, 'grpo-scaling');
   console.log(`plot: ${files.join(', ')}`);
   if (series.length >= 2) {
     const ours = series.filter((p) => p.who === 'ours');
