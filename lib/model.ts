@@ -96,7 +96,7 @@ export class LladaModel {
     const configFile = path.join(dir, 'config.json');
     const rawConfig = await readJsonFile(configFile);
     const config = parseModelConfig(rawConfig, configFile);
-    const engine = createEngine(config);
+    const engine = createEngine(config, configFile);
     try {
       const dtype = await loadWeights(engine, dir);
       const files: Record<string, string> = {};
@@ -351,11 +351,16 @@ function checkBackend(backend: string): void {
     );
 }
 
-function createEngine(config: ModelConfig): NativeEngine {
+/** The engine for a config; `source` (the config.json it came from) prefixes errors. */
+function createEngine(config: ModelConfig, source?: string): NativeEngine {
   try {
     return new (native().Engine)({ ...config });
   } catch (err) {
-    throw wrapNativeError(err);
+    const e = wrapNativeError(err);
+    if (source && e instanceof InsufficientMemoryError)
+      throw new InsufficientMemoryError(`${source}: the model does not fit: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
+    if (source && e instanceof EngineError) throw new CheckpointError(`${source}: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
+    throw e;
   }
 }
 

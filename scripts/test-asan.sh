@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# npm run test:asan: the engine under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer.
+#  1. native/fuzz/sanitize_main.cpp: the whole C++ path (forward, loss + backward with and without
+#     checkpointing, AdamW, every decoder, tensor I/O, the refusals) as one program: leaks checked
+#     with no suppressions at all.
+#  2. The N-API addon built with -fsanitize=address,undefined in a temporary copy (build/ is left
+#     alone), loaded through JUSTGRPO_PREBUILD, running the native test suite (test/native) with the
+#     sanitizer runtime preloaded into node. LeakSanitizer runs at each worker's exit with
+#     scripts/lsan-node.supp, which suppresses Node/V8/libuv/OpenSSL/ICU/OpenBLAS only.
+# Any sanitizer report fails the run. Builds go to build-asan/.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+. scripts/native-sanitized.sh
+out="$root/build-asan"
+mkdir -p "$out"
+status=0
+
+if ! find_clang; then
+  echo "test:asan: clang++ is not installed and could not be installed (sudo apt-get install -y clang); part 1 did NOT run" >&2
+  status=1
+else
+  echo "== 1. sanitize_main: the engine's C++ path under ASan + UBSan + LSan ($CLANGXX)"
+  flags=(-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all)
+  if compile_engine "$out/obj" "${flags[@]}" &&
+    "$CLANGXX" -std=c++17 "${flags[@]}" native/fuzz/sanitize_main.cpp "${ENGINE_OBJS[@]}" -lopenblas -lpthread -o "$out/sanitize_main"; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$out/sanitize_main" || { echo "test:asan: sanitize_main FAILED" >&2; status=1; }
+  else
+    echo "test:asan: building sanitize_main failed" >&2; status=1
+  fi
+fi
+
+echo "== 2. the addon under ASan + UBSan, running test/native"
+stage="$out/addon"
+rm -rf "$stage/native"
+mkdir -p "$stage"
+cp -r binding.gyp package.json native "$stage/"
+ln -sfn "$root/node_modules" "$stage/node_modules"
+san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
+if ! (cd "$stage" && CXXFLAGS="$san" CFLAGS="$san" LDFLAGS="-fsanitize=address,undefined" \
+    npx --no-install node-gyp rebuild -j 2 >"$out/addon-build.log" 2>&1); then
+  echo "test:asan: building the sanitized addon failed (see $out/addon-build.log)" >&2; exit 1
+fi
+libasan="$(g++ -print-file-name=libasan.so)"
+libubsan="$(g++ -print-file-name=libubsan.so)"
+[ -f "$libasan" ] || { echo "test:asan: $libasan not found (g++'s libasan)" >&2; exit 1; }
+[ -f dist/index.js ] || npx tsc -p tsconfig.json || exit 1
+log="$out/test-native.log"
+# Node's own allocator interplay: V8 reserves huge virtual ranges, so no RSS or allocation caps;
+# the sanitizer report goes to a file per process so a worker's report is never lost.
+rm -f "$out"/report.*
+JUSTGRPO_PREBUILD="$stage" LD_PRELOAD="$libasan:$libubsan" \
+  ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:allocator_may_return_null=1:log_path=$out/report:detect_odr_violation=0" \
+  LSAN_OPTIONS="suppressions=$root/scripts/lsan-node.supp:print_suppressions=0" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$out/report" \
+  npx vitest run test/native --pool=forks 2>&1 | tee "$log" | grep -E 'Test Files|Tests |FAIL' 
+vitest_status=${PIPESTATUS[0]}
+reports=$(ls "$out"/report.* 2>/dev/null | wc -l)
+if [ "$reports" -gt 0 ]; then
+  echo "test:asan: $reports sanitizer report(s):" >&2
+  for r in "$out"/report.*; do echo "--- $r" >&2; head -40 "$r" >&2; done
+  status=1
+fi
+if ! grep -q "JUSTGRPO_PREBUILD\|Test Files" "$log"; then status=1; fi
+[ "$vitest_status" -ne 0 ] && { echo "test:asan: test/native failed under the sanitizers (see $log)" >&2; status=1; }
+[ $status -eq 0 ] && echo "test:asan: clean (sanitize_main and test/native, no sanitizer reports)"
+exit $status
