@@ -88,9 +88,10 @@ async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: n
   if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
   if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
   if (opts.seed !== undefined) overrides.seed = opts.seed;
-  if (!opts.config || opts.resume) return { resume: opts.resume, overrides };
+  if (!opts.config) return { resume: opts.resume, overrides };
+  // With both, --resume wins; the config serves only a run that died before its first checkpoint.
   const file = await readConfigFile(opts.config);
-  return { config: parse(file.raw, opts.config), baseDir: file.baseDir, overrides };
+  return { config: parse(file.raw, opts.config), baseDir: file.baseDir, resume: opts.resume, overrides };
 }
 
 const program = new Command();

@@ -46,7 +46,12 @@ export async function saveCheckpoint(
     await writeFileSynced(path.join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
   });
   const steps = await listCheckpoints(outputDir);
-  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) await rm(checkpointDir(outputDir, s), { recursive: true, force: true });
+  // Renamed away first, so a kill during the deletion never leaves a half-deleted checkpoint-N.
+  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) {
+    const old = `${checkpointDir(outputDir, s)}.old-${process.pid}`;
+    await rename(checkpointDir(outputDir, s), old);
+    await rm(old, { recursive: true, force: true });
+  }
   return dir;
 }
 

@@ -375,7 +375,7 @@ export async function runGrpo(
   args: { config?: GrpoConfig; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
   hooks: GrpoHooks = {},
 ): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
-  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('grpo', parseGrpoConfig, args);
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, args);
   const resolved: GrpoConfig = {
     ...config,
     data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
@@ -399,7 +399,7 @@ export async function runGrpo(
       named[name] = fn;
     }
     if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
-    const metrics = await openMetrics(outputDir, state);
+    const metrics = await openMetrics(outputDir, state, restart);
     trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
     if (ckpt) await trainer.session.loadOptimizer(ckpt);
     const perStep = config.promptsPerStep * config.gradientAccumulationSteps;

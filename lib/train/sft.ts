@@ -95,7 +95,7 @@ export async function runSft(
   args: { config?: SftConfig; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
   hooks: SftHooks = {},
 ): Promise<SftResult> {
-  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('sft', parseSftConfig, args);
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, args);
   // Paths are stored absolute so a resumed run finds them from anywhere.
   const trainFile = path.resolve(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);
@@ -116,7 +116,7 @@ export async function runSft(
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
 
-    const metrics = await openMetrics(outputDir, state);
+    const metrics = await openMetrics(outputDir, state, restart);
 
     session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
     if (ckpt) await session.loadOptimizer(ckpt);
