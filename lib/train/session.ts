@@ -21,13 +21,15 @@ export type OptimizerOptions = {
   weightDecay: number;
   /** Global gradient-norm clip; 0 disables. Defaults to `1.0`. */
   maxGradNorm: number;
+  /** Non-finite gradient values: zeroed (the rest of the update applies) or the whole update skipped. Defaults to `'zero'`. */
+  nonFiniteGradients?: 'zero' | 'skip';
 };
 
 /** A packed batch of (completion, position) inputs with the GRPO loss's per-row inputs. */
 export type PolicyBatch = PackedBatch & { oldLogprobs: Float32Array; advantages: Float32Array; refLogprobs: Float32Array | null };
 export type PolicySettings = { epsilonLow: number; epsilonHigh: number; beta: number; excludeIds: Int32Array };
 
-export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean };
+export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean; skipped: boolean };
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 
@@ -84,12 +86,18 @@ export class TrainingSession {
   step(lr: number, o: OptimizerOptions): Promise<StepResult> {
     const opts: NativeStepOptions = {
       lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEpsilon, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm,
+      skipNonFinite: o.nonFiniteGradients === 'skip',
     };
     return this.#model.run(() => this.#trainer.step(opts));
   }
 
   getGrad(name: string): Float32Array {
     return this.#trainer.getGrad(name);
+  }
+
+  /** Overwrites one parameter's gradient before `step` (gradient surgery; fault injection in tests). */
+  setGrad(name: string, data: Float32Array): void {
+    this.#trainer.setGrad(name, data);
   }
 
   /** Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count. */
