@@ -22,6 +22,9 @@ export class DisposedError extends JustGRPOError {
   }
 }
 
+/** A file that could not be written (disk full, a size limit, permissions); nothing already written is lost. */
+export class StorageError extends JustGRPOError {}
+
 /** A request that does not fit in memory; the message says how much it needed. */
 export class InsufficientMemoryError extends JustGRPOError {}
 

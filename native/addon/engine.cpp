@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "../common/tensor_io.h"
 #include "../common/validate.h"
 #include "../cpu/decode.h"
@@ -215,6 +216,10 @@ Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
     auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
     check_packed_batch(tokens, starts, rows, cfg);
     const int64_t out_len = static_cast<int64_t>(rows.size()) * cfg.embedding_size;
+    // Both checked before anything is allocated: the logits here, the activations in the worker.
+    check_fits(out_len * static_cast<int64_t>(sizeof(float)), "the logits");
+    check_fits(m.forward_workspace_bytes(static_cast<int64_t>(tokens.size()), static_cast<int64_t>(rows.size())),
+               "the forward pass's activations");
     auto out = Napi::Float32Array::New(env, out_len);
     auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
     float* out_data = out.Data();
