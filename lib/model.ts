@@ -20,6 +20,11 @@ export type LoadModelOptions = {
   device?: number;
 };
 
+export type CallOptions = {
+  /** Rejects the call with AbortError when aborted (before it starts, or drops its result). Defaults to none. */
+  signal?: AbortSignal;
+};
+
 export type SaveOptions = {
   /** Weight dtype on disk. Defaults to the dtype the model was loaded in (`'F32'` for new models). */
   dtype?: DType;
@@ -177,13 +182,13 @@ export class LladaModel {
    * Logits for every position of a batch of equal-length sequences: fp32, shape [B, T, embeddingSize],
    * row-major. Sequences of different lengths go through `logitsAt`.
    */
-  async logits(ids: number[][]): Promise<Float32Array> {
+  async logits(ids: number[][], options: CallOptions = {}): Promise<Float32Array> {
     this.#check();
     checkBatch(ids, this.#config);
     const T = ids[0]!.length;
     if (!ids.every((row) => row.length === T))
       throw new InputError('Expected sequences of equal length for `ids` (use logitsAt for sequences of different lengths)');
-    return this.logitsAt(ids, ids.map(() => Array.from({ length: T }, (_, t) => t)));
+    return this.logitsAt(ids, ids.map(() => Array.from({ length: T }, (_, t) => t)), options);
   }
 
   /**
@@ -191,7 +196,7 @@ export class LladaModel {
    * input it would see alone. Returns fp32 [sum of positions.length, embeddingSize], sequence by sequence.
    * The LM head runs only for the chosen rows.
    */
-  async logitsAt(ids: number[][], positions: number[][]): Promise<Float32Array> {
+  async logitsAt(ids: number[][], positions: number[][], options: CallOptions = {}): Promise<Float32Array> {
     this.#check();
     checkBatch(ids, this.#config);
     if (!Array.isArray(positions) || positions.length !== ids.length)
@@ -208,7 +213,16 @@ export class LladaModel {
         rows.push(starts[b]! + p);
       }
     });
-    return this.#run(() => this.#engine.forward(tokens, starts, Int32Array.from(rows)));
+    const { signal } = options;
+    if (signal?.aborted) throw new AbortError();
+    // One forward pass is not interrupted; an abort while it is queued or running rejects the call
+    // (it is not started, or its result is dropped) and leaves the model usable.
+    return this.#run(async () => {
+      if (signal?.aborted) throw new AbortError();
+      const out = await this.#engine.forward(tokens, starts, Int32Array.from(rows));
+      if (signal?.aborted) throw new AbortError();
+      return out;
+    });
   }
 
   /**

@@ -50,8 +50,9 @@ ModelConfig config_from_js(const Napi::Object& o) {
 template <typename T>
 std::vector<T> copy_typed(const Napi::Value& v, napi_typedarray_type type, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw EngineError(str_cat("Expected a ", type == napi_int32_array ? "Int32Array" : "Float32Array", " for `", what,
-                              "`"));
+    throw EngineError(str_cat("Expected a", type == napi_int32_array ? "n Int32Array"
+                                             : type == napi_float64_array ? " Float64Array" : " Float32Array",
+                              " for `", what, "`"));
   auto a = v.As<Napi::TypedArrayOf<T>>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
