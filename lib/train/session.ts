@@ -2,7 +2,7 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, EngineError } from '../errors.js';
+import { CheckpointError, EngineError, InsufficientMemoryError } from '../errors.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
@@ -45,7 +45,14 @@ export class TrainingSession {
   /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
   static create(model: LladaModel, options: { checkpointActivations?: boolean } = {}): TrainingSession {
     const m = internals.get(model)!;
-    const trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+    let trainer: NativeTrainer;
+    try {
+      trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (msg.includes('Out of memory')) throw new InsufficientMemoryError(`Training needs more memory than is available: ${msg.replace(/^Trainer: /, '')}`, { cause: err });
+      throw new EngineError(msg, { cause: err });
+    }
     return new TrainingSession(trainer, m);
   }
 

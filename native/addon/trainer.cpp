@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "../common/tensor_io.h"
 #include "../cpu/loss.h"
 #include "../cpu/ops.h"
@@ -173,6 +174,8 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
     if (!engine_->has_model()) throw EngineError("Model is disposed");
     // The layout never changes after the model is made, so reading it needs no claim.
     const int64_t total = engine_->model().layout().total();
+    // Checked together first: three buffers that each fit can still not fit side by side.
+    check_fits(checked_mul(3 * total, static_cast<int64_t>(sizeof(float))), "gradients and AdamW moments");
     auto st = std::make_unique<State>(checkpoint);
     st->grads.resize(total, "gradients");
     st->m.resize(total, "AdamW first moments");

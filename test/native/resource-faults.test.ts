@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { InsufficientMemoryError, loadModel, LladaModel, charModelConfig } from '../../lib/index.js';
+import { TrainingSession } from '../../lib/train/session.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -115,6 +116,21 @@ describe('requests that do not fit in memory', () => {
     const c = JSON.parse(readFileSync(cfgFile, 'utf8'));
     writeFileSync(cfgFile, JSON.stringify({ ...c, d_model: 32768, n_heads: 256, n_kv_heads: 256, n_layers: 200, mlp_hidden_size: 100000, mlp_ratio: null }));
     await expect(loadModel(dir)).rejects.toThrow(new RegExp(`^${cfgFile}: the model does not fit: Out of memory: model parameters needs \\d+ bytes`));
+  });
+
+  it('training state (gradients and two AdamW moments) that does not fit beside the weights fails as a whole', async () => {
+    // About 10M parameters: 40 MB of weights fit under a 100 MB limit, 120 MB of training state do not.
+    const m = await LladaModel.random(charModelConfig({ dModel: 512, nLayers: 3, nHeads: 8, mlpHiddenSize: 1536, maxSequenceLength: 64 }));
+    const saved = process.env.JUSTGRPO_MEMORY_LIMIT;
+    process.env.JUSTGRPO_MEMORY_LIMIT = String(100 * 1024 * 1024);
+    try {
+      expect(() => TrainingSession.create(m)).toThrow(InsufficientMemoryError);
+      expect(() => TrainingSession.create(m)).toThrow(/^Training needs more memory than is available: Out of memory: gradients and AdamW moments needs \d+ bytes \(1[12]\d\.\d MiB\) but only 104857600 bytes/);
+    } finally {
+      if (saved === undefined) delete process.env.JUSTGRPO_MEMORY_LIMIT;
+      else process.env.JUSTGRPO_MEMORY_LIMIT = saved;
+      await m.dispose();
+    }
   });
 
   it('a forward pass whose logits do not fit fails before allocating them', async () => {
