@@ -177,31 +177,36 @@ async function benchSft(py) {
 
 async function benchGrpo(py) {
   console.log('\n## One JustGRPO step (rollout + loss + AdamW; 1 prompt, G 8, prompt 32, gen 32), fp32 CPU');
-  const rows = [['config', 'ours s/step', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
+  const rows = [['config', 'rollout reuse', 'ours s/step', 'kept MiB', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
   const names = quick ? ['tiny'] : ['tiny', 'small'];
   for (const name of names) {
     const config = modelConfig(CONFIGS[name]);
-    const model = await LladaModel.random(config, { seed: 0 });
-    const cfg = parseGrpoConfig({ model: 'x', data: { train: 'x' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000 }, 'bench');
-    const trainer = await GRPOTrainer.create(model, cfg, {
-      rewardFunctions: { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) },
-    });
-    const prompt = { ids: Array.from({ length: 32 }, (_, t) => (t * 7) % (config.vocabSize - 3)), text: '', columns: {}, source: '' };
-    let step = 0;
     const runs = name === 'tiny' ? 3 : 1;
-    const secs = await timeMedian(() => trainer.step([prompt], step++), runs);
-    trainer.dispose();
-    await model.dispose();
-    let theirs = 'n/a', setting = 'python3-torch not installed', ratio = 'n/a';
+    const ours = [];
+    for (const reuse of [true, false]) {
+      const model = await LladaModel.random(config, { seed: 0 });
+      const cfg = parseGrpoConfig({ model: 'x', data: { train: 'x' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000, ...(reuse ? {} : { reuseRolloutMemoryMB: 0 }) }, 'bench');
+      const trainer = await GRPOTrainer.create(model, cfg, {
+        rewardFunctions: { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) },
+      });
+      const prompt = { ids: Array.from({ length: 32 }, (_, t) => (t * 7) % (config.vocabSize - 3)), text: '', columns: {}, source: '' };
+      let step = 0;
+      const secs = await timeMedian(() => trainer.step([prompt], step++), runs);
+      ours.push({ reuse, secs, kept: trainer.session.keptSteps().bytes / 2 ** 20 });
+      trainer.dispose();
+      await model.dispose();
+    }
+    let theirs = null, setting = 'python3-torch not installed';
     if (py) {
       // The small step takes over a minute in PyTorch: one run, at the thread split measured best for it.
       const settings = name === 'tiny' ? [[1, 2], [2, 1]] : [[1, 2]];
       const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(config), prompt: 32, samples: 8, gen: 32, runs, warmup: name === 'tiny' }, settings);
-      theirs = t.median_s.toFixed(2);
+      theirs = t.median_s;
       setting = t.setting;
-      ratio = `${(t.median_s / secs).toFixed(2)}x`;
     }
-    rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, secs.toFixed(2), theirs, setting, ratio]);
+    for (const o of ours)
+      rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, o.reuse ? 'on' : 'off', o.secs.toFixed(2), o.reuse ? o.kept.toFixed(0) : '',
+        theirs === null ? 'n/a' : theirs.toFixed(2), setting, theirs === null ? 'n/a' : `${(theirs / o.secs).toFixed(2)}x`]);
   }
   table(rows);
 }
@@ -228,6 +233,10 @@ async function main() {
   await benchDecode(py);
   await benchSft(py);
   await benchGrpo(py);
+  if (!quick) {
+    const { benchScaling } = await import('./scaling.mjs');
+    await benchScaling();
+  }
   await benchTokenizer();
   if (existsSync(path.join(here, 'rewards.mjs'))) {
     console.log('\n## Rewards');

@@ -55,6 +55,8 @@ export type ModelInternals = {
   /** Writes the model's Hugging Face files into an existing directory. */
   writeInto: (dir: string, dtype?: DType) => Promise<void>;
   stopTokenIds: () => number[];
+  /** generate() with another native decode call in place of the engine's (the trainer's rollout). */
+  generate: (prompts: number[][], options: GenerateOptions, decode: NativeEngine['decode']) => Promise<GenerateResult>;
 };
 
 export const internals = new WeakMap<LladaModel, ModelInternals>();
@@ -91,6 +93,7 @@ export class LladaModel {
       run: (fn) => this.#run(fn),
       writeInto: (dir, dtype) => this.#writeInto(dir, dtype ?? this.#dtype, 5 * 1024 ** 3),
       stopTokenIds: () => this.#stopTokenIds(),
+      generate: (prompts, options, decode) => this.#generate(prompts, options, decode),
     });
   }
 
@@ -231,8 +234,12 @@ export class LladaModel {
    * the input it would see alone). One native loop, one forward pass per step, no KV cache.
    */
   async generate(prompts: number[] | number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
-    this.#check();
     const list = Array.isArray(prompts[0]) ? (prompts as number[][]) : [prompts as number[]];
+    return this.#generate(list, options, (...args) => this.#engine.decode(...args));
+  }
+
+  async #generate(list: number[][], options: GenerateOptions, decode: NativeEngine['decode']): Promise<GenerateResult> {
+    this.#check();
     checkBatch(list, this.#config);
     const { native: opts, numSamples, seed } = resolveGenerateOptions(options, this.#stopTokenIds());
     const longest = Math.max(...list.map((p) => p.length));
@@ -262,7 +269,7 @@ export class LladaModel {
       signal?.addEventListener('abort', cancel);
       const t0 = performance.now();
       try {
-        const r = await this.#engine.decode(packed, starts, seeds, opts, progress);
+        const r = await decode(packed, starts, seeds, opts, progress);
         return splitDecodeResult(r, rows, opts.genLength, performance.now() - t0);
       } catch (err) {
         if (signal?.aborted && /Aborted/.test((err as Error).message)) throw new AbortError();

@@ -31,6 +31,22 @@ async function render(spec: vl.TopLevelSpec): Promise<string> {
   }
 }
 
+/** Renders one vega-lite chart to `base`.svg and/or `base`.png; returns the files written. */
+export async function writeChart(spec: vl.TopLevelSpec, base: string, formats: ('svg' | 'png')[] = ['svg', 'png']): Promise<string[]> {
+  const svg = await render({ $schema: 'https://vega.github.io/schema/vega-lite/v5.json', background: 'white', ...spec } as vl.TopLevelSpec);
+  const written: string[] = [];
+  if (formats.includes('svg')) {
+    await writeFile(`${base}.svg`, svg);
+    written.push(`${base}.svg`);
+  }
+  if (formats.includes('png')) {
+    const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } }).render().asPng();
+    await writeFile(`${base}.png`, png);
+    written.push(`${base}.png`);
+  }
+  return written;
+}
+
 /** Renders a run's metrics; returns the files written. */
 export async function plotRun(runDir: string, options: PlotOptions = {}): Promise<string[]> {
   const file = path.join(runDir, 'metrics.jsonl');
@@ -85,17 +101,6 @@ export async function plotRun(runDir: string, options: PlotOptions = {}): Promis
       },
     }]);
   const written: string[] = [];
-  for (const [name, spec] of charts) {
-    const svg = await render({ $schema: 'https://vega.github.io/schema/vega-lite/v5.json', background: 'white', ...spec } as vl.TopLevelSpec);
-    if (formats.includes('svg')) {
-      await writeFile(path.join(out, `${name}.svg`), svg);
-      written.push(path.join(out, `${name}.svg`));
-    }
-    if (formats.includes('png')) {
-      const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } }).render().asPng();
-      await writeFile(path.join(out, `${name}.png`), png);
-      written.push(path.join(out, `${name}.png`));
-    }
-  }
+  for (const [name, spec] of charts) written.push(...(await writeChart(spec, path.join(out, name), formats)));
   return written;
 }

@@ -166,6 +166,30 @@ export interface NativeTrainer {
   loadMoments(
     path: string, tensors: { name: string; moment: NativeMoment; offset: number; dtype: NativeDType }[],
   ): Promise<void>;
+  /**
+   * engine.decode() whose steps also keep their activations, from step 0 on while their total stays
+   * within keepBytes, for policyLossBackwardKept. The logits, and so the tokens, are decode()'s.
+   */
+  rollout(
+    prompts: Int32Array,
+    promptStarts: Int32Array,
+    seeds: Float64Array,
+    options: NativeDecodeOptions,
+    onProgress: ((committed: number, total: number, canvas: Int32Array) => void) | undefined,
+    keepBytes: number,
+  ): Promise<NativeDecodeResult>;
+  /**
+   * policyLossBackward on the batch and rows of the last rollout's step `step`, through its kept
+   * activations: no forward pass. One target, weight, old log-prob and advantage per row of the
+   * step (the AR rollout: one per sequence, in order). Refused once the weights have changed.
+   */
+  policyLossBackwardKept(
+    step: number, targets: Int32Array, weights: Float32Array, options: NativePolicyLossOptions,
+  ): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }>;
+  /** Steps of the last rollout kept (0 once the weights have changed since) and their bytes. */
+  keptSteps(): { steps: number; bytes: number };
+  /** Frees the kept activations. */
+  releaseKept(): void;
   /** Bytes of training workspace crossEntropyBackward needs for this shape (beyond 12 bytes per parameter for gradients and moments). */
   workspaceBytes(nTokens: number, nRows: number): number;
   /** Frees gradients, moments and workspace and releases the engine; later calls throw "Trainer is disposed". */
@@ -177,6 +201,11 @@ export interface NativeModule {
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
   ops: string[];
+  /**
+   * Seconds spent in GEMMs and in attention (wall time of those calls) since the clocks last
+   * started; `true` zeroes and starts them, `false` stops them. For the benchmarks' breakdown.
+   */
+  opTimes(start: boolean): { gemm: number; attention: number };
   /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
   blas?: string;
 }

@@ -65,6 +65,13 @@ export const grpoConfigSchema = z.strictObject({
   maskTruncatedCompletions: z.boolean().default(false),
   /** Train on K random positions per completion (weighted L / K, unbiased); all positions when unset. */
   lossPositions: z.number().int().positive().optional(),
+  /**
+   * MiB of the rollout's activations kept for the loss. With the learner's weights unchanged since
+   * the rollout (the first optimizer pass), the loss's input at (completion, t) is exactly what
+   * the sampler fed at step t, so the loss runs backward through the kept activations instead of
+   * running the forward again. Steps beyond the budget, and later passes, recompute. 0 turns it off.
+   */
+  reuseRolloutMemoryMB: z.number().min(0).default(4096),
   /** Tokens per forward/backward of the loss (the memory budget of the packed (sample, t) batch). */
   maxTokensPerBatch: z.number().int().positive().default(16384),
   checkpointActivations: z.boolean().default(false),

@@ -59,6 +59,13 @@ export type Rollouts = {
   oldLogprobs?: number[][];
 };
 
+/** Options of `trainOnRollouts`. */
+export type TrainOptions = {
+  onPhase?: (phase: 'loss' | 'optimizer') => void;
+  /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
+  onGradients?: (session: TrainingSession) => void | Promise<void>;
+};
+
 export type GrpoStepMetrics = Record<string, number> & { step: number; loss: number };
 
 type LossStats = { loss: number; clipped: number; clippedLow: number; clippedHigh: number; kl: number };
@@ -169,16 +176,19 @@ export class GRPOTrainer {
     const t0 = performance.now();
     options.onPhase?.('rollout');
     const seed = (c.seed * 1048576 + step * batch.length) % 2 ** 36;
-    const roll = await this.model.generate(batch.map((p) => p.ids), { decoder: 'ar', genLength: L, temperature: c.temperature, numSamples: G, seed });
+    const prompts = batch.map((p) => p.ids);
+    const rollOpts = { decoder: 'ar', genLength: L, temperature: c.temperature, numSamples: G, seed } as const;
+    const keepBytes = Math.floor(c.reuseRolloutMemoryMB * 2 ** 20);
+    const roll = keepBytes > 0 ? await this.#session.rollout(prompts, rollOpts, keepBytes) : await this.model.generate(prompts, rollOpts);
     const tRollout = performance.now();
     options.onPhase?.('reward');
     // Without a tokenizer, reward functions still get the ids (completionIds) and empty texts.
     const texts = roll.tokens.map((t) => (this.model.hasTokenizer ? this.model.completionText(t) : ''));
     const scored = await this.score(batch, texts, roll.tokens);
     const tReward = performance.now();
-    const rollouts = { promptIds: batch.map((p) => p.ids), completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
+    const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
     const skip = c.onRewardError === 'skip' && Object.values(scored.errors).some((n) => n > 0);
-    const m = skip ? this.#skippedStep(rollouts, step) : await this.trainOnRollouts(rollouts, step, options);
+    const m = skip ? this.#skippedStep(rollouts, step) : await this.#train(rollouts, step, options, keepBytes > 0);
     const entropy = roll.entropies.flat().reduce((a, b) => a + b, 0) / (roll.entropies.length * L);
     for (const [name, scores] of Object.entries(scored.perFunction)) {
       const xs = scores.filter((s): s is number => s !== null);
@@ -208,11 +218,12 @@ export class GRPOTrainer {
   }
 
   /** One optimizer step (or numIterations of them) on rollouts the caller supplies. */
-  async trainOnRollouts(r: Rollouts, step: number, options: {
-    onPhase?: (phase: 'loss' | 'optimizer') => void;
-    /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
-    onGradients?: (session: TrainingSession) => void | Promise<void>;
-  } = {}): Promise<GrpoStepMetrics> {
+  trainOnRollouts(r: Rollouts, step: number, options: TrainOptions = {}): Promise<GrpoStepMetrics> {
+    return this.#train(r, step, options, false);
+  }
+
+  // `kept`: r is the session's last rollout, whose activations it kept.
+  async #train(r: Rollouts, step: number, options: TrainOptions, kept: boolean): Promise<GrpoStepMetrics> {
     const c = this.config, G = c.numGenerations, L = c.maxCompletionLength;
     const N = r.completionIds.length;
     if (N !== r.promptIds.length * G) throw new InputError(`Expected ${r.promptIds.length * G} completions (numGenerations ${G} per prompt) but received ${N}`);
@@ -229,10 +240,14 @@ export class GRPOTrainer {
     let stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     let gradNorm = 0, nonFinite = 0, skipped = 0;
     const positions = this.#positions(N, L, step);
+    let reused = 0;
     for (let iter = 0; iter < c.numIterations; iter++) {
       options.onPhase?.('loss');
       this.#session.zeroGrad();
-      stats = await this.#lossBackward(r, adv.advantages, old, weight, positions);
+      // Kept activations are valid for the first pass only (the session also refuses stale ones).
+      const keptSteps = kept && iter === 0 ? this.#session.keptSteps().steps : 0;
+      if (iter === 0) reused = new Set(positions.flat().filter((t) => t < keptSteps)).size;
+      stats = await this.#lossBackward(r, adv.advantages, old, weight, positions, keptSteps);
       checkLoss(stats.loss, step + 1, c.maxLoss);
       await options.onGradients?.(this.#session);
       options.onPhase?.('optimizer');
@@ -268,14 +283,20 @@ export class GRPOTrainer {
       valid_samples: adv.valid.filter(Boolean).length,
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
+    // Rollout steps (positions) whose loss ran backward through their kept activations, no forward.
+    metrics.reused_positions = reused;
     return metrics;
   }
 
-  // Positions trained per completion: all, or lossPositions random ones (seeded by step).
+  // Positions trained per completion: all, or the same lossPositions random ones for every
+  // completion of the step (seeded by step). Each position is kept with probability K / L and
+  // weighted L / K, so the loss stays unbiased; sharing the subset lets the loss skip the kept
+  // rollout steps no completion trains on.
   #positions(N: number, L: number, step: number): number[][] {
     const K = this.config.lossPositions;
     if (K === undefined || K >= L) return Array.from({ length: N }, () => Array.from({ length: L }, (_, t) => t));
-    return Array.from({ length: N }, (_, i) => new Rng(this.config.seed, STREAM.sample, step, i).permutation(L).slice(0, K).sort((a, b) => a - b));
+    const ts = new Rng(this.config.seed, STREAM.sample, step).permutation(L).slice(0, K).sort((a, b) => a - b);
+    return Array.from({ length: N }, () => ts);
   }
 
   // The packed (sample, t) inputs: [prompt, x_<t, MASK x (L - t)], read at row P + t, in chunks of
@@ -325,13 +346,45 @@ export class GRPOTrainer {
     return out;
   }
 
-  async #lossBackward(r: Rollouts, advantages: number[], old: number[][], weight: number, positions: number[][]): Promise<LossStats> {
-    const c = this.config;
+  async #lossBackward(r: Rollouts, advantages: number[], old: number[][], weight: number, positions: number[][], keptSteps: number): Promise<LossStats> {
+    const c = this.config, N = r.completionIds.length;
     const stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     // Zero-advantage completions add nothing to the gradient unless the KL term is on.
     const include = (i: number) => advantages[i] !== 0 || c.beta > 0;
     const ref = this.#ref ? await this.#logprobs(this.#ref, r) : null;
-    for (const ch of this.#chunks(r, include, positions)) {
+    const settings = { epsilonLow: c.epsilon, epsilonHigh: c.epsilonHigh ?? c.epsilon, beta: c.beta, excludeIds: this.excludedIds };
+    const tally = (res: { loss: number; logprobs: Float32Array; clipped: Uint8Array }, pairs: [number, number][], counted: (k: number) => boolean) => {
+      stats.loss += res.loss;
+      pairs.forEach(([i, t], k) => {
+        if (!counted(k)) return;
+        const region = res.clipped[k]!;
+        if (region !== 0) stats.clipped++;
+        if (region === 1) stats.clippedLow++;
+        if (region === 2) stats.clippedHigh++;
+        if (ref) {
+          const d = ref[i]![t]! - res.logprobs[k]!;
+          stats.kl += Math.exp(d) - d - 1;
+        }
+      });
+    };
+    // Steps the rollout kept: one row per completion, in order; rows not trained weigh 0.
+    const trained = positions.map((ts) => new Set(ts));
+    for (let t = 0; t < keptSteps; t++) {
+      const use = Array.from({ length: N }, (_, i) => include(i) && trained[i]!.has(t));
+      if (!use.some(Boolean)) continue;
+      const pairs = Array.from({ length: N }, (_, i): [number, number] => [i, t]);
+      const res = await this.#session.policyLossBackwardKept(t, {
+        targets: Int32Array.from(r.completionIds, (x) => x[t]!),
+        weights: Float32Array.from(use, (u) => (u ? weight : 0)),
+        oldLogprobs: Float32Array.from(old, (lp) => lp[t]!),
+        advantages: Float32Array.from(advantages),
+        refLogprobs: ref ? Float32Array.from(ref, (lp) => lp[t]!) : null,
+      }, settings);
+      tally(res, pairs, (k) => use[k]!);
+    }
+    // The rest recompute: packed (completion, t) inputs, forward and backward.
+    const rest = keptSteps > 0 ? positions.map((ts) => ts.filter((t) => t >= keptSteps)) : positions;
+    for (const ch of this.#chunks(r, include, rest)) {
       const n = ch.rows.length;
       const res = await this.#session.policyLossBackward(
         {
@@ -341,19 +394,9 @@ export class GRPOTrainer {
           advantages: Float32Array.from(ch.pairs, ([i]) => advantages[i]!),
           refLogprobs: ref ? Float32Array.from(ch.pairs, ([i, t]) => ref[i]![t]!) : null,
         },
-        { epsilonLow: c.epsilon, epsilonHigh: c.epsilonHigh ?? c.epsilon, beta: c.beta, excludeIds: this.excludedIds },
+        settings,
       );
-      stats.loss += res.loss;
-      for (let k = 0; k < n; k++) {
-        const region = res.clipped[k]!;
-        if (region !== 0) stats.clipped++;
-        if (region === 1) stats.clippedLow++;
-        if (region === 2) stats.clippedHigh++;
-        if (ref) {
-          const d = ref[ch.pairs[k]![0]]![ch.pairs[k]![1]]! - res.logprobs[k]!;
-          stats.kl += Math.exp(d) - d - 1;
-        }
-      }
+      tally(res, ch.pairs, () => true);
     }
     return stats;
   }

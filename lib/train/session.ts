@@ -3,6 +3,7 @@
 import path from 'node:path';
 
 import { CheckpointError, EngineError, InsufficientMemoryError } from '../errors.js';
+import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
@@ -87,6 +88,35 @@ export class TrainingSession {
     return this.#model.run(() => this.#trainer.policyLoss(b.tokens, b.seqStarts, b.rows, b.targets, b.weights, {
       oldLogprobs: b.oldLogprobs, advantages: b.advantages, ...(b.refLogprobs ? { refLogprobs: b.refLogprobs } : {}), ...o,
     }));
+  }
+
+  /**
+   * The AR rollout of model.generate() through the trainer: each step's activations are kept, while
+   * their total stays within keepBytes, so the loss can run backward through them
+   * (policyLossBackwardKept) instead of running the forward again.
+   */
+  rollout(prompts: number[][], options: GenerateOptions, keepBytes: number): Promise<GenerateResult> {
+    return this.#model.generate(prompts, options, (p, s, seeds, o, onProgress) => this.#trainer.rollout(p, s, seeds, o, onProgress, keepBytes));
+  }
+
+  /** Steps of the last rollout whose activations are kept (0 once the weights have changed), and their bytes. */
+  keptSteps(): { steps: number; bytes: number } {
+    return this.#trainer.keptSteps();
+  }
+
+  /** The GRPO loss at kept rollout step `step` (one row per sequence), backward only; gradients accumulate. */
+  policyLossBackwardKept(
+    step: number, b: { targets: Int32Array; weights: Float32Array; oldLogprobs: Float32Array; advantages: Float32Array; refLogprobs: Float32Array | null },
+    o: PolicySettings,
+  ): Promise<{ loss: number; logprobs: Float32Array; clipped: Uint8Array }> {
+    return this.#model.run(() => this.#trainer.policyLossBackwardKept(step, b.targets, b.weights, {
+      oldLogprobs: b.oldLogprobs, advantages: b.advantages, ...(b.refLogprobs ? { refLogprobs: b.refLogprobs } : {}), ...o,
+    }));
+  }
+
+  /** Frees the kept rollout activations. */
+  releaseKept(): Promise<void> {
+    return this.#model.run(async () => this.#trainer.releaseKept());
   }
 
   /** Zeroes and counts non-finite gradients, clips, applies AdamW at `lr`. */

@@ -5,10 +5,27 @@
 #include <string>
 
 #include "../common/ops.h"
+#include "../cpu/optimer.h"
 #include "engine.h"
 #include "trainer.h"
 
 namespace {
+
+// opTimes(start): with true, zeroes the GEMM and attention clocks and starts them; with false, stops
+// them. Returns the seconds counted so far: {gemm, attention}.
+Napi::Value OpTimes(const Napi::CallbackInfo& info) {
+  auto& clock = jg::cpu::op_clock();
+  const bool start = info.Length() > 0 && info[0].ToBoolean();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("gemm", Napi::Number::New(info.Env(), clock.ns[0].load() * 1e-9));
+  o.Set("attention", Napi::Number::New(info.Env(), clock.ns[1].load() * 1e-9));
+  if (start) {
+    clock.ns[0] = 0;
+    clock.ns[1] = 0;
+  }
+  clock.on = start;
+  return o;
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", jg::Engine::Init(env));
@@ -19,6 +36,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Array ops = Napi::Array::New(env, jg::OP_COUNT);
   for (int i = 0; i < jg::OP_COUNT; i++) ops.Set(i, Napi::String::New(env, jg::OP_NAMES[i]));
   exports.Set("ops", ops);
+  exports.Set("opTimes", Napi::Function::New(env, OpTimes, "opTimes"));
   // Which OpenBLAS and which of its kernel sets this CPU got (it dispatches at load).
   exports.Set("blas", std::string(openblas_get_config()) + " (core " + openblas_get_corename() + ")");
   return exports;

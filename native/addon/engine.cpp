@@ -168,6 +168,7 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
       const jg::ParamInfo* p = param_named(m, get_string(t.Get("name"), "name"));
       items.push_back({p, get_int(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
+    weights_changed();
     return queue_task(env, this, "loadTensors",
         [&m, path, items] {
           for (const Item& it : items) read_tensor(m.params() + it.param->offset, it.param->numel, it.dtype, path, it.offset, it.param->name);
@@ -241,6 +242,7 @@ Napi::Value Engine::InitRandom(const Napi::CallbackInfo& info) {
     if (!info[0].IsNumber() || !info[1].IsNumber()) throw EngineError("Expected (seed: number, std: number)");
     uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
     float stdev = info[1].As<Napi::Number>().FloatValue();
+    weights_changed();
     return queue_task(env, this, "initRandom",
         [&m, seed, stdev] {
           // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
@@ -286,6 +288,7 @@ Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
              " elements but `data` has ", data.ElementLength());
     if (busy_.load()) throw EngineError("The model is busy with another call");
     std::memcpy(m.params() + p->offset, data.Data(), p->numel * sizeof(float));
+    weights_changed();
     return env.Undefined();
   })
 }
@@ -296,13 +299,16 @@ namespace {
 // on success and on error) and cancellation through the engine's abort flag.
 class DecodeTask : public Napi::AsyncWorker {
  public:
-  DecodeTask(Napi::Env env, Engine* engine, cpu::DecodeRequest req, cpu::DecodeOptions opts, Napi::Value on_progress)
+  DecodeTask(Napi::Env env, Engine* engine, cpu::DecodeRequest req, cpu::DecodeOptions opts, Napi::Value on_progress,
+             cpu::ForwardFn forward, Napi::Object owner)
       : Napi::AsyncWorker(env, "decode"),
         deferred_(Napi::Promise::Deferred::New(env)),
         engine_(engine),
         req_(std::move(req)),
-        opts_(std::move(opts)) {
+        opts_(std::move(opts)),
+        forward_(std::move(forward)) {
     engine_->Ref();
+    if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
     if (on_progress.IsFunction())
       tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "decode progress", 0, 1);
   }
@@ -321,7 +327,7 @@ class DecodeTask : public Napi::AsyncWorker {
           if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
         };
       }
-      result_ = cpu::decode(engine_->model(), req_, opts_, engine_->abort_flag(), progress);
+      result_ = cpu::decode(engine_->model(), req_, opts_, engine_->abort_flag(), progress, forward_);
     } catch (const std::exception& e) {
       SetError(std::string("decode: ") + e.what());
     }
@@ -379,6 +385,8 @@ class DecodeTask : public Napi::AsyncWorker {
   cpu::DecodeRequest req_;
   cpu::DecodeOptions opts_;
   cpu::DecodeResult result_;
+  cpu::ForwardFn forward_;
+  Napi::ObjectReference owner_;
   Napi::ThreadSafeFunction tsfn_;
 };
 
@@ -426,27 +434,36 @@ cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
 
 // decode(prompts: Int32Array, promptStarts: Int32Array, seeds: Float64Array, options, onProgress?)
 // -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps}>
-Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("decode", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
-    const ModelConfig& cfg = m.config();
-    cpu::DecodeRequest req;
-    req.prompts = copy_typed<int32_t>(info[0], napi_int32_array, "prompts");
-    req.prompt_starts = copy_typed<int32_t>(info[1], napi_int32_array, "promptStarts");
-    auto seeds = copy_typed<double>(info[2], napi_float64_array, "seeds");
-    if (!info[3].IsObject()) throw EngineError("Expected an object for `options`");
-    cpu::DecodeOptions opts = decode_options_from_js(info[3].As<Napi::Object>());
-    for (double sd : seeds) {
-      JG_CHECK(sd >= 0 && sd <= 9007199254740991.0 && sd == std::floor(sd), "seeds must be integers in [0, 2^53)");
-      req.seeds.push_back(static_cast<uint64_t>(sd));
-    }
-    cpu::check_decode_request(req, cfg);
-    if (!try_claim()) throw EngineError("The model is busy with another call");
-    auto* task = new DecodeTask(env, this, std::move(req), std::move(opts), info[4]);
+Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward, Napi::Object owner) {
+  Napi::Env env = info.Env();
+  const ModelConfig& cfg = engine->model().config();
+  cpu::DecodeRequest req;
+  req.prompts = copy_typed<int32_t>(info[0], napi_int32_array, "prompts");
+  req.prompt_starts = copy_typed<int32_t>(info[1], napi_int32_array, "promptStarts");
+  auto seeds = copy_typed<double>(info[2], napi_float64_array, "seeds");
+  if (!info[3].IsObject()) throw EngineError("Expected an object for `options`");
+  cpu::DecodeOptions opts = decode_options_from_js(info[3].As<Napi::Object>());
+  for (double sd : seeds) {
+    JG_CHECK(sd >= 0 && sd <= 9007199254740991.0 && sd == std::floor(sd), "seeds must be integers in [0, 2^53)");
+    req.seeds.push_back(static_cast<uint64_t>(sd));
+  }
+  cpu::check_decode_request(req, cfg);
+  if (!engine->try_claim()) throw EngineError("The model is busy with another call");
+  try {
+    auto* task = new DecodeTask(env, engine, std::move(req), std::move(opts), info[4], std::move(forward), owner);
     Napi::Promise p = task->promise();
     task->Queue();
     return p;
+  } catch (...) {
+    engine->unclaim();
+    throw;
+  }
+}
+
+Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("decode", {
+    live_model(info.Env());
+    return queue_decode(info, this);
   })
 }
 

@@ -27,6 +27,10 @@ class Engine : public Napi::ObjectWrap<Engine> {
   bool has_model() const { return model_ != nullptr; }  // false after dispose()
   // Set by cancel(); long loops poll it between steps.
   const std::atomic<bool>* abort_flag() const { return &abort_; }
+  // Bumped whenever the weights change (loadTensors, initRandom, setParam, a trainer's step), so
+  // activations kept from a forward pass can be checked against the weights that made them.
+  uint64_t weights_version() const { return weights_version_.load(); }
+  void weights_changed() { weights_version_++; }
 
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);
@@ -47,7 +51,15 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::unique_ptr<cpu::Model> model_;
   std::atomic<bool> busy_{false};
   std::atomic<bool> abort_{false};
+  std::atomic<uint64_t> weights_version_{0};
   cpu::TrainWorkspace logprob_ws_;  // the head's chunked log-softmax for logprobs()
 };
+
+// decode(prompts, promptStarts, seeds, options, onProgress): checks the arguments, claims the engine
+// and queues the decoding loop. `forward` replaces the model's forward pass at each step (see
+// cpu::decode); `owner` (the Trainer whose buffers `forward` fills) stays referenced until the call
+// settles. The engine must have its model.
+Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward = {},
+                         Napi::Object owner = Napi::Object());
 
 }  // namespace jg

@@ -107,6 +107,64 @@ RowBatch read_row_batch(const Napi::CallbackInfo& info, const ModelConfig& cfg) 
   return b;
 }
 
+// The policy loss's own inputs: {oldLogprobs, advantages, refLogprobs?, epsilonLow, epsilonHigh, beta, excludeIds}.
+struct PolicyArgs {
+  std::vector<float> old_lp, adv, ref_lp;
+  double eps_low = 0.2, eps_high = 0.2, beta = 0;
+  std::vector<int32_t> excluded;
+};
+
+PolicyArgs read_policy_args(const Napi::Object& o, const std::vector<int32_t>& targets, const ModelConfig& cfg) {
+  PolicyArgs pa;
+  const int64_t R = static_cast<int64_t>(targets.size());
+  pa.old_lp = typed<float>(o.Get("oldLogprobs"), napi_float32_array, "Float32Array", "oldLogprobs");
+  pa.adv = typed<float>(o.Get("advantages"), napi_float32_array, "Float32Array", "advantages");
+  pa.eps_low = get_number(o, "epsilonLow");
+  pa.eps_high = get_number(o, "epsilonHigh");
+  pa.beta = get_number(o, "beta");
+  pa.excluded = typed<int32_t>(o.Get("excludeIds"), napi_int32_array, "Int32Array", "excludeIds");
+  if (static_cast<int64_t>(pa.old_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "oldLogprobs", describe(o.Get("oldLogprobs")));
+  if (static_cast<int64_t>(pa.adv.size()) != R) expected(str_cat("one advantage per row (", R, ")"), "advantages", describe(o.Get("advantages")));
+  for (int64_t r = 0; r < R; r++) {
+    if (!std::isfinite(pa.old_lp[r])) expected("finite log-probs", "oldLogprobs", str_cat(pa.old_lp[r], " at index ", r));
+    if (!std::isfinite(pa.adv[r])) expected("finite advantages", "advantages", str_cat(pa.adv[r], " at index ", r));
+  }
+  if (!(pa.eps_low > 0 && pa.eps_low < 1)) expected("a number in (0, 1)", "epsilonLow", describe(o.Get("epsilonLow")));
+  if (!(pa.eps_high > 0 && std::isfinite(pa.eps_high))) expected("a finite number > 0", "epsilonHigh", describe(o.Get("epsilonHigh")));
+  if (!(pa.beta >= 0 && std::isfinite(pa.beta))) expected("a finite number >= 0", "beta", describe(o.Get("beta")));
+  if (pa.beta > 0) {
+    pa.ref_lp = typed<float>(o.Get("refLogprobs"), napi_float32_array, "Float32Array", "refLogprobs");
+    if (static_cast<int64_t>(pa.ref_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "refLogprobs", describe(o.Get("refLogprobs")));
+  }
+  for (int32_t id : pa.excluded)
+    if (id < 0 || id >= cfg.embedding_size) expected(str_cat("ids in [0, ", cfg.embedding_size, ")"), "excludeIds", str_cat(id));
+  for (int64_t r = 0; r < R; r++)
+    for (int32_t id : pa.excluded)
+      if (targets[r] == id) expected("targets outside excludeIds", "targets", str_cat(id, " at index ", r));
+  return pa;
+}
+
+// The result of a policy loss call: {loss, logprobs, clipped}.
+struct PolicyOut {
+  double loss = 0;
+  std::vector<float> logprobs;
+  std::vector<uint8_t> region;
+};
+
+Napi::Value policy_result(Napi::Env env, const PolicyOut& out, bool policy) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loss", Napi::Number::New(env, out.loss));
+  auto lp = Napi::Float32Array::New(env, out.logprobs.size());
+  if (!out.logprobs.empty()) std::memcpy(lp.Data(), out.logprobs.data(), out.logprobs.size() * sizeof(float));
+  o.Set("logprobs", lp);
+  if (policy) {
+    auto reg = Napi::Uint8Array::New(env, out.region.size());
+    if (!out.region.empty()) std::memcpy(reg.Data(), out.region.data(), out.region.size());
+    o.Set("clipped", reg);
+  }
+  return o;
+}
+
 // The moment a tensor entry names: {name, moment: 'm' | 'v'}.
 const ParamInfo& entry_param(const cpu::Model& m, const Napi::Object& t) {
   std::string name = get_string(t.Get("name"), "name");
@@ -152,6 +210,10 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("saveMoments", &Trainer::SaveMoments),
                          InstanceMethod("loadMoments", &Trainer::LoadMoments),
                          InstanceMethod("workspaceBytes", &Trainer::WorkspaceBytes),
+                         InstanceMethod("rollout", &Trainer::Rollout),
+                         InstanceMethod("policyLossBackwardKept", &Trainer::PolicyLossBackwardKept),
+                         InstanceMethod("keptSteps", &Trainer::KeptSteps),
+                         InstanceMethod("releaseKept", &Trainer::ReleaseKept),
                          InstanceMethod("dispose", &Trainer::Dispose),
                      },
                      ctor);
@@ -226,48 +288,12 @@ Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool
   cpu::Model& m = live_model();
   const ModelConfig& cfg = m.config();
   auto batch = std::make_shared<RowBatch>(read_row_batch(info, cfg));
-  const int64_t R = static_cast<int64_t>(batch->rows.size());
-  // The policy loss's own inputs: {oldLogprobs, advantages, refLogprobs?, epsilonLow, epsilonHigh, beta, excludeIds}.
-  struct PolicyArgs {
-    std::vector<float> old_lp, adv, ref_lp;
-    double eps_low = 0.2, eps_high = 0.2, beta = 0;
-    std::vector<int32_t> excluded;
-  };
   auto pa = std::make_shared<PolicyArgs>();
   if (policy) {
     if (info.Length() < 6 || !info[5].IsObject()) expected("an options object", "options", describe(info[5]));
-    Napi::Object o = info[5].As<Napi::Object>();
-    pa->old_lp = typed<float>(o.Get("oldLogprobs"), napi_float32_array, "Float32Array", "oldLogprobs");
-    pa->adv = typed<float>(o.Get("advantages"), napi_float32_array, "Float32Array", "advantages");
-    pa->eps_low = get_number(o, "epsilonLow");
-    pa->eps_high = get_number(o, "epsilonHigh");
-    pa->beta = get_number(o, "beta");
-    pa->excluded = typed<int32_t>(o.Get("excludeIds"), napi_int32_array, "Int32Array", "excludeIds");
-    if (static_cast<int64_t>(pa->old_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "oldLogprobs", describe(o.Get("oldLogprobs")));
-    if (static_cast<int64_t>(pa->adv.size()) != R) expected(str_cat("one advantage per row (", R, ")"), "advantages", describe(o.Get("advantages")));
-    for (int64_t r = 0; r < R; r++) {
-      if (!std::isfinite(pa->old_lp[r])) expected("finite log-probs", "oldLogprobs", str_cat(pa->old_lp[r], " at index ", r));
-      if (!std::isfinite(pa->adv[r])) expected("finite advantages", "advantages", str_cat(pa->adv[r], " at index ", r));
-    }
-    if (!(pa->eps_low > 0 && pa->eps_low < 1)) expected("a number in (0, 1)", "epsilonLow", describe(o.Get("epsilonLow")));
-    if (!(pa->eps_high > 0 && std::isfinite(pa->eps_high))) expected("a finite number > 0", "epsilonHigh", describe(o.Get("epsilonHigh")));
-    if (!(pa->beta >= 0 && std::isfinite(pa->beta))) expected("a finite number >= 0", "beta", describe(o.Get("beta")));
-    if (pa->beta > 0) {
-      pa->ref_lp = typed<float>(o.Get("refLogprobs"), napi_float32_array, "Float32Array", "refLogprobs");
-      if (static_cast<int64_t>(pa->ref_lp.size()) != R) expected(str_cat("one log-prob per row (", R, ")"), "refLogprobs", describe(o.Get("refLogprobs")));
-    }
-    for (int32_t id : pa->excluded)
-      if (id < 0 || id >= cfg.embedding_size) expected(str_cat("ids in [0, ", cfg.embedding_size, ")"), "excludeIds", str_cat(id));
-    for (int64_t r = 0; r < R; r++)
-      for (int32_t id : pa->excluded)
-        if (batch->targets[r] == id) expected("targets outside excludeIds", "targets", str_cat(id, " at index ", r));
+    *pa = read_policy_args(info[5].As<Napi::Object>(), batch->targets, cfg);
   }
-  struct Out {
-    double loss = 0;
-    std::vector<float> logprobs;
-    std::vector<uint8_t> region;
-  };
-  auto out = std::make_shared<Out>();
+  auto out = std::make_shared<PolicyOut>();
   State* st = state_.get();
   return queue_task(env, engine_, name,
       [&m, st, batch, pa, out, backward, policy] {
@@ -288,19 +314,7 @@ Napi::Value Trainer::Loss(const Napi::CallbackInfo& info, const char* name, bool
           out->loss = m.loss(grads, st->workspace, cb, b.rows.data(), b.targets.data(), R, loss, out->logprobs.data());
         }
       },
-      [out, policy](Napi::Env env) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("loss", Napi::Number::New(env, out->loss));
-        auto lp = Napi::Float32Array::New(env, out->logprobs.size());
-        if (!out->logprobs.empty()) std::memcpy(lp.Data(), out->logprobs.data(), out->logprobs.size() * sizeof(float));
-        o.Set("logprobs", lp);
-        if (policy) {
-          auto reg = Napi::Uint8Array::New(env, out->region.size());
-          if (!out->region.empty()) std::memcpy(reg.Data(), out->region.data(), out->region.size());
-          o.Set("clipped", reg);
-        }
-        return o;
-      }, Value());
+      [out, policy](Napi::Env env) { return policy_result(env, *out, policy); }, Value());
 }
 
 // crossEntropyBackward(tokens, seqStarts, rows, targets, weights) -> Promise<{loss, logprobs}>:
@@ -359,6 +373,7 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
     };
     auto out = std::make_shared<Out>();
     State* st = state_.get();
+    engine_->weights_changed();
     return queue_task(env, engine_, "step",
         [&m, st, out, lr, beta1, beta2, eps, wd, max_norm, skip_non_finite] {
           const int64_t total = m.layout().total();
@@ -558,6 +573,113 @@ Napi::Value Trainer::WorkspaceBytes(const Napi::CallbackInfo& info) {
 }
 
 // dispose(): frees gradients, moments and workspace, and lets go of the engine.
+// rollout(prompts, promptStarts, seeds, options, onProgress, keepBytes): engine.decode() whose steps
+// also keep their activations, from step 0 on while their total stays within keepBytes, for
+// policyLossBackwardKept. The logits, and so the tokens, are exactly decode()'s.
+Napi::Value Trainer::Rollout(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("rollout", {
+    cpu::Model& m = live_model();
+    if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
+      expected("a number of bytes >= 0", "keepBytes", describe(info[5]));
+    const double budget = info[5].As<Napi::Number>().DoubleValue();
+    State* st = state_.get();
+    Engine* engine = engine_;
+    // Runs in the worker with the engine claimed, so nothing else touches the kept state.
+    cpu::ForwardFn forward = [st, &m, engine, budget](float* logits, const cpu::Batch& b, const int32_t* rows,
+                                                      int64_t R, int64_t step) {
+      if (step == 0) {
+        st->kept_steps = 0;
+        st->kept_bytes = 0;
+        st->kept_version = engine->weights_version();
+      }
+      if (step == st->kept_steps) {
+        const int64_t need = m.kept_bytes(b.n_tokens(), R);
+        if (static_cast<double>(st->kept_bytes + need) <= budget) {
+          if (static_cast<int64_t>(st->kept.size()) <= step) st->kept.resize(step + 1);
+          m.forward_keep(st->kept[step], st->workspace, logits, b, rows, R);
+          st->kept_steps = step + 1;
+          st->kept_bytes += need;
+          return;
+        }
+      }
+      m.forward(logits, b, rows, R);
+    };
+    return queue_decode(info, engine_, std::move(forward), Value());
+  })
+}
+
+// policyLossBackwardKept(step, targets, weights, options): policyLossBackward on the batch and rows of
+// the last rollout's step `step`, through its kept activations (no forward pass). One target,
+// weight, old log-prob and advantage per row of that step (for the AR rollout: one per sequence).
+Napi::Value Trainer::PolicyLossBackwardKept(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("policyLossBackwardKept", {
+    Napi::Env env = info.Env();
+    cpu::Model& m = live_model();
+    const ModelConfig& cfg = m.config();
+    State* st = state_.get();
+    if (!info[0].IsNumber()) expected("a step number", "step", describe(info[0]));
+    const double step_d = info[0].As<Napi::Number>().DoubleValue();
+    const bool stale = st->kept_version != engine_->weights_version();
+    if (!(step_d >= 0 && step_d < static_cast<double>(st->kept_steps) && step_d == std::floor(step_d)) || stale)
+      expected(stale ? str_cat("a kept step, but the weights changed since the rollout kept them")
+                     : str_cat("a kept step in [0, ", st->kept_steps, ")"),
+               "step", describe(info[0]));
+    const int64_t step = static_cast<int64_t>(step_d);
+    const int64_t R = st->kept[step].n_rows();
+    auto targets = std::make_shared<std::vector<int32_t>>(typed<int32_t>(info[1], napi_int32_array, "Int32Array", "targets"));
+    auto weights = std::make_shared<std::vector<float>>(typed<float>(info[2], napi_float32_array, "Float32Array", "weights"));
+    if (static_cast<int64_t>(targets->size()) != R) expected(str_cat("one target per kept row (", R, ")"), "targets", describe(info[1]));
+    if (static_cast<int64_t>(weights->size()) != R) expected(str_cat("one weight per kept row (", R, ")"), "weights", describe(info[2]));
+    for (int64_t r = 0; r < R; r++) {
+      if ((*targets)[r] < 0 || (*targets)[r] >= cfg.embedding_size)
+        expected(str_cat("target ids in [0, ", cfg.embedding_size, ")"), "targets", str_cat((*targets)[r], " at index ", r));
+      if (!std::isfinite((*weights)[r])) expected("finite weights", "weights", str_cat((*weights)[r], " at index ", r));
+    }
+    if (!info[3].IsObject()) expected("an options object", "options", describe(info[3]));
+    auto pa = std::make_shared<PolicyArgs>(read_policy_args(info[3].As<Napi::Object>(), *targets, cfg));
+    auto out = std::make_shared<PolicyOut>();
+    return queue_task(env, engine_, "policyLossBackwardKept",
+        [&m, st, step, targets, weights, pa, out] {
+          const int64_t R = static_cast<int64_t>(targets->size());
+          out->logprobs.assign(R, 0.0f);
+          out->region.assign(R, 0);
+          cpu::GrpoLoss loss({pa->old_lp.data(), pa->adv.data(), weights->data(),
+                              pa->ref_lp.empty() ? nullptr : pa->ref_lp.data(), pa->eps_low, pa->eps_high, pa->beta},
+                             out->region.data());
+          loss.excluded = pa->excluded;
+          out->loss = m.backward_kept(st->live_grads(), st->kept[step], st->workspace, targets->data(), loss,
+                                      out->logprobs.data());
+        },
+        [out](Napi::Env env) { return policy_result(env, *out, true); }, Value());
+  })
+}
+
+// keptSteps() -> {steps, bytes}: how many of the last rollout's steps are kept (0 once the weights
+// have changed since), and their bytes.
+Napi::Value Trainer::KeptSteps(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("keptSteps", {
+    live_model();
+    const bool fresh = state_->kept_version == engine_->weights_version();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("steps", Napi::Number::New(info.Env(), fresh ? static_cast<double>(state_->kept_steps) : 0.0));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(state_->kept_bytes)));
+    return o;
+  })
+}
+
+// releaseKept(): frees the kept activations' memory.
+Napi::Value Trainer::ReleaseKept(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("releaseKept", {
+    claimed([&] {
+      for (cpu::KeptForward& k : state_->kept) k.release();
+      state_->kept.clear();
+      state_->kept_steps = 0;
+      state_->kept_bytes = 0;
+    });
+    return info.Env().Undefined();
+  })
+}
+
 Napi::Value Trainer::Dispose(const Napi::CallbackInfo& info) {
   JG_TRAINER_METHOD("dispose", {
     if (!state_) return info.Env().Undefined();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "../common/buffer.h"
 #include "../cpu/model.h"
@@ -27,6 +28,11 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
     cpu::TrainWorkspace workspace;
     int64_t step = 0;           // AdamW updates done; the next uses step + 1 for bias correction
     bool grads_zeroed = false;  // zeroGrad() was called: the next use zeroes first (in the worker)
+    // The last rollout's kept forwards: steps 0..kept_steps-1, made under weights_version
+    // kept_version; buffers stay allocated for the next rollout.
+    std::vector<cpu::KeptForward> kept;
+    int64_t kept_steps = 0, kept_bytes = 0;
+    uint64_t kept_version = 0;
     explicit State(bool checkpoint) : workspace(checkpoint) {}
     float* live_grads();        // the gradients, zeroed first if zeroGrad() is pending
   };
@@ -47,6 +53,10 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value SaveMoments(const Napi::CallbackInfo& info);
   Napi::Value LoadMoments(const Napi::CallbackInfo& info);
   Napi::Value WorkspaceBytes(const Napi::CallbackInfo& info);
+  Napi::Value Rollout(const Napi::CallbackInfo& info);
+  Napi::Value PolicyLossBackwardKept(const Napi::CallbackInfo& info);
+  Napi::Value KeptSteps(const Napi::CallbackInfo& info);
+  Napi::Value ReleaseKept(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   Napi::Value Loss(const Napi::CallbackInfo& info, const char* name, bool backward, bool policy);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "optimer.h"
 #include "simd.h"
 #include "threadpool.h"
 
@@ -56,6 +57,7 @@ JG_MULTIVERSION void attend_row_backward(float* dq, float* dk, float* dv, float*
 // out (N, H*hd), lse (N, H), q (N, H*hd), k (N, KV*hd), v (N, KV*hd), seq_starts (n_seqs+1)
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -85,6 +87,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* seq_starts,
                         int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -115,8 +118,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // out (R, H*hd), q (R, H*hd): the queries of packed-batch rows `rows` (R) only, against all keys and
 // values k, v (N, KV*hd) of each row's sequence; seq_starts (n_seqs+1). The same arithmetic per
 // (row, head) as attention_forward, for when only a few rows' outputs are needed.
-void attention_rows_forward(float* out, const float* q, const float* k, const float* v, const int32_t* rows, int64_t R,
-                            const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+void attention_rows_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* rows,
+                            int64_t R, const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
   const int64_t group = H / KV;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
@@ -129,8 +133,52 @@ void attention_rows_forward(float* out, const float* q, const float* k, const fl
       // The row's sequence: the last start at or before it.
       const int64_t s = std::upper_bound(seq_starts, seq_starts + n_seqs + 1, rows[r]) - seq_starts - 1;
       const int64_t start = seq_starts[s], L = seq_starts[s + 1] - start, hk = h / group;
-      attend_row(out + r * q_stride + h * hd, scores.data(), q + r * q_stride + h * hd, k + start * kv_stride + hk * hd,
-                 v + start * kv_stride + hk * hd, L, kv_stride, hd, scale);
+      const float l = attend_row(out + r * q_stride + h * hd, scores.data(), q + r * q_stride + h * hd,
+                                 k + start * kv_stride + hk * hd, v + start * kv_stride + hk * hd, L, kv_stride, hd, scale);
+      if (lse) lse[r * H + h] = l;
+    }
+  });
+}
+
+void attention_rows_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, const int32_t* rows, int64_t R,
+                             const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd) {
+  const OpTimer timer(OpClass::ATTENTION);
+  const int64_t group = H / KV;
+  const int64_t q_stride = H * hd, kv_stride = KV * hd;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // The rows of each sequence, in row order (a bucket sort keeps repeats and their order).
+  std::vector<int32_t> first(n_seqs + 1, 0), by_seq(R);
+  std::vector<int32_t> seq_of(R);
+  int64_t max_len = 0;
+  for (int64_t r = 0; r < R; r++) {
+    seq_of[r] = static_cast<int32_t>(std::upper_bound(seq_starts, seq_starts + n_seqs + 1, rows[r]) - seq_starts - 1);
+    first[seq_of[r] + 1]++;
+  }
+  for (int64_t s = 0; s < n_seqs; s++) {
+    first[s + 1] += first[s];
+    max_len = std::max<int64_t>(max_len, seq_starts[s + 1] - seq_starts[s]);
+  }
+  std::vector<int32_t> fill(first.begin(), first.end() - 1);
+  for (int64_t r = 0; r < R; r++) by_seq[fill[seq_of[r]]++] = static_cast<int32_t>(r);
+  // As in attention_backward: a (sequence, kv head) owns its keys' dk/dv rows and its rows' dq,
+  // and visits heads and rows in a fixed order.
+  parallel_for(n_seqs * KV, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(max_len);
+    for (int64_t w = begin; w < end; w++) {
+      const int64_t s = w / KV, hk = w % KV;
+      if (first[s] == first[s + 1]) continue;
+      const int64_t start = seq_starts[s], L = seq_starts[s + 1] - start;
+      const float* ks = k + start * kv_stride + hk * hd;
+      const float* vs = v + start * kv_stride + hk * hd;
+      float* dks = dk + start * kv_stride + hk * hd;
+      float* dvs = dv + start * kv_stride + hk * hd;
+      for (int64_t h = hk * group; h < (hk + 1) * group; h++)
+        for (int32_t i = first[s]; i < first[s + 1]; i++) {
+          const int64_t r = by_seq[i], o = r * q_stride + h * hd;
+          attend_row_backward(dq + o, dks, dvs, p.data(), dout + o, q + o, ks, vs, out + o, lse[r * H + h], L, kv_stride,
+                              hd, scale);
+        }
     }
   });
 }

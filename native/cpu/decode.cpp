@@ -66,7 +66,7 @@ struct SeqState {
 }  // namespace
 
 DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions& o, const std::atomic<bool>* abort,
-                    const std::function<void(const DecodeProgress&)>& progress) {
+                    const std::function<void(const DecodeProgress&)>& progress, const ForwardFn& forward) {
   check_decode_options(o);
   const ModelConfig& cfg = model.config();
   check_decode_request(req, cfg);
@@ -117,7 +117,7 @@ DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions&
   std::vector<int32_t> excluded_all{mask}, excluded_early{mask};
   for (int32_t id : o.stop_ids) excluded_early.push_back(id);
 
-  for (;;) {
+  for (int64_t step = 0;; step++) {
     if (abort && abort->load()) throw EngineError("Aborted");
     // The batch: every active sequence (and its unconditional twin under guidance).
     tokens.clear();
@@ -157,7 +157,8 @@ DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions&
     }
     logits.resize(rows.size() * V);
     Batch batch{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
-    model.forward(logits.data(), batch, rows.data(), static_cast<int64_t>(rows.size()));
+    if (forward) forward(logits.data(), batch, rows.data(), static_cast<int64_t>(rows.size()), step);
+    else model.forward(logits.data(), batch, rows.data(), static_cast<int64_t>(rows.size()));
     if (cfg_on) {
       float* c = logits.data();
       const float* u = logits.data() + n_rows * V;

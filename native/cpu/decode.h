@@ -60,7 +60,12 @@ void check_decode_request(const DecodeRequest& req, const ModelConfig& cfg);
 // LLaDA's schedule: `mask_count` tokens over `steps` steps, base each and the remainder first.
 std::vector<int64_t> transfer_schedule(int64_t mask_count, int64_t steps);
 
+// The forward pass of decoding step `step` (0, 1, ...): logits (n_rows, embedding_size) at `rows`.
+// Empty: the model's forward. The trainer's rollout passes one that keeps activations.
+using ForwardFn = std::function<void(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows, int64_t step)>;
+
 DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions& opts,
-                    const std::atomic<bool>* abort, const std::function<void(const DecodeProgress&)>& progress);
+                    const std::atomic<bool>* abort, const std::function<void(const DecodeProgress&)>& progress,
+                    const ForwardFn& forward = {});
 
 }  // namespace jg::cpu

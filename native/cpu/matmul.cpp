@@ -1,31 +1,82 @@
 #include <cblas.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
 #include "ops.h"
+#include "optimer.h"
+#include "threadpool.h"
 
 namespace jg::cpu {
 
 namespace {
+
 blasint bi(int64_t n) { return static_cast<blasint>(n); }
+
+// Who threads the GEMMs. By default our pool does: OpenBLAS runs single-threaded, and a GEMM big
+// enough to share is cut into one block of output rows (or columns) per pool thread, each a
+// single-threaded OpenBLAS call. Our kernels and the GEMMs then run on the same threads, with no
+// hand-off to OpenBLAS's own workers between them (measured: see the README's performance notes).
+// JUSTGRPO_GEMM_THREADS=openblas leaves the threading to OpenBLAS instead.
+bool pool_threads_gemms() {
+  static const bool pool = [] {
+    const char* env = std::getenv("JUSTGRPO_GEMM_THREADS");
+    const bool use_pool = !(env && std::strcmp(env, "openblas") == 0);
+    if (use_pool) openblas_set_num_threads(1);
+    return use_pool;
+  }();
+  return pool;
+}
+
+// Below this many multiply-adds a GEMM runs whole on the calling thread.
+constexpr double kSplitWork = 1 << 18;
+
+// C (M,N) = alpha op(A) op(B) + beta C, row-major. Each element is summed over K in one fixed order
+// whichever block computes it (OpenBLAS never splits K), so the result does not depend on the split.
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+           int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const OpTimer timer(OpClass::GEMM);
+  const CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  const int T = ThreadPool::global().size();
+  if (!pool_threads_gemms() || T == 1 || static_cast<double>(M) * N * K < kSplitWork) {
+    cblas_sgemm(CblasRowMajor, TA, TB, bi(M), bi(N), bi(K), alpha, A, bi(lda), B, bi(ldb), beta, C, bi(ldc));
+    return;
+  }
+  // Split the longer side into T blocks, rounded to 16 (the kernels' register tile).
+  const bool by_rows = M >= N;
+  const int64_t len = by_rows ? M : N;
+  const int64_t block = std::max<int64_t>(16, (len + T - 1) / T + 15) / 16 * 16;
+  const int64_t n_blocks = (len + block - 1) / block;
+  parallel_for(n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+      const int64_t lo = b * block, n = std::min(block, len - lo);
+      if (by_rows) {
+        const float* a = ta ? A + lo : A + lo * lda;
+        cblas_sgemm(CblasRowMajor, TA, TB, bi(n), bi(N), bi(K), alpha, a, bi(lda), B, bi(ldb), beta, C + lo * ldc, bi(ldc));
+      } else {
+        const float* bp = tb ? B + lo * ldb : B + lo;
+        cblas_sgemm(CblasRowMajor, TA, TB, bi(M), bi(n), bi(K), alpha, A, bi(lda), bp, bi(ldb), beta, C + lo, bi(ldc));
+      }
+    }
+  });
+}
+
 }  // namespace
 
 // out (N,OC) = inp (N,C) @ weight (OC,C)^T
 void matmul_forward(float* out, const float* inp, const float* weight, int64_t N, int64_t C, int64_t OC) {
-  if (N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bi(N), bi(OC), bi(C), 1.0f, inp, bi(C), weight, bi(C), 0.0f,
-              out, bi(OC));
+  sgemm(false, true, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
 }
 
 // dinp (N,C) += dout (N,OC) @ weight (OC,C); dweight (OC,C) += dout^T @ inp (N,C).
-// OpenBLAS splits a GEMM over output tiles, never over the inner (reduction) dimension, so each
-// element is summed in one fixed order and repeated calls are bit-identical.
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                      int64_t N, int64_t C, int64_t OC) {
   if (N == 0) return;
-  if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bi(N), bi(C), bi(OC), 1.0f, dout, bi(OC), weight, bi(C),
-                1.0f, dinp, bi(C));
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bi(OC), bi(C), bi(N), 1.0f, dout, bi(OC), inp, bi(C), 1.0f,
-              dweight, bi(C));
+  if (dinp) sgemm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+  sgemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
 }
 
 }  // namespace jg::cpu

@@ -37,11 +37,14 @@ void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * size
 
 // Where every tensor of a training call lives, for one batch shape.
 struct Model::Plan {
-  std::vector<float*> x;        // (N,d) each layer's input, then the final residual stream
-  std::vector<LayerActs> acts;  // per layer; one set, refilled per layer, when checkpointing
-  float *dx, *dxn, *datt, *dq, *dk, *dv, *dact, *dgate, *dup;  // backward temporaries
+  std::vector<float*> x;        // (N,d) each layer's input (the embedding output when there are no layers)
+  std::vector<LayerActs> acts;  // layers 0..n-2; one set, refilled per layer, when checkpointing
+  RowActs last;                 // the last layer, on the rows (always saved: it is small)
+  float *dx, *dxn, *datt, *dq, *dk, *dv, *dact, *dgate, *dup;  // backward temporaries (N rows)
+  float *r_dact, *r_dgate, *r_dup, *r_dxn, *r_datt, *r_dq;    // the last layer's (R rows)
   float *sel, *xn_sel, *rstd_f, *logits, *lse, *dlogp, *dxn_sel, *dsel;  // the LM head
   int64_t head_chunk;
+  bool checkpoint;  // acts holds one set, refilled per layer
 };
 
 // The config is checked before the layout multiplies its sizes.
@@ -167,47 +170,85 @@ float* Model::forward_layers(const Batch& batch, int64_t n_layers) {
   return x;
 }
 
-void Model::layer_rows_forward(float* sel, const float* x, const LayerParams& L, const Batch& batch,
-                               const int32_t* rows, int64_t R) {
+void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, const LayerParams& L, const Batch& batch,
+                               const int32_t* rows, int64_t R, const int32_t* pos) {
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   const float* P = params_.data();
-  float *xn = xn_.data(), *k = k_.data(), *v = v_.data();
-  rows_.resize(R * (4 * d + 2 * mlp), "activations");
-  float* xr = rows_.data();  // (R,d) the normed inputs, then the normed mid-stream
-  float* q = xr + R * d;     // (R,d)
-  float* att = q + R * d;    // (R,d)
-  float* proj = att + R * d; // (R,d)
-  float* gate = proj + R * d;
-  float* up = gate + R * mlp;
-  std::vector<int32_t> pos(R);
-  for (int64_t r = 0; r < R; r++) pos[r] = pos_[rows[r]];
+  std::vector<int32_t> pos_r(R);
+  for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
 
-  rmsnorm_forward(xn, nullptr, x, P + L.attn_norm, N, d, eps);
-  matmul_forward(k, xn, P + L.k_proj, N, d, kv);
-  matmul_forward(v, xn, P + L.v_proj, N, d, kv);
-  rope_forward(k, pos_.data(), rope_cos_.data(), rope_sin_.data(), N, KV, hd);
-  for (int64_t r = 0; r < R; r++) std::copy(xn + int64_t(rows[r]) * d, xn + (int64_t(rows[r]) + 1) * d, xr + r * d);
-  matmul_forward(q, xr, P + L.q_proj, R, d, d);
-  rope_forward(q, pos.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
-  attention_rows_forward(att, q, k, v, rows, R, batch.seq_starts, batch.n_seqs, H, KV, hd);
-  matmul_forward(proj, att, P + L.attn_out, R, d, d);
-  for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
-  residual_forward(sel, proj, R * d);
+  rmsnorm_forward(a.xn1, a.rstd1, x, P + L.attn_norm, N, d, eps);
+  matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
+  matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+  rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  for (int64_t r = 0; r < R; r++)
+    std::copy(a.xn1 + int64_t(rows[r]) * d, a.xn1 + (int64_t(rows[r]) + 1) * d, a.xn1_r + r * d);
+  matmul_forward(a.q, a.xn1_r, P + L.q_proj, R, d, d);
+  rope_forward(a.q, pos_r.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
+  attention_rows_forward(a.att, a.lse, a.q, a.k, a.v, rows, R, batch.seq_starts, batch.n_seqs, H, KV, hd);
+  matmul_forward(a.proj, a.att, P + L.attn_out, R, d, d);
+  for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, a.x_mid + r * d);
+  residual_forward(a.x_mid, a.proj, R * d);
 
-  rmsnorm_forward(xr, nullptr, sel, P + L.ff_norm, R, d, eps);
-  matmul_forward(gate, xr, P + L.ff_proj, R, d, mlp);
-  matmul_forward(up, xr, P + L.up_proj, R, d, mlp);
-  swiglu_forward(gate, gate, up, R, mlp);
-  matmul_forward(proj, gate, P + L.ff_out, R, mlp, d);
-  residual_forward(sel, proj, R * d);
+  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, R, d, eps);
+  matmul_forward(a.gate, a.xn2, P + L.ff_proj, R, d, mlp);
+  matmul_forward(a.up, a.xn2, P + L.up_proj, R, d, mlp);
+  swiglu_forward(a.act, a.gate, a.up, R, mlp);
+  matmul_forward(a.proj, a.act, P + L.ff_out, R, mlp, d);
+  if (sel != a.x_mid) std::memcpy(sel, a.x_mid, R * d * sizeof(float));
+  residual_forward(sel, a.proj, R * d);
+}
+
+void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const float* x, const RowActs& a, const Plan& p,
+                                const LayerParams& L, const Batch& batch, const int32_t* rows, int64_t R,
+                                const int32_t* pos) {
+  const int64_t N = batch.n_tokens();
+  const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
+  const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
+  const float* P = params_.data();
+  float* G = grads;
+  std::vector<int32_t> pos_r(R);
+  for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
+
+  // sel = x_mid + ff_out(silu(ff_proj(xn2)) * up_proj(xn2)), on the rows.
+  zero(p.r_dact, R * mlp);
+  matmul_backward(p.r_dact, G + L.ff_out, dsel, a.act, P + L.ff_out, R, mlp, d);
+  zero(p.r_dgate, R * mlp);
+  zero(p.r_dup, R * mlp);
+  swiglu_backward(p.r_dgate, p.r_dup, p.r_dact, a.gate, a.up, R, mlp);
+  zero(p.r_dxn, R * d);
+  matmul_backward(p.r_dxn, G + L.ff_proj, p.r_dgate, a.xn2, P + L.ff_proj, R, d, mlp);
+  matmul_backward(p.r_dxn, G + L.up_proj, p.r_dup, a.xn2, P + L.up_proj, R, d, mlp);
+  // dsel becomes the gradient of x_mid: the residual passes it through, the norm adds its share.
+  rmsnorm_backward(dsel, G + L.ff_norm, p.r_dxn, a.x_mid, P + L.ff_norm, a.rstd2, R, d);
+
+  // x_mid = x[rows] + attn_out(attention(q of the rows, k and v of every row)).
+  zero(p.r_datt, R * d);
+  matmul_backward(p.r_datt, G + L.attn_out, dsel, a.att, P + L.attn_out, R, d, d);
+  zero(p.r_dq, R * d);
+  zero(p.dk, N * kv);
+  zero(p.dv, N * kv);
+  attention_rows_backward(p.r_dq, p.dk, p.dv, p.r_datt, a.q, a.k, a.v, a.att, a.lse, rows, R, batch.seq_starts,
+                          batch.n_seqs, H, KV, hd);
+  rope_backward(p.r_dq, pos_r.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
+  rope_backward(p.dk, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  zero(p.r_dxn, R * d);
+  matmul_backward(p.r_dxn, G + L.q_proj, p.r_dq, a.xn1_r, P + L.q_proj, R, d, d);
+  zero(p.dxn, N * d);
+  matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, N, d, kv);
+  matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, N, d, kv);
+  // Scatters in row order, so repeated rows add up deterministically.
+  for (int64_t r = 0; r < R; r++) axpy(p.dxn + int64_t(rows[r]) * d, 1.0f, p.r_dxn + r * d, d);
+  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, x, P + L.attn_norm, a.rstd1, N, d);
+  for (int64_t r = 0; r < R; r++) axpy(dx + int64_t(rows[r]) * d, 1.0f, dsel + r * d, d);
 }
 
 void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
   const int64_t N = batch.n_tokens();
-  const int64_t d = cfg_.d_model, V = cfg_.embedding_size;
+  const int64_t d = cfg_.d_model, V = cfg_.embedding_size, mlp = cfg_.mlp_hidden, R = n_rows;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   JG_CHECK(params_.data() != nullptr, "Model is disposed");
   for (int64_t r = 0; r < n_rows; r++)
@@ -221,7 +262,12 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
   float* sel = sel_.data();
   if (n_layers > 0) {
-    layer_rows_forward(sel, x, layout_.layers[n_layers - 1], batch, rows, n_rows);
+    rows_.resize(R * (4 * d + 2 * mlp), "activations");
+    float* xr = rows_.data();  // the normed inputs at the rows, then the normed mid-stream
+    float* gate = xr + 4 * R * d;
+    const RowActs a{xn_.data(), nullptr, k_.data(), v_.data(), xr,      xr + R * d, xr + 2 * R * d, nullptr,
+                    sel,        xr,      nullptr,   gate,      gate + R * mlp, gate, xr + 3 * R * d};
+    layer_rows_forward(sel, x, a, layout_.layers[n_layers - 1], batch, rows, R, pos_.data());
   } else {
     for (int64_t r = 0; r < n_rows; r++)
       std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
@@ -230,15 +276,17 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
 }
 
-void Model::plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t R, bool with_grads, bool checkpoint,
-                 int64_t* saved_floats, int64_t* scratch_floats) const {
+void Model::plan(Plan& p, float* saved_base, float* scratch_base, int64_t N, int64_t R, bool with_grads,
+                 bool checkpoint, int64_t* saved_floats, int64_t* scratch_floats) const {
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const int64_t V = cfg_.embedding_size, n_layers = cfg_.n_layers;
-  Carve saved{ws ? ws->saved_.data() : nullptr}, scratch{ws ? ws->scratch_.data() : nullptr};
+  Carve saved{saved_base}, scratch{scratch_base};
   p.x.clear();
   p.acts.clear();
+  p.last = RowActs{};
+  p.checkpoint = checkpoint;
   if (with_grads) {
-    for (int64_t l = 0; l <= n_layers; l++) p.x.push_back(saved.take(N * d));
+    for (int64_t l = 0; l < std::max<int64_t>(n_layers, 1); l++) p.x.push_back(saved.take(N * d));
     auto layer_set = [&](Carve& c, float* x_in) {
       LayerActs a;
       a.x_in = x_in;
@@ -259,10 +307,29 @@ void Model::plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t R, bool with_gr
       return a;
     };
     if (checkpoint) {
-      p.acts.push_back(layer_set(scratch, nullptr));
+      if (n_layers > 1) p.acts.push_back(layer_set(scratch, nullptr));
     } else {
-      for (int64_t l = 0; l < n_layers; l++) p.acts.push_back(layer_set(saved, p.x[l]));
+      for (int64_t l = 0; l + 1 < n_layers; l++) p.acts.push_back(layer_set(saved, p.x[l]));
     }
+    if (n_layers > 0) {
+      RowActs& a = p.last;
+      a.xn1 = saved.take(N * d);
+      a.rstd1 = saved.take(N);
+      a.k = saved.take(N * kv);
+      a.v = saved.take(N * kv);
+      a.xn1_r = saved.take(R * d);
+      a.q = saved.take(R * d);
+      a.att = saved.take(R * d);
+      a.lse = saved.take(R * H);
+      a.x_mid = saved.take(R * d);
+      a.xn2 = saved.take(R * d);
+      a.rstd2 = saved.take(R);
+      a.gate = saved.take(R * mlp);
+      a.up = saved.take(R * mlp);
+      a.act = saved.take(R * mlp);
+      a.proj = scratch.take(R * d);
+    }
+    p.sel = saved.take(R * d);
     float* proj = scratch.take(N * d);
     for (LayerActs& a : p.acts) a.proj = proj;
     p.dx = scratch.take(N * d);
@@ -274,9 +341,16 @@ void Model::plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t R, bool with_gr
     p.dact = scratch.take(N * mlp);
     p.dgate = scratch.take(N * mlp);
     p.dup = scratch.take(N * mlp);
+    p.r_dact = scratch.take(R * mlp);
+    p.r_dgate = scratch.take(R * mlp);
+    p.r_dup = scratch.take(R * mlp);
+    p.r_dxn = scratch.take(R * d);
+    p.r_datt = scratch.take(R * d);
+    p.r_dq = scratch.take(R * d);
+  } else {
+    p.sel = scratch.take(R * d);
   }
   p.head_chunk = std::max<int64_t>(1, std::min<int64_t>(R, kHeadChunkFloats / V));
-  p.sel = scratch.take(R * d);
   p.xn_sel = scratch.take(R * d);
   p.rstd_f = scratch.take(R);
   p.logits = scratch.take(p.head_chunk * V);
@@ -291,20 +365,26 @@ void Model::plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t R, bool with_gr
 int64_t Model::train_workspace_bytes(int64_t n_tokens, int64_t n_rows, bool with_grads, bool checkpoint) const {
   Plan p;
   int64_t saved = 0, scratch = 0;
-  plan(p, nullptr, n_tokens, n_rows, with_grads, checkpoint, &saved, &scratch);
+  plan(p, nullptr, nullptr, n_tokens, n_rows, with_grads, checkpoint, &saved, &scratch);
   int64_t bytes = static_cast<int64_t>(sizeof(float)) * (saved + scratch);
   // Without grads the layers run through the inference buffers.
-  if (!with_grads) bytes += forward_workspace_bytes(n_tokens, 0);
+  if (!with_grads) bytes += forward_workspace_bytes(n_tokens, n_rows);
   return bytes;
 }
 
-double Model::head_loss(float* grads, float* dx, const float* x, const Plan& p, const int32_t* rows,
-                        const int32_t* targets, int64_t R, const RowLoss& loss, float* logprobs) {
+int64_t Model::kept_bytes(int64_t n_tokens, int64_t n_rows) const {
+  Plan p;
+  int64_t saved = 0, scratch = 0;
+  plan(p, nullptr, nullptr, n_tokens, n_rows, true, false, &saved, &scratch);
+  return static_cast<int64_t>(sizeof(float)) * saved;
+}
+
+double Model::head_loss(float* grads, const float* sel, const Plan& p, const int32_t* targets, int64_t R,
+                        const RowLoss& loss, float* logprobs) {
   const int64_t d = cfg_.d_model, V = cfg_.embedding_size;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   const float* P = params_.data();
-  for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, p.sel + r * d);
-  rmsnorm_forward(p.xn_sel, p.rstd_f, p.sel, P + layout_.ln_f, R, d, eps);
+  rmsnorm_forward(p.xn_sel, p.rstd_f, sel, P + layout_.ln_f, R, d, eps);
   if (grads) zero(p.dxn_sel, R * d);
 
   double total = 0;
@@ -327,43 +407,40 @@ double Model::head_loss(float* grads, float* dx, const float* x, const Plan& p, 
   }
   if (!grads) return total;
   zero(p.dsel, R * d);
-  rmsnorm_backward(p.dsel, grads + layout_.ln_f, p.dxn_sel, p.sel, P + layout_.ln_f, p.rstd_f, R, d);
-  // Scatter to the residual stream in row order, so repeated rows add up deterministically.
-  for (int64_t r = 0; r < R; r++) axpy(dx + int64_t(rows[r]) * d, 1.0f, p.dsel + r * d, d);
+  rmsnorm_backward(p.dsel, grads + layout_.ln_f, p.dxn_sel, sel, P + layout_.ln_f, p.rstd_f, R, d);
   return total;
 }
 
-double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
-                   int64_t n_rows, const RowLoss& loss, float* logprobs) {
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
-  const int64_t N = batch.n_tokens(), d = cfg_.d_model;
-  const bool with_grads = grads != nullptr, checkpoint = ws.checkpoint_activations();
-  Plan p;
-  int64_t saved_floats = 0, scratch_floats = 0;
-  plan(p, nullptr, N, n_rows, with_grads, checkpoint, &saved_floats, &scratch_floats);
-  ws.saved_.resize(saved_floats, "saved activations");
-  ws.scratch_.resize(scratch_floats, "training workspace");
-  plan(p, &ws, N, n_rows, with_grads, checkpoint, &saved_floats, &scratch_floats);
-
-  if (!with_grads) {
-    const float* x = forward_layers(batch, cfg_.n_layers);
-    return head_loss(nullptr, nullptr, x, p, rows, targets, n_rows, loss, logprobs);
-  }
-
-  positions(ws.pos_, batch);
-  const int32_t* pos = ws.pos_.data();
-  const int64_t n_layers = cfg_.n_layers;
+void Model::train_forward(const Plan& p, const Batch& batch, const int32_t* rows, int64_t R, const int32_t* pos) {
+  const int64_t N = batch.n_tokens(), d = cfg_.d_model, n_layers = cfg_.n_layers;
+  const bool checkpoint = p.checkpoint;
   embedding_forward(p.x[0], batch.tokens, params_.data() + layout_.wte, N, d);
-  for (int64_t l = 0; l < n_layers; l++) {
+  for (int64_t l = 0; l + 1 < n_layers; l++) {
     LayerActs a = p.acts[checkpoint ? 0 : l];
     a.x_in = p.x[l];
     layer_forward(p.x[l + 1], a, layout_.layers[l], batch, pos);
   }
+  if (n_layers > 0) {
+    layer_rows_forward(p.sel, p.x[n_layers - 1], p.last, layout_.layers[n_layers - 1], batch, rows, R, pos);
+  } else {
+    for (int64_t r = 0; r < R; r++) std::copy(p.x[0] + int64_t(rows[r]) * d, p.x[0] + (int64_t(rows[r]) + 1) * d, p.sel + r * d);
+  }
+}
 
+double Model::train_backward(float* grads, const Plan& p, const Batch& batch, const int32_t* rows,
+                             const int32_t* targets, int64_t R, const RowLoss& loss, float* logprobs,
+                             const int32_t* pos) {
+  const int64_t N = batch.n_tokens(), d = cfg_.d_model, n_layers = cfg_.n_layers;
+  const bool checkpoint = p.checkpoint;
+  const double total = head_loss(grads, p.sel, p, targets, R, loss, logprobs);
   zero(p.dx, N * d);
-  double total = head_loss(grads, p.dx, p.x[n_layers], p, rows, targets, n_rows, loss, logprobs);
-
-  for (int64_t l = n_layers - 1; l >= 0; l--) {
+  if (n_layers > 0) {
+    layer_rows_backward(grads, p.dx, p.dsel, p.x[n_layers - 1], p.last, p, layout_.layers[n_layers - 1], batch, rows,
+                        R, pos);
+  } else {
+    for (int64_t r = 0; r < R; r++) axpy(p.dx + int64_t(rows[r]) * d, 1.0f, p.dsel + r * d, d);
+  }
+  for (int64_t l = n_layers - 2; l >= 0; l--) {
     LayerActs a = p.acts[checkpoint ? 0 : l];
     a.x_in = p.x[l];
     // Recompute the layer from its saved input; the ops are the forward's, so the activations
@@ -373,6 +450,76 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const i
   }
   embedding_backward(grads + layout_.wte, p.dx, batch.tokens, N, d);
   return total;
+}
+
+double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
+                   int64_t n_rows, const RowLoss& loss, float* logprobs) {
+  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  const int64_t R = n_rows, d = cfg_.d_model, mlp = cfg_.mlp_hidden, n_layers = cfg_.n_layers;
+  const bool with_grads = grads != nullptr, checkpoint = ws.checkpoint_activations();
+  Plan p;
+  int64_t saved_floats = 0, scratch_floats = 0;
+  plan(p, nullptr, nullptr, batch.n_tokens(), R, with_grads, checkpoint, &saved_floats, &scratch_floats);
+  ws.saved_.resize(saved_floats, "saved activations");
+  ws.scratch_.resize(scratch_floats, "training workspace");
+  plan(p, ws.saved_.data(), ws.scratch_.data(), batch.n_tokens(), R, with_grads, checkpoint, &saved_floats,
+       &scratch_floats);
+
+  if (with_grads) {
+    positions(ws.pos_, batch);
+    train_forward(p, batch, rows, R, ws.pos_.data());
+    return train_backward(grads, p, batch, rows, targets, R, loss, logprobs, ws.pos_.data());
+  }
+  // The inference path: the same arithmetic through buffers that keep nothing.
+  const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
+  if (n_layers > 0) {
+    xn_.resize(std::max(batch.n_tokens(), R) * d, "activations");
+    rows_.resize(R * (4 * d + 2 * mlp), "activations");
+    float* xr = rows_.data();
+    float* gate = xr + 4 * R * d;
+    const RowActs a{xn_.data(), nullptr, k_.data(), v_.data(), xr,      xr + R * d, xr + 2 * R * d, nullptr,
+                    p.sel,      xr,      nullptr,   gate,      gate + R * mlp, gate, xr + 3 * R * d};
+    layer_rows_forward(p.sel, x, a, layout_.layers[n_layers - 1], batch, rows, R, pos_.data());
+  } else {
+    for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, p.sel + r * d);
+  }
+  return head_loss(nullptr, p.sel, p, targets, R, loss, logprobs);
+}
+
+void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& batch,
+                         const int32_t* rows, int64_t R) {
+  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  const int64_t N = batch.n_tokens(), d = cfg_.d_model, V = cfg_.embedding_size;
+  for (int64_t r = 0; r < R; r++) JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
+  kept.tokens_.assign(batch.tokens, batch.tokens + N);
+  kept.starts_.assign(batch.seq_starts, batch.seq_starts + batch.n_seqs + 1);
+  kept.rows_.assign(rows, rows + R);
+  positions(kept.pos_, batch);
+  Plan p;
+  int64_t saved_floats = 0, scratch_floats = 0;
+  plan(p, nullptr, nullptr, N, R, true, false, &saved_floats, &scratch_floats);
+  kept.saved_.resize(saved_floats, "kept activations");
+  ws.scratch_.resize(scratch_floats, "training workspace");
+  plan(p, kept.saved_.data(), ws.scratch_.data(), N, R, true, false, &saved_floats, &scratch_floats);
+  train_forward(p, batch, rows, R, kept.pos_.data());
+  // The head as forward() runs it, so the logits are the same bits.
+  rmsnorm_forward(p.xn_sel, nullptr, p.sel, params_.data() + layout_.ln_f, R, d, static_cast<float>(cfg_.rms_norm_eps));
+  matmul_forward(logits, p.xn_sel, params_.data() + layout_.lm_head, R, d, V);
+}
+
+double Model::backward_kept(float* grads, const KeptForward& kept, TrainWorkspace& ws, const int32_t* targets,
+                            const RowLoss& loss, float* logprobs) {
+  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  const Batch batch{kept.tokens_.data(), kept.starts_.data(), static_cast<int64_t>(kept.starts_.size()) - 1};
+  const int64_t N = batch.n_tokens(), R = kept.n_rows();
+  Plan p;
+  int64_t saved_floats = 0, scratch_floats = 0;
+  plan(p, nullptr, nullptr, N, R, true, false, &saved_floats, &scratch_floats);
+  JG_CHECK(saved_floats <= kept.saved_.size(), "No kept forward to run backward through");
+  ws.scratch_.resize(scratch_floats, "training workspace");
+  // const_cast: the plan only hands out pointers; backward reads the kept activations.
+  plan(p, const_cast<float*>(kept.saved_.data()), ws.scratch_.data(), N, R, true, false, &saved_floats, &scratch_floats);
+  return train_backward(grads, p, batch, kept.rows_.data(), targets, R, loss, logprobs, kept.pos_.data());
 }
 
 }  // namespace jg::cpu

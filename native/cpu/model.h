@@ -41,6 +41,27 @@ struct LayerActs {
   float* proj;   // (N,d) scratch: a branch's output before the residual add
 };
 
+// The last layer's activations when only R rows' outputs are read (the LM head's rows): keys and
+// values need every row, the queries, attention output, residual and MLP only the R rows.
+// Inference aliases x_mid with the output, xn2 with xn1_r and act with gate, and saves nothing.
+struct RowActs {
+  float* xn1;    // (N,d) attn_norm(x_in)
+  float* rstd1;  // (N) or null
+  float* k;      // (N,kv) after RoPE
+  float* v;      // (N,kv)
+  float* xn1_r;  // (R,d) xn1 at the rows
+  float* q;      // (R,d) after RoPE
+  float* att;    // (R,d)
+  float* lse;    // (R,H) or null
+  float* x_mid;  // (R,d)
+  float* xn2;    // (R,d)
+  float* rstd2;  // (R) or null
+  float* gate;   // (R,mlp)
+  float* up;     // (R,mlp)
+  float* act;    // (R,mlp)
+  float* proj;   // (R,d) scratch
+};
+
 // Memory of the training path, owned by the caller (the Trainer) rather than the model, so a
 // model that only runs inference carries none. Grows to the largest batch shape seen and is
 // reused; nothing is allocated per layer or per call once it has grown.
@@ -60,6 +81,31 @@ class TrainWorkspace {
   FloatBuffer saved_;    // what backward reads: every layer's activations, or only each layer's input
   FloatBuffer scratch_;  // a recomputed layer, backward's temporaries, the LM head's rows
   std::vector<int32_t> pos_;
+};
+
+// A training forward kept for a later backward. JustGRPO's rollout feeds the learner's exact inputs
+// under the learner's weights, so with one optimiser update per rollout the loss phase can
+// back-propagate through the rollout's own activations instead of running the forward again.
+// Holds its own copy of the batch and its saved activations; the scratch is a TrainWorkspace's.
+class KeptForward {
+ public:
+  int64_t bytes() const {
+    return static_cast<int64_t>(sizeof(float)) * saved_.size() +
+           static_cast<int64_t>(sizeof(int32_t)) * (tokens_.capacity() + starts_.capacity() + rows_.capacity() + pos_.capacity());
+  }
+  int64_t n_rows() const { return static_cast<int64_t>(rows_.size()); }
+  void release() {
+    saved_.release();
+    tokens_ = {};
+    starts_ = {};
+    rows_ = {};
+    pos_ = {};
+  }
+
+ private:
+  friend class Model;
+  FloatBuffer saved_;
+  std::vector<int32_t> tokens_, starts_, rows_, pos_;
 };
 
 class Model {
@@ -97,6 +143,18 @@ class Model {
   // temporaries; with checkpointing, only each layer's input is saved and one layer is recomputed).
   int64_t train_workspace_bytes(int64_t n_tokens, int64_t n_rows, bool with_grads, bool checkpoint) const;
 
+  // forward() that also keeps what backward needs in `kept` (ws provides the scratch): the same
+  // logits, bit for bit. `rows` as in forward().
+  void forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& batch, const int32_t* rows,
+                    int64_t n_rows);
+  // loss() with grads for the kept batch and rows, without running the forward again: the same
+  // loss, log-probs and gradients as loss() on that batch, provided the weights have not changed
+  // since forward_keep (the caller tracks that).
+  double backward_kept(float* grads, const KeptForward& kept, TrainWorkspace& ws, const int32_t* targets,
+                       const RowLoss& loss, float* logprobs);
+  // Bytes forward_keep keeps for this shape.
+  int64_t kept_bytes(int64_t n_tokens, int64_t n_rows) const;
+
   // Frees the parameters and workspace.
   void release();
 
@@ -111,16 +169,25 @@ class Model {
   // dx (N,d): in, the gradient of the layer's output; out, that of its input. grads +=.
   void layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
                       const Batch& batch, const int32_t* pos);
-  // The inference layers over the batch; returns the final residual stream (N,d) in x_.
-  // The first `n_layers` layers over the batch; returns the residual stream (N,d) in x_.
+  // The first `n_layers` inference layers over the batch; returns the residual stream (N,d) in x_.
   float* forward_layers(const Batch& batch, int64_t n_layers);
-  // sel (R,d): layer L's output at `rows` only, from its input x (N,d). Keys and values need every
-  // row; the queries, attention output, residual and MLP only the selected rows.
-  void layer_rows_forward(float* sel, const float* x, const LayerParams& L, const Batch& batch, const int32_t* rows,
-                          int64_t R);
-  double head_loss(float* grads, float* dx, const float* x, const Plan& p, const int32_t* rows,
-                   const int32_t* targets, int64_t n_rows, const RowLoss& loss, float* logprobs);
-  void plan(Plan& p, TrainWorkspace* ws, int64_t N, int64_t n_rows, bool with_grads, bool checkpoint,
+  // sel (R,d): layer L's output at `rows` only, from its input x (N,d), filling `a`.
+  void layer_rows_forward(float* sel, const float* x, const RowActs& a, const LayerParams& L, const Batch& batch,
+                          const int32_t* rows, int64_t R, const int32_t* pos);
+  // Its backward. dsel (R,d): the gradient of sel (overwritten); dx (N,d) += that of x.
+  void layer_rows_backward(float* grads, float* dx, float* dsel, const float* x, const RowActs& a, const Plan& p,
+                           const LayerParams& L, const Batch& batch, const int32_t* rows, int64_t R,
+                           const int32_t* pos);
+  // ln_f, the LM head and the loss on sel (R,d); with grads, p.dsel = d loss / d sel.
+  double head_loss(float* grads, const float* sel, const Plan& p, const int32_t* targets, int64_t n_rows,
+                   const RowLoss& loss, float* logprobs);
+  // The training forward (embedding, layers, the last layer on the rows into p.sel), and the
+  // backward from the head down, over a planned workspace.
+  void train_forward(const Plan& p, const Batch& batch, const int32_t* rows, int64_t R, const int32_t* pos);
+  double train_backward(float* grads, const Plan& p, const Batch& batch, const int32_t* rows, const int32_t* targets,
+                        int64_t R, const RowLoss& loss, float* logprobs, const int32_t* pos);
+  // Lays out a training call's tensors in `saved` and `scratch` (null: only counts).
+  void plan(Plan& p, float* saved, float* scratch, int64_t N, int64_t n_rows, bool with_grads, bool checkpoint,
             int64_t* saved_floats, int64_t* scratch_floats) const;
 
   ModelConfig cfg_;

@@ -56,9 +56,15 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* v, const float* out, const float* lse, const int32_t* seq_starts,
                         int64_t n_seqs, int64_t H, int64_t KV, int64_t hd);
 
-// Attention for a few query rows: out (R, H*hd), q (R, H*hd) of packed rows `rows` (R), k, v (N, KV*hd).
-void attention_rows_forward(float* out, const float* q, const float* k, const float* v, const int32_t* rows, int64_t R,
-                            const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd);
+// Attention for a few query rows: out (R, H*hd), lse (R, H) (may be null), q (R, H*hd) of packed rows
+// `rows` (R, repeats allowed), k, v (N, KV*hd) of the whole batch.
+void attention_rows_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* rows,
+                            int64_t R, const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd);
+// Its backward: dq (R, H*hd) +=, dk and dv (N, KV*hd) += (only the rows' sequences' keys get any),
+// dout (R, H*hd), q, out (R, H*hd), lse (R, H), k, v (N, KV*hd) as in the forward.
+void attention_rows_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, const int32_t* rows, int64_t R,
+                             const int32_t* seq_starts, int64_t n_seqs, int64_t H, int64_t KV, int64_t hd);
 
 // out (N,M) = silu(gate (N,M)) * up (N,M); out may alias gate.
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t N, int64_t M);

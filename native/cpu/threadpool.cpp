@@ -1,22 +1,35 @@
 #include "threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define JG_CPU_RELAX() _mm_pause()
+#else
+#define JG_CPU_RELAX() ((void)0)
+#endif
 
 namespace jg::cpu {
 
 ThreadPool& ThreadPool::global() {
-  static ThreadPool pool([]() -> int {
-    if (const char* env = std::getenv("JUSTGRPO_NUM_THREADS")) {
-      int n = std::atoi(env);
-      if (n > 0) return n;
-    }
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }());
+  static ThreadPool pool(
+      []() -> int {
+        if (const char* env = std::getenv("JUSTGRPO_NUM_THREADS")) {
+          int n = std::atoi(env);
+          if (n > 0) return n;
+        }
+        return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      }(),
+      []() -> int64_t {
+        const char* env = std::getenv("JUSTGRPO_SPIN_US");
+        return env ? std::max(0, std::atoi(env)) * int64_t(1000) : 50000;
+      }());
   return pool;
 }
 
-ThreadPool::ThreadPool(int n_threads) {
+ThreadPool::ThreadPool(int n_threads, int64_t spin_ns) : spin_ns_(spin_ns) {
   for (int i = 1; i < n_threads; i++) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -42,9 +55,20 @@ void ThreadPool::run_chunks() {
   }
 }
 
+template <typename Done>
+void ThreadPool::spin(Done done) const {
+  if (spin_ns_ <= 0) return;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns_);
+  for (int i = 0; !done(); i++) {
+    JG_CPU_RELAX();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return;
+  }
+}
+
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
+    spin([&] { return generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
       work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -81,6 +105,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   }
   work_cv_.notify_all();
   run_chunks();
+  spin([&] { return active_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [&] { return active_ == 0; });
   fn_ = nullptr;
