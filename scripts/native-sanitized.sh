@@ -20,8 +20,10 @@ compile_engine() {
   local objdir="$1"; shift
   mkdir -p "$objdir"
   local pids=() src obj
+  ENGINE_OBJS=()
   for src in native/common/*.cpp native/cpu/*.cpp; do
     obj="$objdir/$(echo "$src" | tr / _).o"
+    ENGINE_OBJS+=("$obj")
     if [ "$obj" -nt "$src" ] && [ -z "$(find native/common native/cpu -name '*.h' -newer "$obj" | head -1)" ]; then continue; fi
     "$CLANGXX" -std=c++17 "$@" -c "$src" -o "$obj" &
     pids+=($!)
@@ -29,5 +31,4 @@ compile_engine() {
     if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}" || return 1; pids=("${pids[@]:1}"); fi
   done
   for p in "${pids[@]}"; do wait "$p" || return 1; done
-  ENGINE_OBJS=("$objdir"/*.o)
 }

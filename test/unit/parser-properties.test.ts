@@ -20,7 +20,9 @@ describe('fuzzer findings', () => {
   it('config.json: an mlp_ratio that rounds to 0 units is refused by name (fast-check: it reached the engine as mlp 0)', () => {
     const { mlp_hidden_size: _, ...raw } = CONFIG;
     expect(() => parseModelConfig({ ...raw, mlp_ratio: 0.001 }, '/m/config.json')).toThrow(
-      /^\/m\/config.json: `mlp_ratio` \(0.001\) times `d_model` \(32\) rounds to 0; the MLP needs at least one unit$/);
+      /^\/m\/config.json: `mlp_ratio` \(0.001\) times `d_model` \(32\) rounds to 0, not a usable MLP size/);
+    // The second fuzz run: a huge ratio gave an mlp size of 2^53, past exact integers.
+    expect(() => parseModelConfig({ ...raw, mlp_ratio: 2 ** 48 }, '/m/config.json')).toThrow(/rounds to 9007199254740992, not a usable MLP size/);
     expect(parseModelConfig({ ...raw, mlp_ratio: 1.5 }, 'c').mlpHiddenSize).toBe(48);
   });
 });
