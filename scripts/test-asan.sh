@@ -12,7 +12,8 @@
 #     what they run in the engine is what the other files run in-process. Also left out: the one
 #     test that asserts a wall-clock bound (an abort within 3 s), which the sanitizers' 5-20x
 #     slowdown breaks; test/native/native-misuse.test.ts aborts decodes without a clock.
-# Any sanitizer report fails the run. Builds go to build-asan/.
+# Any sanitizer report fails the run. Builds go to build-asan/. `npm run test:asan -- FILE...`
+# runs only those test files in part 2.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -74,7 +75,7 @@ JUSTGRPO_PREBUILD="$stage" LD_PRELOAD="$libasan:$libubsan" \
   ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:allocator_may_return_null=1:log_path=$out/report:detect_odr_violation=0" \
   LSAN_OPTIONS="suppressions=$root/scripts/lsan-node.supp:print_suppressions=0" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$out/report" \
-  npx vitest run test/native --pool=forks --testTimeout=900000 --hookTimeout=900000 \
+  npx vitest run "${@:-test/native}" --pool=forks --testTimeout=900000 --hookTimeout=900000 \
     --exclude test/native/cli.test.ts --exclude test/native/crash-safety.test.ts \
     --exclude test/native/resource-faults.test.ts --exclude test/native/sft.test.ts \
     --testNamePattern '^(?!.*an AbortSignal stops a long decode).*$' 2>&1 | tee "$log" | grep -E 'Test Files|Tests |FAIL|✓|×' 
