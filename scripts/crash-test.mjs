@@ -100,6 +100,8 @@ function runChild(args, out, aim, target, stepMs, rand) {
     const poll = () => {
       if (done) return;
       if (aim === 'checkpoint' && writing()) timer = setTimeout(kill, Math.floor(rand() * 12));
+      // A write faster than the poll was missed: kill right after it instead.
+      else if (aim === 'checkpoint' && existsSync(path.join(out, `checkpoint-${target}`))) kill();
       else if (aim === 'random' && reported >= target - 1) timer = setTimeout(kill, Math.floor(rand() * stepMs));
       else timer = setTimeout(poll, 1);
     };

@@ -61,8 +61,9 @@ esac
 # LeakSanitizer must be live in node with these suppressions: a library that leaks 1234 bytes has to be reported.
 printf '#include <stdlib.h>\nvoid* volatile jg_keep;\n__attribute__((constructor)) static void jg_leak(void) { jg_keep = malloc(1234); jg_keep = 0; }\n' >"$out/leak-canary.c"
 gcc -shared -fPIC -fsanitize=address "$out/leak-canary.c" -o "$out/leak-canary.so" || exit 1
-if LD_PRELOAD="$libasan:$out/leak-canary.so" ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/scripts/lsan-node.supp" \
-  node -e 1 2>&1 | grep -q 'Direct leak of 1234 byte'; then
+canary=$(LD_PRELOAD="$libasan:$out/leak-canary.so" ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/scripts/lsan-node.supp" \
+  node -e 1 2>&1)  # exits non-zero when it reports the leak
+if grep -q 'Direct leak of 1234 byte' <<<"$canary"; then
   echo "   LeakSanitizer is live in node (a 1234-byte canary leak is reported through the suppressions)"
 else
   echo "test:asan: LeakSanitizer did not report the canary leak; leak checking is not working here" >&2; exit 1
