@@ -17,15 +17,19 @@
 
 namespace {
 
+char g_scratch[] = "/tmp/jg-fuzz-tensor-XXXXXX";
+
+// One scratch file per process, removed at exit.
 std::string scratch_file() {
-  static std::string path = [] {
-    char tmpl[] = "/tmp/jg-fuzz-tensor-XXXXXX";
-    int fd = mkstemp(tmpl);
+  static const bool made = [] {
+    int fd = mkstemp(g_scratch);
     if (fd < 0) std::abort();
     close(fd);
-    return std::string(tmpl);
+    std::atexit([] { unlink(g_scratch); });
+    return true;
   }();
-  return path;
+  (void)made;
+  return g_scratch;
 }
 
 jg::ModelConfig tiny() {
