@@ -82,6 +82,8 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     throw new ConfigError(`${source}: ${msg}`);
   };
   if (mlp === undefined) fail('one of `mlp_hidden_size` or `mlp_ratio` is required');
+  if (mlp !== undefined && !(Number.isSafeInteger(mlp) && mlp >= 1))
+    fail(`\`mlp_ratio\` (${c.mlp_ratio}) times \`d_model\` (${c.d_model}) rounds to ${mlp}, not a usable MLP size (a positive integer below 2^53)`);
   if (c.d_model % c.n_heads !== 0) fail(`\`d_model\` (${c.d_model}) must be divisible by \`n_heads\` (${c.n_heads})`);
   if (c.n_heads % nKvHeads !== 0) fail(`\`n_heads\` (${c.n_heads}) must be divisible by \`n_kv_heads\` (${nKvHeads})`);
   const headDim = c.d_model / c.n_heads;

@@ -22,8 +22,14 @@ export class DisposedError extends JustGRPOError {
   }
 }
 
+/** A file that could not be written (disk full, a size limit, permissions); nothing already written is lost. */
+export class StorageError extends JustGRPOError {}
+
 /** A request that does not fit in memory; the message says how much it needed. */
 export class InsufficientMemoryError extends JustGRPOError {}
+
+/** A training run stopped because its loss exploded (non-finite, or above `maxLoss`); the message names the step and the last good checkpoint. */
+export class TrainingDivergedError extends JustGRPOError {}
 
 /** The native engine failed; the message names the native call. */
 export class EngineError extends JustGRPOError {}

@@ -25,6 +25,11 @@ export type LoadModelOptions = {
   dtype?: CudaDType;
 };
 
+export type CallOptions = {
+  /** Rejects the call with AbortError when aborted (before it starts, or drops its result). Defaults to none. */
+  signal?: AbortSignal;
+};
+
 export type SaveOptions = {
   /** Weight dtype on disk. Defaults to the dtype the model was loaded in (`'F32'` for new models). */
   dtype?: DType;
@@ -117,7 +122,7 @@ export class LladaModel {
     const configFile = path.join(dir, 'config.json');
     const rawConfig = await readJsonFile(configFile);
     const config = parseModelConfig(rawConfig, configFile);
-    const engine = createEngine(config, options);
+    const engine = createEngine(config, options, configFile);
     try {
       const dtype = await loadWeights(engine, dir);
       const files: Record<string, string> = {};
@@ -206,13 +211,13 @@ export class LladaModel {
    * Logits for every position of a batch of equal-length sequences: fp32, shape [B, T, embeddingSize],
    * row-major. Sequences of different lengths go through `logitsAt`.
    */
-  async logits(ids: number[][]): Promise<Float32Array> {
+  async logits(ids: number[][], options: CallOptions = {}): Promise<Float32Array> {
     this.#check();
     checkBatch(ids, this.#config);
     const T = ids[0]!.length;
     if (!ids.every((row) => row.length === T))
       throw new InputError('Expected sequences of equal length for `ids` (use logitsAt for sequences of different lengths)');
-    return this.logitsAt(ids, ids.map(() => Array.from({ length: T }, (_, t) => t)));
+    return this.logitsAt(ids, ids.map(() => Array.from({ length: T }, (_, t) => t)), options);
   }
 
   /**
@@ -220,7 +225,7 @@ export class LladaModel {
    * input it would see alone. Returns fp32 [sum of positions.length, embeddingSize], sequence by sequence.
    * The LM head runs only for the chosen rows.
    */
-  async logitsAt(ids: number[][], positions: number[][]): Promise<Float32Array> {
+  async logitsAt(ids: number[][], positions: number[][], options: CallOptions = {}): Promise<Float32Array> {
     this.#check();
     checkBatch(ids, this.#config);
     if (!Array.isArray(positions) || positions.length !== ids.length)
@@ -237,7 +242,16 @@ export class LladaModel {
         rows.push(starts[b]! + p);
       }
     });
-    return this.#run(() => this.#engine.forward(tokens, starts, Int32Array.from(rows)));
+    const { signal } = options;
+    if (signal?.aborted) throw new AbortError();
+    // One forward pass is not interrupted; an abort while it is queued or running rejects the call
+    // (it is not started, or its result is dropped) and leaves the model usable.
+    return this.#run(async () => {
+      if (signal?.aborted) throw new AbortError();
+      const out = await this.#engine.forward(tokens, starts, Int32Array.from(rows));
+      if (signal?.aborted) throw new AbortError();
+      return out;
+    });
   }
 
   /**
@@ -387,7 +401,8 @@ function checkBackend(backend: string): void {
     throw new EngineError(`Backend 'cuda' has no GPU to run on: ${n.cuda.unavailableReason()}`);
 }
 
-function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: CudaDType } = {}): NativeEngine {
+/** The engine for a config on its backend; `source` (the config.json it came from) prefixes errors. */
+function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: CudaDType } = {}, source?: string): NativeEngine {
   try {
     if ((options.backend ?? 'cpu') === 'cpu') return new (native().Engine)({ ...config });
     const device = options.device ?? 0;
@@ -396,7 +411,11 @@ function createEngine(config: ModelConfig, options: { backend?: Backend; device?
     if (dtype !== 'BF16' && dtype !== 'F32') throw expected("'BF16' or 'F32'", 'dtype', dtype);
     return new (native().CudaEngine!)({ ...config }, { device, dtype });
   } catch (err) {
-    throw wrapNativeError(err);
+    const e = wrapNativeError(err);
+    if (source && e instanceof InsufficientMemoryError)
+      throw new InsufficientMemoryError(`${source}: the model does not fit: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
+    if (source && e instanceof EngineError) throw new CheckpointError(`${source}: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
+    throw e;
   }
 }
 

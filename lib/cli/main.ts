@@ -64,6 +64,15 @@ function formatCount(n: number): string {
   return String(n);
 }
 
+/** Numerical faults of a step, reported on stderr whatever the output mode (they are in metrics.jsonl too). */
+function warnFaults(m: Record<string, unknown>): void {
+  const notes: string[] = [];
+  if (Number(m.non_finite) > 0) notes.push(`${m.non_finite} non-finite gradient values ${m.skipped ? 'found' : 'zeroed'}`);
+  for (const [k, v] of Object.entries(m)) if (/^rewards\/.+\/errors$/.test(k) && Number(v) > 0) notes.push(`${v} failed scores from ${k.split('/')[1]}`);
+  if (Number(m.skipped) > 0) notes.push('the update was skipped');
+  if (notes.length) console.error(`justgrpo: warning: step ${m.step}: ${notes.join('; ')}`);
+}
+
 /** Adds the flags `sft` and `train` share: a config or a run to resume, and overrides on top. */
 function addRunOptions(cmd: Command, command: string): Command {
   for (const option of [
@@ -88,9 +97,10 @@ async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: n
   if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
   if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
   if (opts.seed !== undefined) overrides.seed = opts.seed;
-  if (!opts.config || opts.resume) return { resume: opts.resume, overrides };
+  if (!opts.config) return { resume: opts.resume, overrides };
+  // With both, --resume wins; the config serves only a run that died before its first checkpoint.
   const file = await readConfigFile(opts.config);
-  return { config: parse(file.raw, opts.config), baseDir: file.baseDir, overrides };
+  return { config: parse(file.raw, opts.config), baseDir: file.baseDir, resume: opts.resume, overrides };
 }
 
 const program = new Command();
@@ -309,6 +319,7 @@ addRunOptions(
           bar?.start(info.totalSteps, info.startStep, { loss: '-', tps: '-' });
         },
         onStep: (m) => {
+          warnFaults(m);
           if (opts.json) console.log(JSON.stringify(m));
           else if (bar) bar.update(m.step, { loss: m.loss.toFixed(4), tps: m.tokens_per_second.toFixed(0) });
           else console.error(`step ${m.step}: loss ${m.loss.toFixed(4)}, lr ${m.learning_rate.toExponential(2)}, grad_norm ${m.grad_norm.toFixed(3)}, ${m.tokens_per_second.toFixed(0)} tok/s`);
@@ -346,6 +357,7 @@ addRunOptions(
         },
         onPhase: (step, phase) => run?.update({ info: `step ${step}: ${phase}` }),
         onStep: (m) => {
+          warnFaults(m);
           if (opts.json) console.log(JSON.stringify(m));
           else {
             const line = `reward ${m.reward.toFixed(3)} | loss ${m.loss.toExponential(2)} | ${m.tokens_per_second?.toFixed(0)} tok/s`;

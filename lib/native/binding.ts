@@ -92,6 +92,8 @@ export type NativeStepOptions = {
   weightDecay: number;
   /** Global L2 norm to clip gradients to; 0 or Infinity disables clipping. */
   maxGradNorm: number;
+  /** Drop the whole update (weights, moments, stepCount unchanged) when any gradient is non-finite, instead of zeroing those values. */
+  skipNonFinite?: boolean;
 };
 
 /** The per-row inputs and settings of the GRPO loss. */
@@ -148,9 +150,11 @@ export interface NativeTrainer {
    * Zeroes and counts non-finite gradient elements, clips to maxGradNorm (gradients are left
    * clipped), increments stepCount and applies AdamW. gradNorm is the global norm before clipping.
    */
-  step(options: NativeStepOptions): Promise<{ gradNorm: number; nonFinite: number; clipped: boolean }>;
+  step(options: NativeStepOptions): Promise<{ gradNorm: number; nonFinite: number; clipped: boolean; skipped: boolean }>;
   /** A copy of one parameter's gradient. */
   getGrad(name: string): Float32Array;
+  /** Overwrites one parameter's gradient (same number of elements). */
+  setGrad(name: string, data: Float32Array): void;
   /** Copies of one parameter's AdamW moments. */
   getMoments(name: string): { m: Float32Array; v: Float32Array };
   setMoments(name: string, m: Float32Array, v: Float32Array): void;

@@ -3,7 +3,7 @@
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { CheckpointError } from '../errors.js';
+import { CheckpointError, StorageError } from '../errors.js';
 import { atomicDirectory, exists, writeFileSynced } from '../fsutil.js';
 import { internals, type LladaModel } from '../model.js';
 import type { TrainingSession } from './session.js';
@@ -40,13 +40,27 @@ export async function saveCheckpoint(
   keep: number,
 ): Promise<string> {
   const dir = checkpointDir(outputDir, state.step);
-  await atomicDirectory(dir, async (tmp) => {
-    await internals.get(model)!.writeInto(tmp);
-    await session.saveOptimizer(tmp);
-    await writeFileSynced(path.join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
-  });
+  try {
+    await atomicDirectory(dir, async (tmp) => {
+      await internals.get(model)!.writeInto(tmp);
+      await session.saveOptimizer(tmp);
+      await writeFileSynced(path.join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+    });
+  } catch (err) {
+    // The temporary directory is gone (atomicDirectory removes it); older checkpoints are untouched.
+    const steps = await listCheckpoints(outputDir);
+    const kept = steps.length ? `the newest complete checkpoint is ${checkpointDir(outputDir, steps[steps.length - 1]!)}` : 'no earlier checkpoint exists';
+    const msg = (err as Error).message.replace(/ \([^()]*\.cpp:\d+\)$/, '');
+    const full = /ENOSPC|No space left|EFBIG|File too large|EDQUOT|quota/i.test(msg) ? ' (the disk is full or a size limit was hit: free space and resume)' : '';
+    throw new StorageError(`Cannot write checkpoint ${dir}: ${msg}${full}; nothing was lost: ${kept}`, { cause: err });
+  }
   const steps = await listCheckpoints(outputDir);
-  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) await rm(checkpointDir(outputDir, s), { recursive: true, force: true });
+  // Renamed away first, so a kill during the deletion never leaves a half-deleted checkpoint-N.
+  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) {
+    const old = `${checkpointDir(outputDir, s)}.old-${process.pid}`;
+    await rename(checkpointDir(outputDir, s), old);
+    await rm(old, { recursive: true, force: true });
+  }
   return dir;
 }
 
@@ -114,6 +128,10 @@ export class MetricsLog {
   }
 
   async append(record: Record<string, unknown>): Promise<void> {
-    await writeFile(this.file, JSON.stringify(record) + '\n', { flag: 'a' });
+    try {
+      await writeFile(this.file, JSON.stringify(record) + '\n', { flag: 'a' });
+    } catch (err) {
+      throw new StorageError(`Cannot append to ${this.file}: ${(err as Error).message}`, { cause: err });
+    }
   }
 }

@@ -24,8 +24,11 @@ export const grpoConfigSchema = z.strictObject({
   rewardWeights: z.array(z.number()).optional(),
   /** Map 0/1 rewards to -1/+1 as JustGRPO does (advantages are unchanged; the reward metric is not). */
   signedRewards: z.boolean().default(false),
-  /** A reward function that throws or returns NaN / the wrong length: stop, or score the samples 0 and count them. */
-  onRewardError: z.enum(['error', 'zero']).default('error'),
+  /**
+   * A reward function that throws, returns the wrong length, or non-finite values: stop ('error'),
+   * score those samples 0 and count them ('zero'), or skip the step's update and count it ('skip').
+   */
+  onRewardError: z.enum(['error', 'zero', 'skip']).default('error'),
   /** Completions per prompt (G). */
   numGenerations: z.number().int().min(2).default(16),
   /** Prompts per rollout batch. */
@@ -43,6 +46,10 @@ export const grpoConfigSchema = z.strictObject({
   adamEpsilon: z.number().positive().default(1e-8),
   weightDecay: z.number().min(0).default(0),
   maxGradNorm: z.number().min(0).default(1.0),
+  /** Non-finite gradient values: zeroed and counted (JustGRPO's reference), or the step skipped and counted. */
+  nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
+  /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */
+  maxLoss: z.number().positive().optional(),
   /** Optimizer passes over each rollout batch, all against the rollout's own log-probs. */
   numIterations: z.number().int().positive().default(1),
   epsilon: z.number().positive().default(0.2),

@@ -11,6 +11,7 @@ import { rewards as builtinRewards } from '../rewards/index.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeight } from './advantages.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, type GrpoConfig } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
@@ -56,6 +57,13 @@ export type Rollouts = {
   rewards: (number | null)[];
   /** The sampler's log-probs of each token; omitted: computed now (replay, custom samplers). */
   oldLogprobs?: number[][];
+};
+
+/** Options of `trainOnRollouts`. */
+export type TrainOptions = {
+  onPhase?: (phase: 'loss' | 'optimizer') => void;
+  /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
+  onGradients?: (session: TrainingSession) => void | Promise<void>;
 };
 
 export type GrpoStepMetrics = Record<string, number> & { step: number; loss: number };
@@ -122,17 +130,27 @@ export class GRPOTrainer {
     for (const { name, fn } of this.#rewardFns) {
       let scores: (number | null)[];
       errors[name] = 0;
+      const hint = "(set onRewardError: 'zero' to score such samples 0, or 'skip' to skip the step)";
       try {
         scores = await fn({ ...columns, prompts, completions, completionIds });
         if (!Array.isArray(scores) || scores.length !== completions.length)
           throw new Error(`returned ${Array.isArray(scores) ? `${scores.length} scores` : typeof scores} for ${completions.length} completions`);
-        const bad = scores.findIndex((s) => s !== null && (typeof s !== 'number' || !Number.isFinite(s)));
-        if (bad >= 0) throw new Error(`returned ${String(scores[bad])} for completion ${bad}`);
       } catch (err) {
         if (this.config.onRewardError === 'error')
-          throw new InputError(`Reward function \`${name}\` failed: ${(err as Error).message} (set onRewardError: 'zero' to score such samples 0)`, { cause: err });
-        scores = Array.isArray((err as { scores?: unknown }).scores) ? [] : completions.map(() => 0);
+          throw new InputError(`Reward function \`${name}\` failed: ${(err as Error).message} ${hint}`, { cause: err });
+        scores = completions.map(() => 0);
         errors[name] = completions.length;
+      }
+      // Non-finite or non-numeric scores: an error, or zeroed one by one and counted.
+      const bad = scores.findIndex((s) => s !== null && (typeof s !== 'number' || !Number.isFinite(s)));
+      if (bad >= 0) {
+        if (this.config.onRewardError === 'error')
+          throw new InputError(`Reward function \`${name}\` failed: returned ${String(scores[bad])} for completion ${bad} ${hint}`);
+        scores = scores.map((s) => {
+          if (s === null || (typeof s === 'number' && Number.isFinite(s))) return s;
+          errors[name]!++;
+          return 0;
+        });
       }
       perFunction[name] = scores.map((s) => (s === null ? null : this.config.signedRewards ? 2 * s - 1 : s));
     }
@@ -150,7 +168,10 @@ export class GRPOTrainer {
   }
 
   /** One JustGRPO step on these prompts: rollouts, rewards, advantages, loss, AdamW. */
-  async step(batch: PromptRecord[], step: number, options: { onPhase?: (phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void } = {}): Promise<GrpoStepMetrics> {
+  async step(batch: PromptRecord[], step: number, options: {
+    onPhase?: (phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
+    onGradients?: (session: TrainingSession) => void | Promise<void>;
+  } = {}): Promise<GrpoStepMetrics> {
     const c = this.config, G = c.numGenerations, L = c.maxCompletionLength;
     const t0 = performance.now();
     options.onPhase?.('rollout');
@@ -165,10 +186,9 @@ export class GRPOTrainer {
     const texts = roll.tokens.map((t) => (this.model.hasTokenizer ? this.model.completionText(t) : ''));
     const scored = await this.score(batch, texts, roll.tokens);
     const tReward = performance.now();
-    const m = await this.#train(
-      { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs },
-      step, options, keepBytes > 0,
-    );
+    const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
+    const skip = c.onRewardError === 'skip' && Object.values(scored.errors).some((n) => n > 0);
+    const m = skip ? this.#skippedStep(rollouts, step) : await this.#train(rollouts, step, options, keepBytes > 0);
     const entropy = roll.entropies.flat().reduce((a, b) => a + b, 0) / (roll.entropies.length * L);
     for (const [name, scores] of Object.entries(scored.perFunction)) {
       const xs = scores.filter((s): s is number => s !== null);
@@ -186,13 +206,24 @@ export class GRPOTrainer {
     return m;
   }
 
+  // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip').
+  #skippedStep(r: Rollouts, step: number): GrpoStepMetrics {
+    const rs = r.rewards.filter((x): x is number => x !== null);
+    return {
+      step: step + 1, loss: 0, skipped: 1, non_finite: 0, grad_norm: 0,
+      reward: rs.reduce((a, b) => a + b, 0) / Math.max(1, rs.length),
+      learning_rate: learningRateAt(step, { ...this.config, totalSteps: this.config.maxSteps }),
+      num_tokens: r.completionIds.length * this.config.maxCompletionLength,
+    };
+  }
+
   /** One optimizer step (or numIterations of them) on rollouts the caller supplies. */
-  trainOnRollouts(r: Rollouts, step: number, options: { onPhase?: (phase: 'loss' | 'optimizer') => void } = {}): Promise<GrpoStepMetrics> {
+  trainOnRollouts(r: Rollouts, step: number, options: TrainOptions = {}): Promise<GrpoStepMetrics> {
     return this.#train(r, step, options, false);
   }
 
   // `kept`: r is the session's last rollout, whose activations it kept.
-  async #train(r: Rollouts, step: number, options: { onPhase?: (phase: 'loss' | 'optimizer') => void }, kept: boolean): Promise<GrpoStepMetrics> {
+  async #train(r: Rollouts, step: number, options: TrainOptions, kept: boolean): Promise<GrpoStepMetrics> {
     const c = this.config, G = c.numGenerations, L = c.maxCompletionLength;
     const N = r.completionIds.length;
     if (N !== r.promptIds.length * G) throw new InputError(`Expected ${r.promptIds.length * G} completions (numGenerations ${G} per prompt) but received ${N}`);
@@ -207,7 +238,7 @@ export class GRPOTrainer {
     const weight = tokenWeight({ lossType: c.lossType, genLength: L, validCount: adv.valid.filter(Boolean).length, total: N, positionsKept: keep });
     const lr = learningRateAt(step, { ...c, totalSteps: c.maxSteps });
     let stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
-    let gradNorm = 0, nonFinite = 0;
+    let gradNorm = 0, nonFinite = 0, skipped = 0;
     const positions = this.#positions(N, L, step);
     let reused = 0;
     for (let iter = 0; iter < c.numIterations; iter++) {
@@ -217,10 +248,13 @@ export class GRPOTrainer {
       const keptSteps = kept && iter === 0 ? this.#session.keptSteps().steps : 0;
       if (iter === 0) reused = new Set(positions.flat().filter((t) => t < keptSteps)).size;
       stats = await this.#lossBackward(r, adv.advantages, old, weight, positions, keptSteps);
+      checkLoss(stats.loss, step + 1, c.maxLoss);
+      await options.onGradients?.(this.#session);
       options.onPhase?.('optimizer');
       const res = await this.#session.step(lr, c as OptimizerOptions);
       gradNorm = res.gradNorm;
       nonFinite += res.nonFinite;
+      if (res.skipped) skipped = 1;
     }
     const rs = r.rewards.filter((x): x is number => x !== null);
     const lengths = r.completionIds.map((t) => {
@@ -243,6 +277,7 @@ export class GRPOTrainer {
       'clip_ratio/high_mean': stats.clippedHigh / trained,
       grad_norm: gradNorm,
       non_finite: nonFinite,
+      skipped,
       learning_rate: lr,
       num_tokens: N * L,
       valid_samples: adv.valid.filter(Boolean).length,
@@ -394,6 +429,8 @@ export type GrpoHooks = {
   onStart?: (info: { totalSteps: number; startStep: number; prompts: number; numParams: number; outputDir: string }) => void;
   onPhase?: (step: number, phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
   onStep?: (m: GrpoStepMetrics) => void;
+  /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
+  onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
   onEval?: (m: { step: number; reward: number; count: number }) => void;
   signal?: AbortSignal;
 };
@@ -415,7 +452,7 @@ export async function runGrpo(
   args: { config?: GrpoConfig; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
   hooks: GrpoHooks = {},
 ): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
-  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('grpo', parseGrpoConfig, args);
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, args);
   const resolved: GrpoConfig = {
     ...config,
     data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
@@ -439,7 +476,7 @@ export async function runGrpo(
       named[name] = fn;
     }
     if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
-    const metrics = await openMetrics(outputDir, state);
+    const metrics = await openMetrics(outputDir, state, restart);
     trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
     if (ckpt) await trainer.session.loadOptimizer(ckpt);
     const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
@@ -464,7 +501,8 @@ export async function runGrpo(
     let step = startStep, checkpoint: string | null = null;
     while (step < config.maxSteps) {
       const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
-      const m = await trainer.step(batch, step, { onPhase: (p) => hooks.onPhase?.(step + 1, p) });
+      const s = step;
+      const m = await trainer.step(batch, step, { onPhase: (p) => hooks.onPhase?.(s + 1, p), onGradients: (session) => hooks.onGradients?.(s + 1, session) });
       step++;
       if (step % config.loggingSteps === 0 || step === config.maxSteps) await metrics.append(m);
       hooks.onStep?.(m);
@@ -475,6 +513,8 @@ export async function runGrpo(
       if (stop) break;
     }
     return { outputDir, checkpoint, steps: step };
+  } catch (err) {
+    throw await withLastCheckpoint(err, outputDir);
   } finally {
     trainer?.dispose();
     await ref?.dispose();

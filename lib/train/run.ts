@@ -1,6 +1,6 @@
 // What `justgrpo sft` and `justgrpo train` share: the model a config names, config validation,
 // and opening a run fresh or from a checkpoint.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 import { z } from 'zod';
@@ -10,7 +10,7 @@ import { ConfigError } from '../errors.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
-import { MetricsLog, readTrainerState, resolveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
 import { Rng, STREAM } from './rng.js';
 
 /** `model: {init: {...}}`: a random model with the character tokenizer. */
@@ -54,6 +54,8 @@ export type OpenedRun<C> = {
   /** The checkpoint resumed from, and its state; null for a fresh run. */
   checkpoint: string | null;
   state: TrainerState | null;
+  /** `--resume` of a run that never wrote a checkpoint, with its config: started over. */
+  restart?: boolean;
 };
 
 /**
@@ -65,6 +67,13 @@ export async function openRun<C extends { model: z.output<typeof modelSchema> }>
   parse: (raw: unknown, source: string) => C,
   args: { config?: C; baseDir?: string; resume?: string; overrides?: Partial<C> },
 ): Promise<OpenedRun<C>> {
+  // A run killed before its first checkpoint has nothing to resume: with its config given too, it
+  // starts over in the same directory (restart: its metrics are discarded).
+  if (args.resume && args.config && !(await hasCheckpoint(args.resume))) {
+    const config = { ...args.config, ...args.overrides };
+    const baseDir = args.baseDir ?? process.cwd();
+    return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null, restart: true };
+  }
   if (args.resume) {
     const checkpoint = await resolveCheckpoint(args.resume);
     const state = await readTrainerState(checkpoint, kind);
@@ -77,13 +86,31 @@ export async function openRun<C extends { model: z.output<typeof modelSchema> }>
   return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null };
 }
 
+async function hasCheckpoint(dir: string): Promise<boolean> {
+  return (await exists(path.join(dir, TRAINER_STATE_FILE))) || (await listCheckpoints(dir)).length > 0;
+}
+
+/** Deletes what a killed run left behind: checkpoint directories it was writing or replacing. */
+async function removeTemporaries(outputDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(outputDir);
+  } catch {
+    return;
+  }
+  for (const n of names)
+    if (/^checkpoint-\d+\.(tmp|old)-/.test(n)) await rm(path.join(outputDir, n), { recursive: true, force: true });
+}
+
 /**
  * The metrics log of a run directory: truncated to the checkpoint's step on resume; a fresh run
  * refuses a directory that already holds one (nothing is overwritten).
  */
-export async function openMetrics(outputDir: string, state: TrainerState | null): Promise<MetricsLog> {
+export async function openMetrics(outputDir: string, state: TrainerState | null, restart = false): Promise<MetricsLog> {
   const metrics = new MetricsLog(outputDir);
+  await removeTemporaries(outputDir);
   if (state) await metrics.truncateAfter(state.step);
+  else if (restart) await rm(metrics.file, { force: true });
   else if (await exists(metrics.file))
     throw new ConfigError(`${outputDir} already holds a run (${path.basename(metrics.file)}); resume it with --resume ${outputDir} or choose another --out`);
   await mkdir(outputDir, { recursive: true });

@@ -2,7 +2,7 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, EngineError, InputError } from '../errors.js';
+import { CheckpointError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
@@ -22,13 +22,15 @@ export type OptimizerOptions = {
   weightDecay: number;
   /** Global gradient-norm clip; 0 disables. Defaults to `1.0`. */
   maxGradNorm: number;
+  /** Non-finite gradient values: zeroed (the rest of the update applies) or the whole update skipped. Defaults to `'zero'`. */
+  nonFiniteGradients?: 'zero' | 'skip';
 };
 
 /** A packed batch of (completion, position) inputs with the GRPO loss's per-row inputs. */
 export type PolicyBatch = PackedBatch & { oldLogprobs: Float32Array; advantages: Float32Array; refLogprobs: Float32Array | null };
 export type PolicySettings = { epsilonLow: number; epsilonHigh: number; beta: number; excludeIds: Int32Array };
 
-export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean };
+export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean; skipped: boolean };
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 
@@ -46,7 +48,14 @@ export class TrainingSession {
     const m = internals.get(model)!;
     if (model.backend !== 'cpu')
       throw new InputError(`Training runs on the CPU backend (this model is on '${model.backend}'); GPU training is CUDA part 2`);
-    const trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+    let trainer: NativeTrainer;
+    try {
+      trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (msg.includes('Out of memory')) throw new InsufficientMemoryError(`Training needs more memory than is available: ${msg.replace(/^Trainer: /, '')}`, { cause: err });
+      throw new EngineError(msg, { cause: err });
+    }
     return new TrainingSession(trainer, m);
   }
 
@@ -116,12 +125,18 @@ export class TrainingSession {
   step(lr: number, o: OptimizerOptions): Promise<StepResult> {
     const opts: NativeStepOptions = {
       lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEpsilon, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm,
+      skipNonFinite: o.nonFiniteGradients === 'skip',
     };
     return this.#model.run(() => this.#trainer.step(opts));
   }
 
   getGrad(name: string): Float32Array {
     return this.#trainer.getGrad(name);
+  }
+
+  /** Overwrites one parameter's gradient before `step` (gradient surgery; fault injection in tests). */
+  setGrad(name: string, data: Float32Array): void {
+    this.#trainer.setGrad(name, data);
   }
 
   /** Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count. */

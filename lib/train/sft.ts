@@ -6,6 +6,7 @@ import { z } from 'zod';
 
 import { InputError } from '../errors.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
@@ -42,6 +43,10 @@ export const sftConfigSchema = z.strictObject({
   adamBeta2: z.number().min(0).lt(1).default(0.999),
   adamEpsilon: z.number().positive().default(1e-8),
   maxGradNorm: z.number().min(0).default(1.0),
+  /** Non-finite gradient values: zeroed and counted (the rest of the update applies), or the step skipped and counted. */
+  nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
+  /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */
+  maxLoss: z.number().positive().optional(),
   /** Floor of the masking probability: p_mask = (1 - maskEps) t + maskEps. */
   maskEps: z.number().gt(0).lt(1).default(1e-3),
   /** Pad responses with eos to the longest sequence of the micro-batch, as LLaDA's SFT does (teaches the eos tail). */
@@ -68,6 +73,8 @@ export type SftStepMetrics = {
   learning_rate: number;
   grad_norm: number;
   non_finite: number;
+  /** 1 when the update was skipped (nonFiniteGradients: 'skip'). */
+  skipped: number;
   num_tokens: number;
   tokens_per_second: number;
   step_time: number;
@@ -79,6 +86,8 @@ export type SftHooks = {
   onStart?: (info: { totalSteps: number; startStep: number; examples: number; numParams: number; outputDir: string }) => void;
   /** Called after every optimizer step. */
   onStep?: (m: SftStepMetrics) => void;
+  /** Called between backward and the optimizer step (gradient surgery, fault injection in tests). */
+  onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
   /** Called after each checkpoint is written. */
   onCheckpoint?: (dir: string) => void;
   /** Stops after the current step (a checkpoint is written first). */
@@ -95,7 +104,7 @@ export async function runSft(
   args: { config?: SftConfig; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
   hooks: SftHooks = {},
 ): Promise<SftResult> {
-  const { config, baseDir, model, checkpoint: ckpt, state } = await openRun('sft', parseSftConfig, args);
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, args);
   // Paths are stored absolute so a resumed run finds them from anywhere.
   const trainFile = path.resolve(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);
@@ -116,7 +125,7 @@ export async function runSft(
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
 
-    const metrics = await openMetrics(outputDir, state);
+    const metrics = await openMetrics(outputDir, state, restart);
 
     session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
     if (ckpt) await session.loadOptimizer(ckpt);
@@ -146,13 +155,15 @@ export async function runSft(
         tokens += batch.numTokens;
         if (batch.rows.length > 0) loss += (await session.lossBackward(batch)).loss;
       }
+      checkLoss(loss, step + 1, config.maxLoss);
+      await hooks.onGradients?.(step + 1, session);
       const lr = learningRateAt(step, { ...config, totalSteps });
       const r = await session.step(lr, config);
       step++;
       const seconds = (performance.now() - t0) / 1000;
       lastLoss = loss;
       const m: SftStepMetrics = {
-        step, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, num_tokens: tokens,
+        step, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, skipped: r.skipped ? 1 : 0, num_tokens: tokens,
         tokens_per_second: tokens / seconds, step_time: seconds, epoch: (step * perStep) / examples.length,
       };
       if (step % config.loggingSteps === 0 || step === totalSteps) await metrics.append(m);
@@ -165,6 +176,8 @@ export async function runSft(
       if (stop) break;
     }
     return { outputDir, checkpoint: lastCheckpoint, steps: step, lastLoss };
+  } catch (err) {
+    throw await withLastCheckpoint(err, outputDir);
   } finally {
     session?.dispose();
     await model.dispose();

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "../common/tensor_io.h"
+#include "../common/validate.h"
 #include "../cpu/decode.h"
 #include "../cpu/loss.h"
 #include "task.h"
@@ -41,21 +43,16 @@ ModelConfig config_from_js(const Napi::Object& o) {
   c.mask_token_id = get_int(o, "maskTokenId");
   c.rope_theta = get_double(o, "ropeTheta");
   c.rms_norm_eps = get_double(o, "rmsNormEps");
-  JG_CHECK(c.d_model > 0 && c.n_layers >= 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.mlp_hidden > 0,
-           "Model sizes must be positive");
-  JG_CHECK(c.d_model % c.n_heads == 0, "d_model must be divisible by n_heads");
-  JG_CHECK(c.n_heads % c.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads");
-  JG_CHECK(c.head_dim() % 2 == 0, "The head dimension must be even for RoPE");
-  JG_CHECK(c.embedding_size >= c.vocab_size && c.vocab_size > 0, "embedding_size must be >= vocab_size > 0");
-  JG_CHECK(c.max_seq_len > 0, "max_sequence_length must be positive");
+  check_model_config(c);
   return c;
 }
 
 template <typename T>
 std::vector<T> copy_typed(const Napi::Value& v, napi_typedarray_type type, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw EngineError(str_cat("Expected a ", type == napi_int32_array ? "Int32Array" : "Float32Array", " for `", what,
-                              "`"));
+    throw EngineError(str_cat("Expected a", type == napi_int32_array ? "n Int32Array"
+                                             : type == napi_float64_array ? " Float64Array" : " Float32Array",
+                              " for `", what, "`"));
   auto a = v.As<Napi::TypedArrayOf<T>>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
@@ -65,24 +62,10 @@ std::string get_string(const Napi::Value& v, const char* what) {
   return v.As<Napi::String>().Utf8Value();
 }
 
-// A packed batch as the engine takes it: seqStarts from 0 to the number of tokens, sequences of 1
-// to max_seq_len tokens, token ids in the vocabulary, rows inside the batch.
 void check_packed_batch(const std::vector<int32_t>& tokens, const std::vector<int32_t>& starts,
                         const std::vector<int32_t>& rows, const ModelConfig& cfg) {
-  JG_CHECK(starts.size() >= 2 && starts[0] == 0 && starts.back() == static_cast<int32_t>(tokens.size()),
-           "seqStarts must run from 0 to the number of tokens");
-  for (size_t s = 0; s + 1 < starts.size(); s++) {
-    int64_t len = starts[s + 1] - starts[s];
-    JG_CHECK(len > 0, "Sequence ", s, " is empty");
-    JG_CHECK(len <= cfg.max_seq_len, "Sequence ", s, " has ", len, " tokens but the model allows at most ",
-             cfg.max_seq_len);
-  }
-  for (size_t i = 0; i < tokens.size(); i++)
-    JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
-             " is outside the vocabulary [0, ", cfg.vocab_size, ")");
-  for (size_t r = 0; r < rows.size(); r++)
-    JG_CHECK(rows[r] >= 0 && rows[r] < static_cast<int32_t>(tokens.size()), "Row ", rows[r],
-             " is outside the batch of ", tokens.size(), " tokens");
+  jg::check_packed_batch(tokens.data(), static_cast<int64_t>(tokens.size()), starts.data(),
+                         static_cast<int64_t>(starts.size()), rows.data(), static_cast<int64_t>(rows.size()), cfg);
 }
 
 // The parameter a tensor name refers to; an unknown name is an error naming it.
@@ -235,6 +218,10 @@ Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
     auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
     check_packed_batch(tokens, starts, rows, cfg);
     const int64_t out_len = static_cast<int64_t>(rows.size()) * cfg.embedding_size;
+    // Both checked before anything is allocated: the logits here, the activations in the worker.
+    check_fits(out_len * static_cast<int64_t>(sizeof(float)), "the logits");
+    check_fits(m.forward_workspace_bytes(static_cast<int64_t>(tokens.size()), static_cast<int64_t>(rows.size())),
+               "the forward pass's activations");
     auto out = Napi::Float32Array::New(env, out_len);
     auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
     float* out_data = out.Data();
@@ -410,6 +397,14 @@ double get_double_or(const Napi::Object& o, const char* key, double fallback) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+// An optional integer option: a double outside int64 (or NaN) must not reach a cast.
+int64_t get_int_or(const Napi::Object& o, const char* key, int64_t fallback) {
+  const double v = get_double_or(o, key, static_cast<double>(fallback));
+  if (!(std::isfinite(v) && std::floor(v) == v && std::fabs(v) <= 9007199254740991.0))
+    throw EngineError(str_cat("Expected an integer for `", key, "` but received ", v));
+  return static_cast<int64_t>(v);
+}
+
 cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
   cpu::DecodeOptions d;
   std::string rem = o.Get("remasking").IsString() ? o.Get("remasking").As<Napi::String>().Utf8Value() : "";
@@ -424,11 +419,11 @@ cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
   else throw EngineError("Expected 'probability', 'margin' or 'entropy' for `confidence`");
   d.gen_length = get_int(o, "genLength");
   d.block_length = get_int(o, "blockLength");
-  d.steps = static_cast<int64_t>(get_double_or(o, "steps", 0));
+  d.steps = get_int_or(o, "steps", 0);
   d.temperature = get_double_or(o, "temperature", 0);
   d.threshold = get_double_or(o, "threshold", 0.9);
   d.cfg_scale = get_double_or(o, "cfgScale", 0);
-  d.min_new_tokens = static_cast<int64_t>(get_double_or(o, "minNewTokens", 0));
+  d.min_new_tokens = get_int_or(o, "minNewTokens", 0);
   Napi::Value stop = o.Get("stopIds");
   if (!stop.IsUndefined()) d.stop_ids = copy_typed<int32_t>(stop, napi_int32_array, "stopIds");
   cpu::check_decode_options(d);
@@ -448,18 +443,11 @@ Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::Fo
   auto seeds = copy_typed<double>(info[2], napi_float64_array, "seeds");
   if (!info[3].IsObject()) throw EngineError("Expected an object for `options`");
   cpu::DecodeOptions opts = decode_options_from_js(info[3].As<Napi::Object>());
-  JG_CHECK(req.prompt_starts.size() == seeds.size() + 1 && req.prompt_starts[0] == 0 &&
-               req.prompt_starts.back() == static_cast<int32_t>(req.prompts.size()),
-           "promptStarts must run from 0 to the number of prompt tokens, one prompt per seed");
-  for (size_t s = 0; s + 1 < req.prompt_starts.size(); s++)
-    JG_CHECK(req.prompt_starts[s + 1] >= req.prompt_starts[s], "promptStarts must not decrease");
-  for (size_t i = 0; i < req.prompts.size(); i++)
-    JG_CHECK(req.prompts[i] >= 0 && req.prompts[i] < cfg.vocab_size, "Token id ", req.prompts[i], " at prompt position ",
-             i, " is outside the vocabulary [0, ", cfg.vocab_size, ")");
   for (double sd : seeds) {
     JG_CHECK(sd >= 0 && sd <= 9007199254740991.0 && sd == std::floor(sd), "seeds must be integers in [0, 2^53)");
     req.seeds.push_back(static_cast<uint64_t>(sd));
   }
+  cpu::check_decode_request(req, cfg);
   if (!engine->try_claim()) throw EngineError("The model is busy with another call");
   try {
     auto* task = new DecodeTask(env, engine, std::move(req), std::move(opts), info[4], std::move(forward), owner);

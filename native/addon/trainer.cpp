@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "../common/tensor_io.h"
 #include "../cpu/loss.h"
 #include "../cpu/ops.h"
@@ -202,6 +203,7 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("policyLoss", &Trainer::PolicyLoss),
                          InstanceMethod("step", &Trainer::Step),
                          InstanceMethod("getGrad", &Trainer::GetGrad),
+                         InstanceMethod("setGrad", &Trainer::SetGrad),
                          InstanceMethod("getMoments", &Trainer::GetMoments),
                          InstanceMethod("setMoments", &Trainer::SetMoments),
                          InstanceAccessor("stepCount", &Trainer::GetStepCount, &Trainer::SetStepCount),
@@ -234,6 +236,8 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
     if (!engine_->has_model()) throw EngineError("Model is disposed");
     // The layout never changes after the model is made, so reading it needs no claim.
     const int64_t total = engine_->model().layout().total();
+    // Checked together first: three buffers that each fit can still not fit side by side.
+    check_fits(checked_mul(3 * total, static_cast<int64_t>(sizeof(float))), "gradients and AdamW moments");
     auto st = std::make_unique<State>(checkpoint);
     st->grads.resize(total, "gradients");
     st->m.resize(total, "AdamW first moments");
@@ -359,19 +363,27 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
     if (!(std::isfinite(eps) && eps > 0)) expected("a finite number > 0", "eps", describe(o.Get("eps")));
     if (!(std::isfinite(wd) && wd >= 0)) expected("a finite number >= 0", "weightDecay", describe(o.Get("weightDecay")));
     if (!(max_norm >= 0)) expected("a number >= 0 (0 or Infinity: no clipping)", "maxGradNorm", describe(o.Get("maxGradNorm")));
+    Napi::Value skip_v = o.Get("skipNonFinite");
+    if (!skip_v.IsUndefined() && !skip_v.IsBoolean()) expected("a boolean", "skipNonFinite", describe(skip_v));
+    const bool skip_non_finite = skip_v.IsBoolean() && skip_v.As<Napi::Boolean>().Value();
     struct Out {
       double norm = 0;
       int64_t non_finite = 0;
-      bool clipped = false;
+      bool clipped = false, skipped = false;
     };
     auto out = std::make_shared<Out>();
     State* st = state_.get();
     engine_->weights_changed();
     return queue_task(env, engine_, "step",
-        [&m, st, out, lr, beta1, beta2, eps, wd, max_norm] {
+        [&m, st, out, lr, beta1, beta2, eps, wd, max_norm, skip_non_finite] {
           const int64_t total = m.layout().total();
           float* g = st->live_grads();
           out->non_finite = cpu::nonfinite_zero(g, total);
+          // skipNonFinite: one bad value drops the whole update (weights, moments, step count unchanged).
+          if (skip_non_finite && out->non_finite > 0) {
+            out->skipped = true;
+            return;
+          }
           out->norm = std::sqrt(cpu::grad_sumsq(g, total));
           if (max_norm > 0 && std::isfinite(max_norm)) {
             const double coef = max_norm / (out->norm + 1e-6);
@@ -393,6 +405,7 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
           r.Set("gradNorm", Napi::Number::New(env, out->norm));
           r.Set("nonFinite", Napi::Number::New(env, static_cast<double>(out->non_finite)));
           r.Set("clipped", Napi::Boolean::New(env, out->clipped));
+          r.Set("skipped", Napi::Boolean::New(env, out->skipped));
           return r;
         }, Value());
   })
@@ -408,6 +421,20 @@ Napi::Value Trainer::GetGrad(const Napi::CallbackInfo& info) {
       if (!state_->grads_zeroed) std::memcpy(out.Data(), state_->grads.data() + p->offset, p->numel * sizeof(float));
       return out;
     });
+  })
+}
+
+// setGrad(name, data): overwrites one parameter's gradient (a Float32Array of its size); for
+// gradient surgery between backward and step, and for injecting faults in tests.
+Napi::Value Trainer::SetGrad(const Napi::CallbackInfo& info) {
+  JG_TRAINER_METHOD("setGrad", {
+    const ParamInfo* p = live_model().layout().find(get_string(info[0], "name"));
+    if (!p) expected("a parameter name", "name", describe(info[0]));
+    auto g = typed<float>(info[1], napi_float32_array, "Float32Array", "data");
+    if (static_cast<int64_t>(g.size()) != p->numel)
+      expected(str_cat("a Float32Array of ", p->numel, " elements"), "data", describe(info[1]));
+    claimed([&] { std::memcpy(state_->live_grads() + p->offset, g.data(), p->numel * sizeof(float)); });
+    return info.Env().Undefined();
   })
 }
 

@@ -45,6 +45,7 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value PolicyLoss(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GetGrad(const Napi::CallbackInfo& info);
+  Napi::Value SetGrad(const Napi::CallbackInfo& info);
   Napi::Value GetMoments(const Napi::CallbackInfo& info);
   Napi::Value SetMoments(const Napi::CallbackInfo& info);
   Napi::Value GetStepCount(const Napi::CallbackInfo& info);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "check.h"
+#include "memory.h"
 
 namespace jg {
 
@@ -27,10 +28,12 @@ class FloatBuffer {
   // Grows to hold at least n floats (contents are not kept); zero-filled when first allocated.
   void resize(int64_t n, const char* what) {
     if (n <= size_) return;
+    const int64_t floats = checked_mul(n, static_cast<int64_t>(sizeof(float)));
+    check_fits(floats < 0 || floats > INT64_MAX - 63 ? -1 : floats, what);
     std::free(data_);
     data_ = nullptr;
     size_ = 0;
-    size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
+    size_t bytes = (static_cast<size_t>(floats) + 63) / 64 * 64;
     data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
     if (!data_)
       throw OutOfMemoryError(str_cat("Out of memory: ", what, " needs ", bytes, " bytes (", bytes / (1 << 20), " MiB)"));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "check.h"
+#include "memory.h"
 
 namespace jg {
 
@@ -84,9 +85,12 @@ void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path
   } closer{fd};
   struct stat st;
   JG_CHECK(::fstat(fd, &st) == 0, "Cannot stat ", path, ": ", std::strerror(errno));
-  const int64_t bytes = numel * dtype_size(dtype);
-  JG_CHECK(offset >= 0 && offset + bytes <= st.st_size, "Tensor ", tensor_name, " in ", path, " needs bytes ", offset,
-           "..", offset + bytes, " but the file has ", st.st_size);
+  JG_CHECK(numel >= 0, "Tensor ", tensor_name, " has a negative size ", numel);
+  const int64_t bytes = checked_mul(numel, dtype_size(dtype));
+  // Compared as `bytes <= size - offset`: `offset + bytes` could overflow for a lying offset.
+  JG_CHECK(offset >= 0 && bytes >= 0 && offset <= st.st_size && bytes <= st.st_size - offset, "Tensor ", tensor_name,
+           " in ", path, " needs ", bytes < 0 ? std::string("more than 2^63 bytes") : str_cat(bytes, " bytes"),
+           " from offset ", offset, " but the file has ", st.st_size);
   const int esize = dtype_size(dtype);
   std::vector<uint16_t> half;
   int64_t done = 0;  // elements

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "sampling.h"
 #include "threadpool.h"
 
@@ -14,6 +15,10 @@ namespace jg::cpu {
 void check_decode_options(const DecodeOptions& o) {
   JG_CHECK(o.gen_length > 0, "genLength must be positive");
   JG_CHECK(o.block_length > 0, "blockLength must be positive");
+  constexpr int64_t kMax = int64_t(1) << 31;  // completion positions are int32 on the canvas
+  JG_CHECK(o.gen_length < kMax, "genLength must be below 2^31");
+  JG_CHECK(o.remasking == Remasking::THRESHOLD || o.steps < kMax, "steps must be below 2^31");
+  JG_CHECK(o.min_new_tokens >= 0, "minNewTokens must be >= 0");
   JG_CHECK(o.gen_length % o.block_length == 0, "genLength (", o.gen_length, ") must be divisible by blockLength (",
            o.block_length, ")");
   if (o.remasking != Remasking::THRESHOLD) {
@@ -26,6 +31,17 @@ void check_decode_options(const DecodeOptions& o) {
   }
   JG_CHECK(o.temperature >= 0 && std::isfinite(o.temperature), "temperature must be a finite number >= 0");
   JG_CHECK(o.cfg_scale >= 0 && std::isfinite(o.cfg_scale), "cfgScale must be a finite number >= 0");
+}
+
+void check_decode_request(const DecodeRequest& req, const ModelConfig& cfg) {
+  const auto& st = req.prompt_starts;
+  JG_CHECK(st.size() == req.seeds.size() + 1 && st[0] == 0 && st.back() == static_cast<int64_t>(req.prompts.size()),
+           "promptStarts must run from 0 to the number of prompt tokens, one prompt per seed");
+  for (size_t s = 0; s + 1 < st.size(); s++) JG_CHECK(st[s + 1] >= st[s], "promptStarts must not decrease");
+  for (size_t i = 0; i < req.prompts.size(); i++)
+    JG_CHECK(req.prompts[i] >= 0 && req.prompts[i] < cfg.vocab_size, "Token id ", req.prompts[i], " at prompt position ",
+             i, " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+  for (uint64_t sd : req.seeds) JG_CHECK(sd < (uint64_t(1) << 53), "seeds must be integers in [0, 2^53)");
 }
 
 std::vector<int64_t> transfer_schedule(int64_t mask_count, int64_t steps) {
@@ -53,12 +69,21 @@ DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions&
                     const std::function<void(const DecodeProgress&)>& progress, const ForwardFn& forward) {
   check_decode_options(o);
   const ModelConfig& cfg = model.config();
+  check_decode_request(req, cfg);
   const int64_t n = static_cast<int64_t>(req.seeds.size());
   const int64_t L = o.gen_length, BL = o.block_length, V = cfg.embedding_size;
   const int32_t mask = static_cast<int32_t>(cfg.mask_token_id);
   const int64_t n_blocks = L / BL;
   const int64_t steps_per_block = o.remasking == Remasking::THRESHOLD ? BL : o.steps / n_blocks;
   JG_CHECK(static_cast<int64_t>(req.prompt_starts.size()) == n + 1, "one prompt per seed is required");
+  JG_CHECK(L < cfg.max_seq_len, "genLength ", L, " leaves no room for a prompt in the model's maximum length ",
+           cfg.max_seq_len);
+  {
+    // Per sequence: the canvas, four per-position results, the step log and the block schedule.
+    const int64_t max_steps = o.remasking == Remasking::THRESHOLD ? L : o.steps;
+    const int64_t per_seq = 4 * (cfg.max_seq_len + 4 * L + max_steps) + 8 * steps_per_block;
+    check_fits(checked_mul(n, per_seq), "the decode results");
+  }
 
   std::vector<SeqState> seqs(n);
   for (int64_t s = 0; s < n; s++) {

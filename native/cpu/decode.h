@@ -53,6 +53,10 @@ struct DecodeProgress {
 // Checks (gen_length, block_length, steps) as LLaDA does; throws EngineError naming the rule.
 void check_decode_options(const DecodeOptions& o);
 
+// Checks a request against the model: one prompt per seed, prompt_starts from 0 to the number of
+// prompt tokens and not decreasing, token ids in the vocabulary, seeds below 2^53.
+void check_decode_request(const DecodeRequest& req, const ModelConfig& cfg);
+
 // LLaDA's schedule: `mask_count` tokens over `steps` steps, base each and the remainder first.
 std::vector<int64_t> transfer_schedule(int64_t mask_count, int64_t steps);
 

@@ -5,6 +5,8 @@
 #include <limits>
 
 #include "../common/check.h"
+#include "../common/memory.h"
+#include "../common/validate.h"
 #include "ops.h"
 #include "simd.h"
 
@@ -45,9 +47,11 @@ struct Model::Plan {
   bool checkpoint;  // acts holds one set, refilled per layer
 };
 
-Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_(cfg) {
+// The config is checked before the layout multiplies its sizes.
+Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_((check_model_config(cfg), cfg)) {
   params_.resize(layout_.total(), "model parameters");
   const int64_t half = cfg.head_dim() / 2;
+  check_fits(checked_mul(cfg.max_seq_len, 2 * half * int64_t(sizeof(float))), "RoPE tables");
   rope_cos_.resize(cfg.max_seq_len * half);
   rope_sin_.resize(cfg.max_seq_len * half);
   rope_table(rope_cos_.data(), rope_sin_.data(), cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta);
