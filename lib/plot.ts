@@ -85,17 +85,22 @@ export async function plotRun(runDir: string, options: PlotOptions = {}): Promis
       },
     }]);
   const written: string[] = [];
-  for (const [name, spec] of charts) {
-    const svg = await render({ $schema: 'https://vega.github.io/schema/vega-lite/v5.json', background: 'white', ...spec } as vl.TopLevelSpec);
-    if (formats.includes('svg')) {
-      await writeFile(path.join(out, `${name}.svg`), svg);
-      written.push(path.join(out, `${name}.svg`));
-    }
-    if (formats.includes('png')) {
-      const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } }).render().asPng();
-      await writeFile(path.join(out, `${name}.png`), png);
-      written.push(path.join(out, `${name}.png`));
-    }
+  for (const [name, spec] of charts) written.push(...(await writeChart(spec, out, name, formats)));
+  return written;
+}
+
+/** Renders one vega-lite spec to OUT/NAME.svg and/or .png (OUT must exist); returns the files written. */
+export async function writeChart(spec: vl.TopLevelSpec, out: string, name: string, formats: ('svg' | 'png')[] = ['svg', 'png']): Promise<string[]> {
+  const written: string[] = [];
+  const svg = await render({ $schema: 'https://vega.github.io/schema/vega-lite/v5.json', background: 'white', ...spec } as vl.TopLevelSpec);
+  if (formats.includes('svg')) {
+    await writeFile(path.join(out, `${name}.svg`), svg);
+    written.push(path.join(out, `${name}.svg`));
+  }
+  if (formats.includes('png')) {
+    const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } }).render().asPng();
+    await writeFile(path.join(out, `${name}.png`), png);
+    written.push(path.join(out, `${name}.png`));
   }
   return written;
 }
