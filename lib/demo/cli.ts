@@ -142,6 +142,7 @@ export function registerDemoCommands(program: Command): void {
     .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length', 1), DEMO_GEN_LENGTH)
     .option('--block-lengths <list>', 'block lengths of the confidence-ordered decoder (default: gen length, gen length / 3)', intListArg('--block-lengths'))
     .option('--no-random', 'leave out random-order decoding')
+    .option('--raw', 'feed prompts without the chat template (always so for the arith task)')
     .option('--limit <n>', 'the first N problems', intArg('--limit', 1), 64)
     .option('--seed <n>', 'seed (every decoder sees the same seeds)', intArg('--seed'), 0)
     .option('--out <dir>', 'write passk.json and the plots (SVG and PNG) here')
@@ -150,7 +151,7 @@ export function registerDemoCommands(program: Command): void {
       const L: number = opts.genLength;
       const blockLengths: number[] = opts.blockLengths ?? [...new Set([L, L % 3 === 0 ? L / 3 : L])];
       const specs = passKSpecs({ genLength: L, blockLengths, random: opts.random });
-      const { name, items } = await taskItems(opts.task, { dataDir: opts.dataDir });
+      const { name, items, chatTemplate } = await taskItems(opts.task, { dataDir: opts.dataDir });
       if (items.length === 0) throw new ConfigError(`Task ${opts.task} has no problems`);
       const model = await loadModel(opts.model ?? DEMO_MODEL_DIR);
       const ac = new AbortController();
@@ -163,7 +164,7 @@ export function registerDemoCommands(program: Command): void {
       try {
         const report = await runPassK(model, name, items.slice(0, opts.limit), {
           genLength: L, samples: opts.samples, temperature: opts.temperature, seed: opts.seed, blockLengths, random: opts.random,
-          signal: ac.signal,
+          chatTemplate: opts.raw ? false : chatTemplate, signal: ac.signal,
           onProgress: (_s, i, _n, f) => perSpec[i]?.update(Math.round(100 * f)),
         });
         bars?.stop();

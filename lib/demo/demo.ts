@@ -36,13 +36,15 @@ export type DemoSettings = {
 
 const EVAL_DECODER: DecodeSpec = { name: 'low_confidence b8', decoder: 'low_confidence', blockLength: 8, steps: DEMO_GEN_LENGTH };
 
+// Sized for about ten minutes on a 2-core CPU: a JustGRPO step (32 rollouts of 24 tokens, the
+// likelihood at 8 random positions of each) takes 5-15 s there, the two evaluations about a minute each.
 export const DEMO_FULL = {
-  grpoSteps: 40, promptsPerStep: 4, numGenerations: 8, learningRate: 2e-4,
-  evalItems: 128, evalSamples: 8, evalTemperature: 1.0, evalDecoder: EVAL_DECODER,
+  grpoSteps: 30, promptsPerStep: 4, numGenerations: 8, learningRate: 5e-4, lossPositions: 8,
+  evalItems: 128, evalSamples: 4, evalTemperature: 1.0, evalDecoder: EVAL_DECODER,
 } as const satisfies DemoSettings;
 
 export const DEMO_QUICK = {
-  ...DEMO_FULL, grpoSteps: 4, evalItems: 32, evalSamples: 4,
+  ...DEMO_FULL, grpoSteps: 4, evalItems: 32, evalSamples: 2,
 } as const satisfies DemoSettings;
 
 /** Accuracy and friends of one model at one point of the demo. */
@@ -96,7 +98,7 @@ export type DemoResult = {
 async function evaluate(modelDir: string, items: EvalItem[], s: DemoSettings, seed: number, label: 'before' | 'after', o: DemoOptions): Promise<DemoEval> {
   const model = await loadModel(modelDir);
   try {
-    const base = { genLength: DEMO_GEN_LENGTH, signal: o.signal };
+    const base = { genLength: DEMO_GEN_LENGTH, chatTemplate: false, signal: o.signal };
     const greedy = await sampleTask(model, items, s.evalDecoder, {
       ...base, temperature: 0, samples: 1, seed,
       onProgress: (fraction, correct, done) => o.onEvent?.({ kind: 'eval', label, what: 'greedy', fraction, correct, done }),
@@ -121,7 +123,7 @@ async function evaluate(modelDir: string, items: EvalItem[], s: DemoSettings, se
 export function demoGrpoConfig(s: DemoSettings, seed: number, modelDir: string, outputDir: string): GrpoConfig {
   return parseGrpoConfig({
     model: modelDir,
-    data: { train: path.join(DEMO_DATA_DIR, 'train.jsonl') },
+    data: { train: path.join(DEMO_DATA_DIR, 'train.jsonl'), chatTemplate: false },
     rewardFunctions: ['gsm8k'],
     numGenerations: s.numGenerations,
     promptsPerStep: s.promptsPerStep,

@@ -20,6 +20,8 @@ export type PassKOptions = {
   seed: number;
   /** Block lengths of the confidence-ordered decoder (each must divide genLength). */
   blockLengths: number[];
+  /** Wrap prompts in the chat template. Defaults to whether the tokenizer has one. */
+  chatTemplate?: boolean;
   /** Also decode in random order (one block, LLaDA's 'random' remasking). Defaults to `true`. */
   random?: boolean;
   onProgress?: (spec: DecodeSpec, index: number, count: number, fraction: number) => void;
@@ -53,7 +55,7 @@ export async function runPassK(model: LladaModel, task: string, items: readonly 
   for (const [i, spec] of specs.entries()) {
     // Every decoder sees the same seeds, so the comparison is paired.
     const { correctPerItem: _c, examples: _e, ...r } = await sampleTask(model, items, spec, {
-      genLength: o.genLength, temperature: o.temperature, samples: o.samples, seed: o.seed, signal: o.signal,
+      genLength: o.genLength, temperature: o.temperature, samples: o.samples, seed: o.seed, chatTemplate: o.chatTemplate, signal: o.signal,
       onProgress: (f) => o.onProgress?.(spec, i, specs.length, f),
     });
     runs.push(r);

@@ -31,6 +31,8 @@ export type SampleOptions = {
   samples: number;
   /** Seed of the draws; item i's sample g draws from the stream of (seed + i, g). */
   seed: number;
+  /** Wrap prompts in the tokenizer's chat template (as a user message). Defaults to whether it has one. */
+  chatTemplate?: boolean;
   /** Items per generate call. Defaults to `32`. */
   batchItems?: number;
   /** Called after every generate call with the fraction of completions done and the running accuracy. */
@@ -81,7 +83,8 @@ export async function sampleTask(model: LladaModel, items: readonly EvalItem[], 
   const tok = model.tokenizer;
   const stops = new Set(internals.get(model)!.stopTokenIds());
   const batchItems = o.batchItems ?? 32;
-  const ids = items.map((it) => (tok.hasChatTemplate ? tok.encodeChat([{ role: 'user', content: it.prompt }]) : tok.encode(it.prompt)));
+  const chat = o.chatTemplate ?? tok.hasChatTemplate;
+  const ids = items.map((it) => (chat ? tok.encodeChat([{ role: 'user', content: it.prompt }]) : tok.encode(it.prompt)));
   const correctPerItem = new Array<number>(items.length).fill(0);
   const entPos = new Float64Array(L), cntPos = new Float64Array(L), stepPos = new Float64Array(L);
   const entOrd = new Float64Array(L), cntOrd = new Float64Array(L);

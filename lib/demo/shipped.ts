@@ -33,14 +33,16 @@ export function checkDemoModel(): void {
 
 /**
  * The items of `task`: `arith` (the shipped held-out split), `arith-train`, or anything
- * `loadTask` takes (gsm8k, math500, a .jsonl file).
+ * `loadTask` takes (gsm8k, math500, a .jsonl file). `chatTemplate` is false for the arithmetic task
+ * (its model reads raw questions, which keeps sequences short) and undefined (the tokenizer's
+ * default) otherwise.
  */
-export async function taskItems(task: string, options: { dataDir?: string } = {}): Promise<{ name: string; items: EvalItem[] }> {
+export async function taskItems(task: string, options: { dataDir?: string } = {}): Promise<{ name: string; items: EvalItem[]; chatTemplate?: boolean }> {
   if (task === 'arith' || task === 'arith-train') {
-    checkDemoModel();
     const file = path.join(DEMO_DATA_DIR, task === 'arith' ? 'heldout.jsonl' : 'train.jsonl');
+    if (!existsSync(file)) throw new CheckpointError(`The shipped task data is missing: ${file} (reinstall justgrpo)`);
     const t = await loadTask(file, { kind: 'gsm8k' });
-    return { name: task, items: t.items };
+    return { name: task, items: t.items, chatTemplate: false };
   }
   const t = await loadTask(task, { dataDir: options.dataDir });
   return { name: t.name, items: t.items };

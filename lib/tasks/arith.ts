@@ -6,27 +6,27 @@ import { expected } from '../errors.js';
 import { Rng } from '../train/rng.js';
 
 export type ArithOptions = {
-  /** Fewest operations per problem. Defaults to `2`. */
+  /** Fewest operations per problem. Defaults to `1`. */
   minSteps?: number;
   /** Most operations per problem. Defaults to `2`. */
   maxSteps?: number;
-  /** Largest starting amount (the smallest is 2). Defaults to `20`. */
+  /** Largest starting amount (the smallest is 2). Defaults to `9`. */
   maxStart?: number;
   /** Largest amount added or taken away in one step (the smallest is 1). Defaults to `9`. */
   maxChange?: number;
-  /** Allow "doubles" / "triples" steps (only while the amount stays <= maxStart * 2). Defaults to `true`. */
+  /** Allow "doubles" / "triples" steps (only while the amount is at most maxStart). Defaults to `true`. */
   multiply?: boolean;
-  /** Probability of one distractor sentence about someone else. Defaults to `0.25`. */
+  /** Probability of one distractor sentence about someone else. Defaults to `0.2`. */
   distractorRate?: number;
 };
 
 export const ARITH_DEFAULTS = {
-  minSteps: 2,
+  minSteps: 1,
   maxSteps: 2,
-  maxStart: 20,
+  maxStart: 9,
   maxChange: 9,
   multiply: true,
-  distractorRate: 0.25,
+  distractorRate: 0.2,
 } as const satisfies Required<ArithOptions>;
 
 /** One problem in GSM8K's JSONL columns: `question`, and `answer` = worked steps + `#### N`. */
