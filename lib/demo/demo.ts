@@ -36,15 +36,15 @@ export type DemoSettings = {
 
 const EVAL_DECODER: DecodeSpec = { name: 'low_confidence b8', decoder: 'low_confidence', blockLength: 8, steps: DEMO_GEN_LENGTH };
 
-// Sized for about ten minutes on a 2-core CPU: a JustGRPO step (32 rollouts of 24 tokens, the
+// Sized for about ten minutes on a 2-core CPU: a JustGRPO step (64 rollouts of 24 tokens, the
 // likelihood at 8 random positions of each) takes 5-15 s there, the two evaluations about a minute each.
 export const DEMO_FULL = {
-  grpoSteps: 30, promptsPerStep: 4, numGenerations: 8, learningRate: 5e-4, lossPositions: 8,
+  grpoSteps: 40, promptsPerStep: 8, numGenerations: 8, learningRate: 5e-4, lossPositions: 8,
   evalItems: 128, evalSamples: 4, evalTemperature: 1.0, evalDecoder: EVAL_DECODER,
 } as const satisfies DemoSettings;
 
 export const DEMO_QUICK = {
-  ...DEMO_FULL, grpoSteps: 4, evalItems: 32, evalSamples: 2,
+  ...DEMO_FULL, grpoSteps: 4, promptsPerStep: 4, evalItems: 32, evalSamples: 2,
 } as const satisfies DemoSettings;
 
 /** Accuracy and friends of one model at one point of the demo. */
