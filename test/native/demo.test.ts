@@ -65,7 +65,7 @@ describe('the demo pipeline', () => {
   });
 
   it('one JustGRPO step from the shipped model changes it, and before / after evaluations and plots are written', async () => {
-    const settings: DemoSettings = { ...DEMO_QUICK, grpoSteps: 1, promptsPerStep: 2, numGenerations: 8, evalItems: 8, evalSamples: 3 };
+    const settings: DemoSettings = { ...DEMO_QUICK, grpoSteps: 1, promptsPerStep: 4, numGenerations: 8, evalItems: 8, evalSamples: 3 };
     const out = path.join(tmp, 'demo');
     const events: string[] = [];
     const r = await runDemo({ out, seed: 0, settings, onEvent: (e) => events.push(e.kind) });
