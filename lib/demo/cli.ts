@@ -7,7 +7,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { loadModel } from '../model.js';
 import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
-import { passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
+import { forkingTable, passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
 import { DEMO_GEN_LENGTH, DEMO_MODEL_DIR, taskItems } from './shipped.js';
 
 function intArg(name: string, min = 0) {
@@ -175,6 +175,9 @@ export function registerDemoCommands(program: Command): void {
         }
         console.log(`${report.task}: ${report.items} problems x ${report.samples} samples, T=${report.temperature}, gen length ${L}`);
         for (const line of passKTable(report)) console.log(line);
+        const forks = forkingTable(report);
+        if (forks.length) console.log('');
+        for (const line of forks) console.log(line);
         for (const f of files) console.log(`wrote ${f}`);
       } finally {
         bars?.stop();

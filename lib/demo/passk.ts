@@ -85,6 +85,31 @@ export function passKTable(r: PassKReport): string[] {
   return lines;
 }
 
+/**
+ * The forking-token view: the completion positions where AR-order sampling is most uncertain (the
+ * top `n` by AR entropy, among positions most completions reach), and for each decoder the mean
+ * entropy at commit there and the mean step at which they were committed. Empty without an 'ar' run.
+ */
+export function forkingTable(r: PassKReport, n = 4): string[] {
+  const ar = r.runs.find((x) => x.spec.decoder === 'ar');
+  if (!ar) return [];
+  // Positions reached by most completions (shorter than the mean length): the tail is a few samples.
+  const reach = Math.floor(Math.min(...r.runs.map((x) => x.meanLength)));
+  const top = ar.entropyByPosition.map((v, i) => [v, i] as const).filter(([v, i]) => Number.isFinite(v) && i < reach)
+    .sort((a, b) => b[0] - a[0]).slice(0, n).map(([, i]) => i).sort((a, b) => a - b);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const lines = [
+    `| decoder | entropy at positions ${top.join(', ')} (AR's most uncertain) | mean | committed at step (of ${r.genLength}) | mean step, these / all |`,
+    '| --- | --- | --- | --- | --- |',
+  ];
+  for (const run of r.runs) {
+    const all = run.commitStepByPosition.filter((x) => Number.isFinite(x));
+    lines.push(`| ${run.spec.name} | ${top.map((i) => run.entropyByPosition[i]!.toFixed(2)).join(' / ')} | ${mean(top.map((i) => run.entropyByPosition[i]!)).toFixed(3)} | ` +
+      `${top.map((i) => run.commitStepByPosition[i]!.toFixed(1)).join(' / ')} | ${mean(top.map((i) => run.commitStepByPosition[i]!)).toFixed(1)} / ${mean(all).toFixed(1)} |`);
+  }
+  return lines;
+}
+
 // Mean entropy over the first and the last quarter of the decoding order (ranks with data).
 function quarterEntropies(byOrder: number[]): [number, number] {
   const xs = byOrder.filter((x) => Number.isFinite(x));

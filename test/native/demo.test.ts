@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { readConfigFile } from '../../lib/configfile.js';
 import { runDemo, DEMO_QUICK, type DemoSettings } from '../../lib/demo/demo.js';
-import { runPassK } from '../../lib/demo/passk.js';
+import { forkingTable, passKTable, runPassK } from '../../lib/demo/passk.js';
 import { DEMO_MODEL_DIR, DEMO_RECIPE_DIR, taskItems } from '../../lib/demo/shipped.js';
 import { loadModel } from '../../lib/index.js';
 import { arithSplits, toJsonl } from '../../lib/tasks/arith.js';
@@ -123,6 +123,13 @@ describe('the demo pipeline', () => {
         if (Number.isFinite(v)) expect(v).toBeCloseTo(ar.entropyByPosition[i]!, 12);
       });
       expect(ar.commitStepByPosition.slice(0, 5)).toEqual([0, 1, 2, 3, 4]);
+      expect(passKTable(r)).toHaveLength(2 + r.runs.length);
+      const forks = forkingTable(r);
+      expect(forks).toHaveLength(2 + r.runs.length);
+      // AR order commits position i at step i, so its forking positions' mean step is their mean position.
+      const positions = /positions ([\d, ]+) \(/.exec(forks[0]!)![1]!.split(', ').map(Number);
+      const meanPos = positions.reduce((a, b) => a + b, 0) / positions.length;
+      expect(forks[2]).toContain(`| ${meanPos.toFixed(1)} / `);
     } finally {
       await model.dispose();
     }
