@@ -6,7 +6,8 @@ import path from 'node:path';
 
 import type { TopLevelSpec } from 'vega-lite';
 
-import { ConfigError } from '../errors.js';
+import { AbortError, ConfigError } from '../errors.js';
+import { exists } from '../fsutil.js';
 import type { EvalItem } from '../eval/tasks.js';
 import { loadModel } from '../model.js';
 import { plotRun, writeChart } from '../plot.js';
@@ -36,10 +37,12 @@ export type DemoSettings = {
 
 const EVAL_DECODER: DecodeSpec = { name: 'low_confidence b8', decoder: 'low_confidence', blockLength: 8, steps: DEMO_GEN_LENGTH };
 
-// Sized for about ten minutes on a 2-core CPU: a JustGRPO step (64 rollouts of 24 tokens, the
-// likelihood at 8 random positions of each) takes 5-15 s there, the two evaluations about a minute each.
+// Sized for about ten minutes on a loaded 2-core CPU: a JustGRPO step (64 rollouts of 24 tokens and
+// the exact AR-order likelihood of every completion token) takes 5-20 s there, each evaluation about
+// a minute. (lr 5e-4 with the likelihood at 8 random positions per completion made the policy
+// sharper but not better on 3 seeds; see README.)
 export const DEMO_FULL = {
-  grpoSteps: 40, promptsPerStep: 8, numGenerations: 8, learningRate: 5e-4, lossPositions: 8,
+  grpoSteps: 40, promptsPerStep: 8, numGenerations: 8, learningRate: 2e-4,
   evalItems: 128, evalSamples: 4, evalTemperature: 1.0, evalDecoder: EVAL_DECODER,
 } as const satisfies DemoSettings;
 
@@ -150,6 +153,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   if (!o.model) checkDemoModel();
   const out = path.resolve(o.out);
   const grpoDir = path.join(out, 'grpo');
+  if (await exists(path.join(grpoDir, 'metrics.jsonl'))) throw new ConfigError(`${out} already holds a demo run; choose another --out`);
   await mkdir(out, { recursive: true });
   const { items: all } = await taskItems('arith');
   if (s.evalItems > all.length) throw new ConfigError(`evalItems ${s.evalItems} exceeds the ${all.length} held-out problems`);
@@ -175,6 +179,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     },
   });
   if (!run.checkpoint) throw new ConfigError(`JustGRPO wrote no checkpoint in ${grpoDir}`);
+  if (o.signal?.aborted) throw new AbortError(`Demo interrupted after ${run.steps} JustGRPO steps; the checkpoint is ${run.checkpoint}`);
   const t2 = performance.now();
   const after = await evaluate(run.checkpoint, items, s, evalSeed, 'after', o);
   const t3 = performance.now();

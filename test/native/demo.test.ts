@@ -65,7 +65,8 @@ describe('the demo pipeline', () => {
   });
 
   it('one JustGRPO step from the shipped model changes it, and before / after evaluations and plots are written', async () => {
-    const settings: DemoSettings = { ...DEMO_QUICK, grpoSteps: 1, promptsPerStep: 4, numGenerations: 8, evalItems: 8, evalSamples: 3 };
+    // The likelihood at 4 random positions per completion keeps the step (and the test) short.
+    const settings: DemoSettings = { ...DEMO_QUICK, grpoSteps: 1, promptsPerStep: 4, numGenerations: 8, lossPositions: 4, evalItems: 8, evalSamples: 3 };
     const out = path.join(tmp, 'demo');
     const events: string[] = [];
     const r = await runDemo({ out, seed: 0, settings, onEvent: (e) => events.push(e.kind) });
@@ -103,6 +104,8 @@ describe('the demo pipeline', () => {
     for (const f of [...r.files.plots, ...r.files.samples]) expect(existsSync(f), f).toBe(true);
     expect(r.files.plots.some((f) => f.endsWith('accuracy.png'))).toBe(true);
     expect(r.files.plots.some((f) => f.endsWith('reward.svg'))).toBe(true);
+    // A second run into the same directory is refused before anything is overwritten.
+    await expect(runDemo({ out, settings })).rejects.toThrow(/already holds a demo run/);
   });
 
   it('passk compares decoders on the same problems and reports entropy by decoding order', async () => {
