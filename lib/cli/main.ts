@@ -12,6 +12,7 @@ import { readConfigFile } from '../configfile.js';
 import { ConfigError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
+import { registerDemoCommands } from '../demo/cli.js';
 import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
 import { loadModel, type LladaModel } from '../model.js';
 import { nativeInfo } from '../native/binding.js';
@@ -394,6 +395,8 @@ program
     if (opts.json) console.log(JSON.stringify({ files }));
     else for (const f of files) console.log(f);
   });
+
+registerDemoCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   // Expected failures (bad input, missing files) print one line; anything else keeps its stack.

@@ -1,0 +1,188 @@
+// The `demo` and `passk` subcommands of the CLI.
+import path from 'node:path';
+
+import cliProgress from 'cli-progress';
+import { InvalidArgumentError, type Command } from 'commander';
+
+import { ConfigError } from '../errors.js';
+import { loadModel } from '../model.js';
+import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
+import { forkingTable, passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
+import { DEMO_GEN_LENGTH, DEMO_MODEL_DIR, taskItems } from './shipped.js';
+
+function intArg(name: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}.`);
+    return n;
+  };
+}
+
+function numberArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0.`);
+    return n;
+  };
+}
+
+function intListArg(name: string) {
+  return (value: string): number[] => {
+    const xs = value.split(',').map((x) => Number(x.trim()));
+    if (xs.length === 0 || !xs.every((n) => Number.isInteger(n) && n > 0)) throw new InvalidArgumentError(`${name} must be a comma-separated list of positive integers.`);
+    return xs;
+  };
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+function stamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+/** Adds `demo` and `passk` to the program. */
+export function registerDemoCommands(program: Command): void {
+  program
+    .command('demo')
+    .description('The whole method on your CPU: evaluate the shipped tiny model, train it with JustGRPO, evaluate again')
+    .option('--quick', 'a one-minute version (fewer steps, fewer held-out problems)')
+    .option('--seed <n>', 'seed of the rollouts, the prompt order and the sampled evaluation', intArg('--seed'), 0)
+    .option('--out <dir>', 'where to write metrics, checkpoints and plots (default: runs/demo-<time>)')
+    .option('--steps <n>', `JustGRPO steps (default: ${DEMO_FULL.grpoSteps}, --quick ${DEMO_QUICK.grpoSteps})`, intArg('--steps', 1))
+    .option('--model <dir>', 'start from another model with the character tokenizer (default: the shipped one)')
+    .option('--json', 'print the results as one JSON object')
+    .action(async (opts) => {
+      const base: DemoSettings = opts.quick ? DEMO_QUICK : DEMO_FULL;
+      const settings: DemoSettings = { ...base, ...(opts.steps !== undefined ? { grpoSteps: opts.steps } : {}) };
+      const out = path.resolve(opts.out ?? path.join('runs', `demo-${stamp()}`));
+      const ac = new AbortController();
+      const onSignal = () => ac.abort();
+      process.once('SIGINT', onSignal);
+      const tty = !opts.json && process.stderr.isTTY;
+      const bars = tty
+        ? new cliProgress.MultiBar({ format: '{name} |{bar}| {percentage}% | {info}', hideCursor: true, clearOnComplete: false, etaBuffer: 20 }, cliProgress.Presets.shades_classic)
+        : null;
+      const log = (line: string) => {
+        if (opts.json) return;
+        if (bars) bars.log(line + '\n');
+        else console.error(line);
+      };
+      const evalBars = new Map<string, cliProgress.SingleBar>();
+      let trainBar: cliProgress.SingleBar | undefined;
+      let lastLogged = 0;
+      const onEvent = (e: DemoEvent) => {
+        switch (e.kind) {
+          case 'start':
+            log(`demo: ${e.model} (${e.numParams} parameters), seed ${e.seed}, ${e.settings.grpoSteps} JustGRPO steps of ` +
+              `${e.settings.promptsPerStep} prompts x ${e.settings.numGenerations} completions; writing to ${e.out}`);
+            break;
+          case 'eval': {
+            const key = `${e.label} ${e.what}`;
+            let bar = evalBars.get(key);
+            if (!bar && bars) {
+              bar = bars.create(100, 0, { name: `eval ${key}`.padEnd(20), info: '' });
+              evalBars.set(key, bar);
+            }
+            bar?.update(Math.round(100 * e.fraction), { info: `correct ${e.correct}/${e.done}` });
+            break;
+          }
+          case 'evalDone':
+            log(`${e.label === 'before' ? 'base model' : 'after JustGRPO'}: greedy accuracy ${pct(e.result.accuracy)}, ` +
+              `pass@1 ${pct(e.result.passAtK[0]!)}, pass@${e.result.passAtK.length} ${pct(e.result.passAtK.at(-1)!)}`);
+            break;
+          case 'trainStart':
+            trainBar = bars?.create(e.totalSteps, 0, { name: 'JustGRPO'.padEnd(20), info: 'rollouts' });
+            break;
+          case 'trainPhase':
+            trainBar?.update({ info: `step ${e.step}: ${e.phase}` });
+            break;
+          case 'trainStep': {
+            const m = e.metrics;
+            const line = `reward ${m.reward.toFixed(3)} | zero-std groups ${m.frac_reward_zero_std.toFixed(2)} | ${m.step_time.toFixed(1)} s/step`;
+            if (trainBar) trainBar.update(m.step, { info: line });
+            else if (!opts.json && (m.step - lastLogged >= 5 || m.step === settings.grpoSteps)) {
+              lastLogged = m.step;
+              console.error(`step ${m.step}/${settings.grpoSteps}: ${line}`);
+            }
+            break;
+          }
+        }
+      };
+      try {
+        const r = await runDemo({ out, seed: opts.seed, settings, model: opts.model, signal: ac.signal, onEvent });
+        bars?.stop();
+        if (opts.json) {
+          console.log(JSON.stringify(r));
+          return;
+        }
+        console.log('');
+        for (const line of demoTable(r)) console.log(line);
+        console.log('');
+        console.log(`JustGRPO: ${r.train.steps} steps in ${r.train.seconds.toFixed(0)} s; rollout reward ${r.train.rewardFirst.toFixed(3)} -> ${r.train.rewardLast.toFixed(3)} (first / last steps)`);
+        console.log(`total ${r.seconds.total.toFixed(0)} s (eval ${r.seconds.evalBefore.toFixed(0)} s + train ${r.seconds.train.toFixed(0)} s + eval ${r.seconds.evalAfter.toFixed(0)} s)`);
+        console.log(`results     ${r.files.results}`);
+        console.log(`metrics     ${r.files.metrics}`);
+        console.log(`checkpoint  ${r.files.checkpoint}`);
+        console.log(`plots       ${r.files.plots.filter((f) => f.endsWith('.png')).join(', ')}`);
+        console.log(`samples     ${r.files.samples.join(', ')}`);
+      } finally {
+        bars?.stop();
+        process.off('SIGINT', onSignal);
+      }
+    });
+
+  program
+    .command('passk')
+    .description('pass@k for k = 1..K under AR-order, confidence-ordered and random-order decoding, with the entropy at each committed token')
+    .option('--model <dir>', 'a Hugging Face LLaDA directory (default: the shipped demo model)')
+    .option('--task <name>', 'arith (the shipped held-out split), arith-train, gsm8k, math500 or a .jsonl file', 'arith')
+    .option('--data-dir <dir>', 'where gsm8k / math500 live (default: $JUSTGRPO_DATA or ../shared/data)')
+    .option('--samples <k>', 'samples per problem: pass@k for k = 1..this', intArg('--samples', 1), 16)
+    .option('--temperature <t>', 'sampling temperature', numberArg('--temperature'), 1.0)
+    .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length', 1), DEMO_GEN_LENGTH)
+    .option('--block-lengths <list>', 'block lengths of the confidence-ordered decoder (default: gen length, gen length / 3)', intListArg('--block-lengths'))
+    .option('--no-random', 'leave out random-order decoding')
+    .option('--raw', 'feed prompts without the chat template (always so for the arith task)')
+    .option('--limit <n>', 'the first N problems', intArg('--limit', 1), 64)
+    .option('--seed <n>', 'seed (every decoder sees the same seeds)', intArg('--seed'), 0)
+    .option('--out <dir>', 'write passk.json and the plots (SVG and PNG) here')
+    .option('--json', 'print the report as JSON')
+    .action(async (opts) => {
+      const L: number = opts.genLength;
+      const blockLengths: number[] = opts.blockLengths ?? [...new Set([L, L % 3 === 0 ? L / 3 : L])];
+      const specs = passKSpecs({ genLength: L, blockLengths, random: opts.random });
+      const { name, items, chatTemplate } = await taskItems(opts.task, { dataDir: opts.dataDir });
+      if (items.length === 0) throw new ConfigError(`Task ${opts.task} has no problems`);
+      const model = await loadModel(opts.model ?? DEMO_MODEL_DIR);
+      const ac = new AbortController();
+      const onSignal = () => ac.abort();
+      process.once('SIGINT', onSignal);
+      const bars = !opts.json && process.stderr.isTTY
+        ? new cliProgress.MultiBar({ format: '{name} |{bar}| {percentage}%', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+        : null;
+      const perSpec = specs.map((s) => bars?.create(100, 0, { name: s.name.padEnd(20) }));
+      try {
+        const report = await runPassK(model, name, items.slice(0, opts.limit), {
+          genLength: L, samples: opts.samples, temperature: opts.temperature, seed: opts.seed, blockLengths, random: opts.random,
+          chatTemplate: opts.raw ? false : chatTemplate, signal: ac.signal,
+          onProgress: (_s, i, _n, f) => perSpec[i]?.update(Math.round(100 * f)),
+        });
+        bars?.stop();
+        const files = opts.out ? await writePassK(report, path.resolve(opts.out)) : [];
+        if (opts.json) {
+          console.log(JSON.stringify({ ...report, files }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
+          return;
+        }
+        console.log(`${report.task}: ${report.items} problems x ${report.samples} samples, T=${report.temperature}, gen length ${L}`);
+        for (const line of passKTable(report)) console.log(line);
+        const forks = forkingTable(report);
+        if (forks.length) console.log('');
+        for (const line of forks) console.log(line);
+        for (const f of files) console.log(`wrote ${f}`);
+      } finally {
+        bars?.stop();
+        process.off('SIGINT', onSignal);
+        await model.dispose();
+      }
+    });
+}
