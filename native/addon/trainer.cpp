@@ -596,10 +596,16 @@ Napi::Value Trainer::Rollout(const Napi::CallbackInfo& info) {
         const int64_t need = m.kept_bytes(b.n_tokens(), R);
         if (static_cast<double>(st->kept_bytes + need) <= budget) {
           if (static_cast<int64_t>(st->kept.size()) <= step) st->kept.resize(step + 1);
-          m.forward_keep(st->kept[step], st->workspace, logits, b, rows, R);
-          st->kept_steps = step + 1;
-          st->kept_bytes += need;
-          return;
+          try {
+            m.forward_keep(st->kept[step], st->workspace, logits, b, rows, R);
+            st->kept_steps = step + 1;
+            st->kept_bytes += need;
+            return;
+          } catch (const OutOfMemoryError&) {
+            // The machine cannot hold this step's activations (forward_keep allocates before it
+            // computes anything): keep the steps so far and run the rest as plain forwards.
+            st->kept[step].release();
+          }
         }
       }
       m.forward(logits, b, rows, R);
