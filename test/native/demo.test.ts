@@ -1,5 +1,5 @@
 // The embedded default end to end, small: the shipped base model reproduces from its recipe (a
-// prefix of the run, bit for bit), and the demo pipeline (SFT a few steps, one JustGRPO step,
+// prefix of the run, to round-off), and the demo pipeline (SFT a few steps, one JustGRPO step,
 // evaluation before and after, plots) runs and reports numbers that hang together.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -30,7 +30,12 @@ describe('the shipped demo model', () => {
     }
   });
 
-  it('reproduces from its recipe: the first SFT steps match the shipped run bit for bit', async () => {
+  // The shipped weights came from the engine as it was when they were trained; later engine changes
+  // that reorder fp32 sums (the last layer on the loss rows only, GEMMs split over the thread pool)
+  // reproduce the run's first steps to round-off, not bit for bit, so losses and gradient norms are
+  // compared to 1e-6 relative (the differences measured: ~1e-9). The data order, learning rates and
+  // token counts still match exactly.
+  it('reproduces from its recipe: the first SFT steps match the shipped run', async () => {
     const file = await readConfigFile(path.join(DEMO_RECIPE_DIR, 'sft.json'));
     const config = parseSftConfig(file.raw, 'sft.json');
     const out = path.join(tmp, 'sft-prefix');
@@ -39,7 +44,9 @@ describe('the shipped demo model', () => {
     const ours = lines(path.join(out, 'metrics.jsonl'));
     const shipped = lines(path.join(DEMO_RECIPE_DIR, 'metrics.jsonl')).slice(0, steps);
     expect(ours.map((m) => m.step)).toEqual(shipped.map((m) => m.step));
-    for (const key of ['loss', 'grad_norm', 'learning_rate', 'num_tokens']) expect(ours.map((m) => m[key]), key).toEqual(shipped.map((m) => m[key]));
+    for (const key of ['learning_rate', 'num_tokens']) expect(ours.map((m) => m[key]), key).toEqual(shipped.map((m) => m[key]));
+    for (const key of ['loss', 'grad_norm'])
+      ours.forEach((m, i) => expect(Math.abs(m[key]! - shipped[i]![key]!) / Math.abs(shipped[i]![key]!), `${key} at step ${i + 1}`).toBeLessThan(1e-6));
   });
 });
 
