@@ -246,32 +246,35 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
   for (int64_t r = 0; r < R; r++) axpy(dx + int64_t(rows[r]) * d, 1.0f, dsel + r * d, d);
 }
 
+void Model::forward_rows(float* sel, const Batch& batch, const int32_t* rows, int64_t R) {
+  const int64_t d = cfg_.d_model, mlp = cfg_.mlp_hidden, n_layers = cfg_.n_layers;
+  xn_.resize(std::max(batch.n_tokens(), R) * d, "activations");
+  // Every layer but the last runs on all rows; the last only where its output is read (exact: a
+  // row's output depends on the other rows only through their keys and values).
+  const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
+  if (n_layers == 0) {
+    for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
+    return;
+  }
+  rows_.resize(R * (4 * d + 2 * mlp), "activations");
+  float* xr = rows_.data();  // the normed inputs at the rows, then the normed mid-stream
+  float* gate = xr + 4 * R * d;
+  const RowActs a{xn_.data(), nullptr, k_.data(), v_.data(), xr,      xr + R * d, xr + 2 * R * d, nullptr,
+                  sel,        xr,      nullptr,   gate,      gate + R * mlp, gate, xr + 3 * R * d};
+  layer_rows_forward(sel, x, a, layout_.layers[n_layers - 1], batch, rows, R, pos_.data());
+}
+
 void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
   const int64_t N = batch.n_tokens();
-  const int64_t d = cfg_.d_model, V = cfg_.embedding_size, mlp = cfg_.mlp_hidden, R = n_rows;
+  const int64_t d = cfg_.d_model, V = cfg_.embedding_size, R = n_rows;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   JG_CHECK(params_.data() != nullptr, "Model is disposed");
   for (int64_t r = 0; r < n_rows; r++)
     JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
 
-  xn_.resize(std::max(N, n_rows) * d, "activations");
   sel_.resize(n_rows * d, "activations");
-  // Every layer but the last runs on all rows; the last only where its output is read (exact: a
-  // row's output depends on the other rows only through their keys and values).
-  const int64_t n_layers = cfg_.n_layers;
-  const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
   float* sel = sel_.data();
-  if (n_layers > 0) {
-    rows_.resize(R * (4 * d + 2 * mlp), "activations");
-    float* xr = rows_.data();  // the normed inputs at the rows, then the normed mid-stream
-    float* gate = xr + 4 * R * d;
-    const RowActs a{xn_.data(), nullptr, k_.data(), v_.data(), xr,      xr + R * d, xr + 2 * R * d, nullptr,
-                    sel,        xr,      nullptr,   gate,      gate + R * mlp, gate, xr + 3 * R * d};
-    layer_rows_forward(sel, x, a, layout_.layers[n_layers - 1], batch, rows, R, pos_.data());
-  } else {
-    for (int64_t r = 0; r < n_rows; r++)
-      std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, sel + r * d);
-  }
+  forward_rows(sel, batch, rows, R);
   rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
   matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
 }
@@ -455,7 +458,7 @@ double Model::train_backward(float* grads, const Plan& p, const Batch& batch, co
 double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
                    int64_t n_rows, const RowLoss& loss, float* logprobs) {
   JG_CHECK(params_.data() != nullptr, "Model is disposed");
-  const int64_t R = n_rows, d = cfg_.d_model, mlp = cfg_.mlp_hidden, n_layers = cfg_.n_layers;
+  const int64_t R = n_rows;
   const bool with_grads = grads != nullptr, checkpoint = ws.checkpoint_activations();
   Plan p;
   int64_t saved_floats = 0, scratch_floats = 0;
@@ -471,18 +474,7 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const i
     return train_backward(grads, p, batch, rows, targets, R, loss, logprobs, ws.pos_.data());
   }
   // The inference path: the same arithmetic through buffers that keep nothing.
-  const float* x = forward_layers(batch, n_layers > 0 ? n_layers - 1 : 0);
-  if (n_layers > 0) {
-    xn_.resize(std::max(batch.n_tokens(), R) * d, "activations");
-    rows_.resize(R * (4 * d + 2 * mlp), "activations");
-    float* xr = rows_.data();
-    float* gate = xr + 4 * R * d;
-    const RowActs a{xn_.data(), nullptr, k_.data(), v_.data(), xr,      xr + R * d, xr + 2 * R * d, nullptr,
-                    p.sel,      xr,      nullptr,   gate,      gate + R * mlp, gate, xr + 3 * R * d};
-    layer_rows_forward(p.sel, x, a, layout_.layers[n_layers - 1], batch, rows, R, pos_.data());
-  } else {
-    for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, p.sel + r * d);
-  }
+  forward_rows(p.sel, batch, rows, R);
   return head_loss(nullptr, p.sel, p, targets, R, loss, logprobs);
 }
 

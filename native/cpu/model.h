@@ -171,6 +171,8 @@ class Model {
                       const Batch& batch, const int32_t* pos);
   // The first `n_layers` inference layers over the batch; returns the residual stream (N,d) in x_.
   float* forward_layers(const Batch& batch, int64_t n_layers);
+  // sel (R,d): the inference layers' output at `rows` (the last layer on those rows only).
+  void forward_rows(float* sel, const Batch& batch, const int32_t* rows, int64_t R);
   // sel (R,d): layer L's output at `rows` only, from its input x (N,d), filling `a`.
   void layer_rows_forward(float* sel, const float* x, const RowActs& a, const LayerParams& L, const Batch& batch,
                           const int32_t* rows, int64_t R, const int32_t* pos);
