@@ -64,6 +64,12 @@ export type GenerateResult = {
   transfers: number[][];
   /** Forward passes per row (a guided step counts 2). */
   nfe: number[];
+  /**
+   * Tokens that actually went through the model, over all steps. Identical canvases in one step
+   * (the samples of one prompt before they diverge) are computed once, so this is at most the sum
+   * over steps of every active row's length, and less when rows share a canvas.
+   */
+  forwardTokens: number;
   /** Wall time of the call in milliseconds. */
   wallTimeMs: number;
   /** Generated tokens per second over all rows. */
@@ -155,6 +161,7 @@ export function splitDecodeResult(r: NativeDecodeResult, rows: number, genLength
     commitSteps: split(r.commitStep, genLength),
     transfers: split(r.transfers, r.maxSteps).map((row) => row.filter((n) => n >= 0)),
     nfe: Array.from(r.nfe),
+    forwardTokens: r.forwardTokens,
     wallTimeMs,
     tokensPerSecond: (rows * genLength) / (wallTimeMs / 1000),
   };

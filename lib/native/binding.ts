@@ -43,6 +43,8 @@ export type NativeDecodeResult = {
   nfe: Int32Array;
   transfers: Int32Array;
   maxSteps: number;
+  /** Tokens run through the layers over all steps; identical sequences in a step count once. */
+  forwardTokens: number;
 };
 
 export type NativeDType = 'F32' | 'BF16' | 'F16';
@@ -51,6 +53,8 @@ export type NativeDType = 'F32' | 'BF16' | 'F16';
 export interface NativeEngine {
   paramInfo(): { name: string; shape: number[] }[];
   numParams(): number;
+  /** Tokens run through the layers so far, by every call (identical sequences in one batch count once). */
+  tokensComputed(): number;
   loadTensors(path: string, tensors: { name: string; offset: number; dtype: NativeDType }[]): Promise<void>;
   saveSafetensors(path: string, header: Buffer, tensors: { name: string; dtype: NativeDType }[]): Promise<void>;
   /** Logits (rows.length, embeddingSize) for the listed rows of a packed batch. */
@@ -220,9 +224,10 @@ export interface NativeModule {
   ops: string[];
   /**
    * Seconds spent in GEMMs and in attention (wall time of those calls) since the clocks last
-   * started; `true` zeroes and starts them, `false` stops them. For the benchmarks' breakdown.
+   * started, and the GEMMs' floating-point operations (2 M N K each) in that time; `true` zeroes and
+   * starts them, `false` stops them. For the benchmarks' breakdown.
    */
-  opTimes(start: boolean): { gemm: number; attention: number };
+  opTimes(start: boolean): { gemm: number; attention: number; gemmFlops: number };
   /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
   blas?: string;
 }

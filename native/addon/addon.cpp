@@ -16,16 +16,18 @@
 namespace {
 
 // opTimes(start): with true, zeroes the GEMM and attention clocks and starts them; with false, stops
-// them. Returns the seconds counted so far: {gemm, attention}.
+// them. Returns the seconds counted so far and the GEMMs' floating-point operations: {gemm, attention, gemmFlops}.
 Napi::Value OpTimes(const Napi::CallbackInfo& info) {
   auto& clock = jg::cpu::op_clock();
   const bool start = info.Length() > 0 && info[0].ToBoolean();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("gemm", Napi::Number::New(info.Env(), clock.ns[0].load() * 1e-9));
   o.Set("attention", Napi::Number::New(info.Env(), clock.ns[1].load() * 1e-9));
+  o.Set("gemmFlops", Napi::Number::New(info.Env(), static_cast<double>(clock.gemm_flops.load())));
   if (start) {
     clock.ns[0] = 0;
     clock.ns[1] = 0;
+    clock.gemm_flops = 0;
   }
   clock.on = start;
   return o;

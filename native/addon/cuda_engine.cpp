@@ -223,6 +223,7 @@ class CudaDecodeTask : public Napi::AsyncWorker {
     out.Set("nfe", to_array<int32_t, Napi::Int32Array>(env, result_.nfe));
     out.Set("transfers", to_array<int32_t, Napi::Int32Array>(env, result_.transfers));
     out.Set("maxSteps", Napi::Number::New(env, double(result_.max_steps)));
+    out.Set("forwardTokens", Napi::Number::New(env, double(result_.forward_tokens)));
     deferred_.Resolve(out);
   }
   void OnError(const Napi::Error& e) override {
@@ -277,6 +278,7 @@ Napi::Function CudaEngine::Init(Napi::Env env) {
                      {
                          InstanceMethod("paramInfo", &CudaEngine::ParamInfo),
                          InstanceMethod("numParams", &CudaEngine::NumParams),
+                         InstanceMethod("tokensComputed", &CudaEngine::TokensComputed),
                          InstanceMethod("deviceInfo", &CudaEngine::DeviceInfo),
                          InstanceMethod("loadTensors", &CudaEngine::LoadTensors),
                          InstanceMethod("saveSafetensors", &CudaEngine::SaveSafetensors),
@@ -332,6 +334,10 @@ Napi::Value CudaEngine::ParamInfo(const Napi::CallbackInfo& info) {
     }
     return out;
   })
+}
+
+Napi::Value CudaEngine::TokensComputed(const Napi::CallbackInfo& info) {
+  JG_CUDA_METHOD_BODY("tokensComputed", { return Napi::Number::New(info.Env(), double(live_model().tokens_computed())); })
 }
 
 Napi::Value CudaEngine::NumParams(const Napi::CallbackInfo& info) {

@@ -29,6 +29,7 @@ class CudaEngine : public Napi::ObjectWrap<CudaEngine> {
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);
   Napi::Value NumParams(const Napi::CallbackInfo& info);
+  Napi::Value TokensComputed(const Napi::CallbackInfo& info);
   Napi::Value DeviceInfo(const Napi::CallbackInfo& info);
   Napi::Value LoadTensors(const Napi::CallbackInfo& info);
   Napi::Value SaveSafetensors(const Napi::CallbackInfo& info);

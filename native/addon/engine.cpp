@@ -89,6 +89,7 @@ Napi::Function Engine::Init(Napi::Env env) {
                      {
                          InstanceMethod("paramInfo", &Engine::ParamInfo),
                          InstanceMethod("numParams", &Engine::NumParams),
+                         InstanceMethod("tokensComputed", &Engine::TokensComputed),
                          InstanceMethod("loadTensors", &Engine::LoadTensors),
                          InstanceMethod("saveSafetensors", &Engine::SaveSafetensors),
                          InstanceMethod("forward", &Engine::Forward),
@@ -146,6 +147,11 @@ Napi::Value Engine::ParamInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value Engine::NumParams(const Napi::CallbackInfo& info) {
   JG_METHOD_BODY("numParams", { return Napi::Number::New(info.Env(), double(live_model(info.Env()).n_params())); })
+}
+
+// tokensComputed(): tokens that went through the layers so far (identical sequences in a batch once).
+Napi::Value Engine::TokensComputed(const Napi::CallbackInfo& info) {
+  JG_METHOD_BODY("tokensComputed", { return Napi::Number::New(info.Env(), double(live_model(info.Env()).tokens_computed())); })
 }
 
 // loadTensors(path, [{name, offset, dtype}]): reads tensors from one safetensors file whose header
@@ -345,6 +351,7 @@ class DecodeTask : public Napi::AsyncWorker {
     out.Set("nfe", to_array<int32_t, Napi::Int32Array>(env, result_.nfe));
     out.Set("transfers", to_array<int32_t, Napi::Int32Array>(env, result_.transfers));
     out.Set("maxSteps", Napi::Number::New(env, double(result_.max_steps)));
+    out.Set("forwardTokens", Napi::Number::New(env, double(result_.forward_tokens)));
     deferred_.Resolve(out);
   }
 
@@ -433,7 +440,7 @@ cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
 }  // namespace
 
 // decode(prompts: Int32Array, promptStarts: Int32Array, seeds: Float64Array, options, onProgress?)
-// -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps}>
+// -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps, forwardTokens}>
 Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward, Napi::Object owner) {
   Napi::Env env = info.Env();
   const ModelConfig& cfg = engine->model().config();

@@ -35,6 +35,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);
   Napi::Value NumParams(const Napi::CallbackInfo& info);
+  Napi::Value TokensComputed(const Napi::CallbackInfo& info);
   Napi::Value LoadTensors(const Napi::CallbackInfo& info);
   Napi::Value SaveSafetensors(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);

@@ -599,7 +599,8 @@ Napi::Value Trainer::Rollout(const Napi::CallbackInfo& info) {
           try {
             m.forward_keep(st->kept[step], st->workspace, logits, b, rows, R);
             st->kept_steps = step + 1;
-            st->kept_bytes += need;
+            // Less than `need` when identical sequences were kept once.
+            st->kept_bytes += m.kept_bytes(st->kept[step].n_tokens(), R);
             return;
           } catch (const OutOfMemoryError&) {
             // The machine cannot hold this step's activations (forward_keep allocates before it

@@ -107,6 +107,7 @@ DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions&
   r.max_steps = o.remasking == Remasking::THRESHOLD ? L : o.steps;
   r.transfers.assign(n * r.max_steps, -1);
 
+  const int64_t tokens_before = model.tokens_computed();
   const bool cfg_on = o.cfg_scale > 0;
   const float scale = static_cast<float>(o.cfg_scale + 1.0);
   int64_t committed = 0;
@@ -233,6 +234,7 @@ DecodeResult decode(Model& model, const DecodeRequest& req, const DecodeOptions&
     if (progress) progress({committed, n * L, seqs.empty() ? nullptr : r.tokens.data()});
   }
   for (int64_t s = 0; s < n; s++) r.nfe[s] = seqs[s].nfe;
+  r.forward_tokens = model.tokens_computed() - tokens_before;
   return r;
 }
 

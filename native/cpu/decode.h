@@ -43,6 +43,7 @@ struct DecodeResult {
   std::vector<int32_t> nfe;      // per sequence: forward passes (a guided step counts 2)
   std::vector<int32_t> transfers;  // per sequence, per step: tokens committed (n * max_steps, -1 padded)
   int64_t max_steps = 0;
+  int64_t forward_tokens = 0;    // tokens run through the layers, over all steps (identical sequences once)
 };
 
 struct DecodeProgress {

@@ -39,6 +39,7 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
            int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   const OpTimer timer(OpClass::GEMM);
+  if (op_clock().on.load(std::memory_order_relaxed)) op_clock().gemm_flops += 2 * M * N * K;
   const CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   const int T = ThreadPool::global().size();
   if (!pool_threads_gemms() || T == 1 || static_cast<double>(M) * N * K < kSplitWork) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <unordered_map>
 
 #include "../common/check.h"
 #include "../common/memory.h"
@@ -33,7 +34,81 @@ struct Carve {
 
 void zero(float* p, int64_t n) { std::memset(p, 0, static_cast<size_t>(n) * sizeof(float)); }
 
+// Row i of a (N,w) becomes row slot[i]'s copy, for slot[i] <= i: going down from the last row, a
+// row is written only after every row that reads it.
+void spread_rows(float* a, const int32_t* slot, int64_t N, int64_t w) {
+  for (int64_t i = N - 1; i >= 0; i--)
+    if (slot[i] != i) std::memcpy(a + i * w, a + int64_t(slot[i]) * w, static_cast<size_t>(w) * sizeof(float));
+}
+
+// The reverse: rows 0..U-1 of a (N,w) become the sums, in row order, of the rows with that slot
+// (slot[i] <= i, and the rows of slot u start at row u or later, so no sum is touched before its
+// own row has been read).
+void sum_rows_by_slot(float* a, const int32_t* slot, int64_t N, int64_t U, int64_t w, float* tmp) {
+  for (int64_t i = 0; i < N; i++) {
+    float* row = a + i * w;
+    if (slot[i] == i) continue;  // a first occurrence is its own sum so far
+    std::memcpy(tmp, row, static_cast<size_t>(w) * sizeof(float));
+    if (i < U) zero(row, w);
+    axpy(a + int64_t(slot[i]) * w, 1.0f, tmp, w);
+  }
+}
+
+uint64_t hash_tokens(const int32_t* t, int64_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
+  for (int64_t i = 0; i < n; i++) {
+    h ^= static_cast<uint32_t>(t[i]);
+    h *= 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
 }  // namespace
+
+bool share_duplicates(SharedBatch& out, const Batch& batch, const int32_t* rows, int64_t n_rows) {
+  const int64_t S = batch.n_seqs;
+  const int32_t* st = batch.seq_starts;
+  if (S < 2) return false;
+  // base[s]: where sequence s's tokens start in the shared batch.
+  std::vector<int32_t> base(S);
+  std::unordered_map<uint64_t, std::vector<int64_t>> firsts;  // hash -> distinct sequences
+  int32_t n_tokens = 0;
+  bool repeats = false;
+  for (int64_t s = 0; s < S; s++) {
+    const int32_t* t = batch.tokens + st[s];
+    const int64_t len = st[s + 1] - st[s];
+    std::vector<int64_t>& same_hash = firsts[hash_tokens(t, len)];
+    int64_t match = -1;
+    for (int64_t f : same_hash)
+      if (st[f + 1] - st[f] == len && std::memcmp(batch.tokens + st[f], t, static_cast<size_t>(len) * sizeof(int32_t)) == 0) {
+        match = f;
+        break;
+      }
+    if (match >= 0) {
+      base[s] = base[match];
+      repeats = true;
+    } else {
+      same_hash.push_back(s);
+      base[s] = n_tokens;
+      n_tokens += static_cast<int32_t>(len);
+    }
+  }
+  if (!repeats) return false;
+  out.tokens.clear();
+  out.starts.assign(1, 0);
+  for (int64_t s = 0; s < S; s++) {
+    if (base[s] != out.starts.back()) continue;  // a repeat (its first copy already placed)
+    out.tokens.insert(out.tokens.end(), batch.tokens + st[s], batch.tokens + st[s + 1]);
+    out.starts.push_back(static_cast<int32_t>(out.tokens.size()));
+  }
+  out.rows.resize(n_rows);
+  for (int64_t r = 0; r < n_rows; r++) {
+    const int64_t s = std::upper_bound(st, st + S + 1, rows[r]) - st - 1;
+    out.rows[r] = base[s] + (rows[r] - st[s]);
+  }
+  return true;
+}
 
 // Where every tensor of a training call lives, for one batch shape.
 struct Model::Plan {
@@ -79,18 +154,50 @@ void Model::positions(std::vector<int32_t>& pos, const Batch& batch) const {
     for (int32_t i = batch.seq_starts[s]; i < batch.seq_starts[s + 1]; i++) pos[i] = i - batch.seq_starts[s];
 }
 
+void Model::token_rows(const Batch& batch) {
+  const int64_t N = batch.n_tokens();
+  by_token_.slot.resize(N);
+  by_token_.first.clear();
+  by_token_.seen.assign(cfg_.vocab_size, -1);
+  for (int64_t i = 0; i < N; i++) {
+    int32_t& u = by_token_.seen[batch.tokens[i]];
+    if (u < 0) {
+      u = static_cast<int32_t>(by_token_.first.size());
+      by_token_.first.push_back(static_cast<int32_t>(i));
+    }
+    by_token_.slot[i] = u;
+  }
+}
+
 void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L, const Batch& batch,
-                          const int32_t* pos) {
+                          const int32_t* pos, bool first) {
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   const float* P = params_.data();
 
-  rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
-  matmul_forward(a.q, a.xn1, P + L.q_proj, N, d, d);
-  matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
-  matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+  if (first) {
+    // The first layer's input is the embedding, so its queries, keys and values (before RoPE)
+    // depend on the token only: computed for each distinct token (rows 0..U-1 of xn1, q, k, v),
+    // then copied to the rows. Masks and the prompt shared by G samples repeat, so U << N.
+    token_rows(batch);
+    const int64_t U = static_cast<int64_t>(by_token_.first.size());
+    for (int64_t u = 0; u < U; u++)
+      std::memcpy(a.xn1 + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
+    rmsnorm_forward(a.xn1, a.rstd1, a.xn1, P + L.attn_norm, U, d, eps);
+    matmul_forward(a.q, a.xn1, P + L.q_proj, U, d, d);
+    matmul_forward(a.k, a.xn1, P + L.k_proj, U, d, kv);
+    matmul_forward(a.v, a.xn1, P + L.v_proj, U, d, kv);
+    spread_rows(a.q, by_token_.slot.data(), N, d);
+    spread_rows(a.k, by_token_.slot.data(), N, kv);
+    spread_rows(a.v, by_token_.slot.data(), N, kv);
+  } else {
+    rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
+    matmul_forward(a.q, a.xn1, P + L.q_proj, N, d, d);
+    matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
+    matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+  }
   rope_forward(a.q, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   attention_forward(a.att, a.lse, a.q, a.k, a.v, batch.seq_starts, batch.n_seqs, H, KV, hd);
@@ -110,7 +217,7 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
 }
 
 void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
-                           const Batch& batch, const int32_t* pos) {
+                           const Batch& batch, const int32_t* pos, bool first) {
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
@@ -139,6 +246,31 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
                      hd);
   rope_backward(p.dq, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
   rope_backward(p.dk, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
+  if (first) {
+    // The forward's per-token path backwards: the rows' gradients summed per distinct token, the
+    // projections' and the norm's backward on those U rows, and the norm's input gradient added
+    // straight to the token's embedding gradient (the residual's share of dx goes there through
+    // embedding_backward, as for every layer 0).
+    token_rows(batch);
+    const int64_t U = static_cast<int64_t>(by_token_.first.size());
+    const int32_t* slot = by_token_.slot.data();
+    sum_rows_by_slot(p.dq, slot, N, U, d, p.datt);
+    sum_rows_by_slot(p.dk, slot, N, U, kv, p.datt);
+    sum_rows_by_slot(p.dv, slot, N, U, kv, p.datt);
+    zero(p.dxn, U * d);
+    matmul_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, P + L.q_proj, U, d, d);
+    matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, U, d, kv);
+    matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, U, d, kv);
+    // p.datt: the U embedding rows, then (in p.dq, free now) their gradients.
+    for (int64_t u = 0; u < U; u++)
+      std::memcpy(p.datt + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
+    zero(p.dq, U * d);
+    rmsnorm_backward(p.dq, G + L.attn_norm, p.dxn, p.datt, P + L.attn_norm, a.rstd1, U, d);
+    std::vector<int32_t> ids(U);
+    for (int64_t u = 0; u < U; u++) ids[u] = batch.tokens[by_token_.first[u]];
+    embedding_backward(G + layout_.wte, p.dq, ids.data(), U, d);
+    return;
+  }
   zero(p.dxn, N * d);
   matmul_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, P + L.q_proj, N, d, d);
   matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, N, d, kv);
@@ -165,8 +297,9 @@ float* Model::forward_layers(const Batch& batch, int64_t n_layers) {
   const LayerActs a{x,       xn_.data(),  nullptr,      q_.data(),    k_.data(), v_.data(),
                     att_.data(), nullptr, x,            xn_.data(),   nullptr,   gate_.data(),
                     up_.data(),  gate_.data(), proj_.data()};
+  tokens_computed_ += N;
   embedding_forward(x, batch.tokens, params_.data() + layout_.wte, N, d);
-  for (int64_t l = 0; l < n_layers; l++) layer_forward(x, a, layout_.layers[l], batch, pos_.data());
+  for (int64_t l = 0; l < n_layers; l++) layer_forward(x, a, layout_.layers[l], batch, pos_.data(), l == 0);
   return x;
 }
 
@@ -274,7 +407,11 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
 
   sel_.resize(n_rows * d, "activations");
   float* sel = sel_.data();
-  forward_rows(sel, batch, rows, R);
+  if (share_duplicates(shared_, batch, rows, R)) {
+    forward_rows(sel, shared_.batch(), shared_.rows.data(), R);
+  } else {
+    forward_rows(sel, batch, rows, R);
+  }
   rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
   matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
 }
@@ -417,11 +554,12 @@ double Model::head_loss(float* grads, const float* sel, const Plan& p, const int
 void Model::train_forward(const Plan& p, const Batch& batch, const int32_t* rows, int64_t R, const int32_t* pos) {
   const int64_t N = batch.n_tokens(), d = cfg_.d_model, n_layers = cfg_.n_layers;
   const bool checkpoint = p.checkpoint;
+  tokens_computed_ += N;
   embedding_forward(p.x[0], batch.tokens, params_.data() + layout_.wte, N, d);
   for (int64_t l = 0; l + 1 < n_layers; l++) {
     LayerActs a = p.acts[checkpoint ? 0 : l];
     a.x_in = p.x[l];
-    layer_forward(p.x[l + 1], a, layout_.layers[l], batch, pos);
+    layer_forward(p.x[l + 1], a, layout_.layers[l], batch, pos, l == 0);
   }
   if (n_layers > 0) {
     layer_rows_forward(p.sel, p.x[n_layers - 1], p.last, layout_.layers[n_layers - 1], batch, rows, R, pos);
@@ -448,17 +586,21 @@ double Model::train_backward(float* grads, const Plan& p, const Batch& batch, co
     a.x_in = p.x[l];
     // Recompute the layer from its saved input; the ops are the forward's, so the activations
     // (and so the gradients) are bit-identical to keeping them.
-    if (checkpoint) layer_forward(nullptr, a, layout_.layers[l], batch, pos);
-    layer_backward(grads, p.dx, a, p, layout_.layers[l], batch, pos);
+    if (checkpoint) layer_forward(nullptr, a, layout_.layers[l], batch, pos, l == 0);
+    layer_backward(grads, p.dx, a, p, layout_.layers[l], batch, pos, l == 0);
   }
   embedding_backward(grads + layout_.wte, p.dx, batch.tokens, N, d);
   return total;
 }
 
-double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const int32_t* rows, const int32_t* targets,
+double Model::loss(float* grads, TrainWorkspace& ws, const Batch& in_batch, const int32_t* in_rows, const int32_t* targets,
                    int64_t n_rows, const RowLoss& loss, float* logprobs) {
   JG_CHECK(params_.data() != nullptr, "Model is disposed");
   const int64_t R = n_rows;
+  // Rows of repeated sequences point into one copy; their gradients add up in layer_rows_backward.
+  const bool shared = share_duplicates(shared_, in_batch, in_rows, R);
+  const Batch batch = shared ? shared_.batch() : in_batch;
+  const int32_t* rows = shared ? shared_.rows.data() : in_rows;
   const bool with_grads = grads != nullptr, checkpoint = ws.checkpoint_activations();
   Plan p;
   int64_t saved_floats = 0, scratch_floats = 0;
@@ -478,11 +620,16 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& batch, const i
   return head_loss(nullptr, p.sel, p, targets, R, loss, logprobs);
 }
 
-void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& batch,
-                         const int32_t* rows, int64_t R) {
+void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& in_batch,
+                         const int32_t* in_rows, int64_t R) {
   JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  for (int64_t r = 0; r < R; r++)
+    JG_CHECK(in_rows[r] >= 0 && in_rows[r] < in_batch.n_tokens(), "Row ", in_rows[r], " is outside the batch of ",
+             in_batch.n_tokens(), " tokens");
+  const bool shared = share_duplicates(shared_, in_batch, in_rows, R);
+  const Batch batch = shared ? shared_.batch() : in_batch;
+  const int32_t* rows = shared ? shared_.rows.data() : in_rows;
   const int64_t N = batch.n_tokens(), d = cfg_.d_model, V = cfg_.embedding_size;
-  for (int64_t r = 0; r < R; r++) JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
   kept.tokens_.assign(batch.tokens, batch.tokens + N);
   kept.starts_.assign(batch.seq_starts, batch.seq_starts + batch.n_seqs + 1);
   kept.rows_.assign(rows, rows + R);

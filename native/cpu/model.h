@@ -2,6 +2,8 @@
 // training path (a forward that keeps what backward needs, a loss over selected rows, backward).
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <vector>
 
@@ -94,6 +96,7 @@ class KeptForward {
            static_cast<int64_t>(sizeof(int32_t)) * (tokens_.capacity() + starts_.capacity() + rows_.capacity() + pos_.capacity());
   }
   int64_t n_rows() const { return static_cast<int64_t>(rows_.size()); }
+  int64_t n_tokens() const { return tokens_.empty() ? 0 : static_cast<int64_t>(tokens_.size()); }
   void release() {
     saved_.release();
     tokens_ = {};
@@ -107,6 +110,20 @@ class KeptForward {
   FloatBuffer saved_;
   std::vector<int32_t> tokens_, starts_, rows_, pos_;
 };
+
+// A batch with each distinct sequence once, and rows that point into it (see share_duplicates).
+struct SharedBatch {
+  std::vector<int32_t> tokens, starts, rows;
+  Batch batch() const { return {tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1}; }
+};
+
+// Identical sequences in a packed batch have identical activations: every op works within one
+// sequence, and a row's arithmetic does not depend on where the row sits in the batch. So each
+// distinct sequence is computed once and the rows of its copies point into its first copy (the
+// G rollouts of one prompt are identical at the first step, and share prefixes whenever the
+// policy agrees with itself). Fills `out` and returns true when some sequence repeats; returns
+// false, leaving `out` as it was, when all are distinct.
+bool share_duplicates(SharedBatch& out, const Batch& batch, const int32_t* rows, int64_t n_rows);
 
 class Model {
  public:
@@ -158,17 +175,28 @@ class Model {
   // Frees the parameters and workspace.
   void release();
 
+  // Tokens that went through the layers since the model was made: after identical sequences are
+  // shared, so the difference across a call is the work it did.
+  int64_t tokens_computed() const { return tokens_computed_.load(std::memory_order_relaxed); }
+
  private:
   struct Plan;
 
   void positions(std::vector<int32_t>& pos, const Batch& batch) const;
   // x_out (N,d) = the layer applied to a.x_in, filling `a`; with x_out null, stops after the
-  // activation (what backward needs, when it recomputes a checkpointed layer).
+  // activation (what backward needs, when it recomputes a checkpointed layer). `first`: a.x_in is
+  // the embedding output, and the queries, keys and values are computed once per distinct token
+  // (then a.xn1 and a.rstd1 hold those U rows only).
   void layer_forward(float* x_out, const LayerActs& a, const LayerParams& L, const Batch& batch,
-                     const int32_t* pos);
-  // dx (N,d): in, the gradient of the layer's output; out, that of its input. grads +=.
+                     const int32_t* pos, bool first = false);
+  // dx (N,d): in, the gradient of the layer's output; out, that of its input. grads +=. With
+  // `first` (as in layer_forward), the attention branch's share of the input gradient goes
+  // straight to the embedding's gradient per token, and dx keeps only the residual's share.
   void layer_backward(float* grads, float* dx, const LayerActs& a, const Plan& p, const LayerParams& L,
-                      const Batch& batch, const int32_t* pos);
+                      const Batch& batch, const int32_t* pos, bool first = false);
+  // by_token_ for the batch: each distinct token's first row and every row's distinct-token index
+  // (in order of first appearance, so slot[i] <= i).
+  void token_rows(const Batch& batch);
   // The first `n_layers` inference layers over the batch; returns the residual stream (N,d) in x_.
   float* forward_layers(const Batch& batch, int64_t n_layers);
   // sel (R,d): the inference layers' output at `rows` (the last layer on those rows only).
@@ -200,6 +228,9 @@ class Model {
   // Activations of one layer at a time (inference keeps nothing for backward).
   FloatBuffer x_, xn_, q_, k_, v_, att_, proj_, gate_, up_, sel_, rows_;
   std::vector<int32_t> pos_;
+  SharedBatch shared_;
+  struct { std::vector<int32_t> first, slot, seen; } by_token_;
+  std::atomic<int64_t> tokens_computed_{0};  // read from the JS thread while a worker runs
 };
 
 }  // namespace jg::cpu

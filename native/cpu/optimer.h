@@ -14,6 +14,7 @@ enum class OpClass { GEMM = 0, ATTENTION = 1 };
 struct OpClock {
   std::atomic<bool> on{false};
   std::atomic<int64_t> ns[2] = {};
+  std::atomic<int64_t> gemm_flops{0};  // 2*M*N*K of every GEMM timed
 };
 
 inline OpClock& op_clock() {

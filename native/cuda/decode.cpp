@@ -129,6 +129,7 @@ cpu::DecodeResult decode(Model& model, const cpu::DecodeRequest& req, const cpu:
     float* d_logits = model.logits_scratch(total_rows * V);
     Batch batch{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
     model.forward_device(d_logits, batch, rows.data(), total_rows);
+    r.forward_tokens += batch.n_tokens();
     if (cfg_on) cfg_combine(d_logits, d_logits + n_rows * V, scale, n_rows * V, stream);
 
     keys.resize(n_rows);

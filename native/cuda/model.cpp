@@ -282,6 +282,7 @@ void Model::forward_device(float* d_logits, const Batch& batch, const int32_t* r
   const int64_t N = batch.n_tokens();
   for (int64_t r = 0; r < n_rows; r++)
     JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
+  tokens_computed_ += N;
   upload_batch(batch, rows, n_rows);
   run_layers(batch);
   const int32_t* d_rows = static_cast<const int32_t*>(ints_.get()) + 2 * N + batch.n_seqs + 1;

@@ -3,6 +3,8 @@
 // Inference only (training on the GPU is CUDA part 2).
 #pragma once
 
+#include <atomic>
+
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -42,6 +44,8 @@ class Model {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   int64_t n_params() const;
+  // Tokens that went through the layers so far (no sharing of identical sequences here yet).
+  int64_t tokens_computed() const { return tokens_computed_.load(std::memory_order_relaxed); }
 
   // One tensor from a safetensors file (at byte `offset`, stored as file_dtype) straight to the
   // device, in bounded chunks through pinned memory; converted on the way when the dtypes differ.
@@ -73,7 +77,8 @@ class Model {
   // rows); one GEMM when they lie back to back in the weights, else one per part.
   struct Part {
     int64_t offset, rows;
-  };
+    std::atomic<int64_t> tokens_computed_{0};
+};
   void project(void* out, int64_t ldo, const void* inp, int64_t N, int64_t C, std::initializer_list<Part> parts);
 
   ModelConfig cfg_;

@@ -81,6 +81,29 @@ describe('AR-order rollout', () => {
     expect(again.tokens).toEqual(batch.tokens);
   });
 
+  it('identical canvases are computed once (forwardTokens), with the results of one sample alone', async () => {
+    const m = await fixture('gqa_f32');
+    const prompt = [3, 4, 5, 6];
+    const n = prompt.length + 8;
+    // Greedy: the four samples stay identical, so every step runs one canvas.
+    const opts = { decoder: 'low_confidence', genLength: 8, blockLength: 4, steps: 8 } as const;
+    const one = await m.generate(prompt, opts);
+    const four = await m.generate(prompt, { ...opts, numSamples: 4 });
+    expect(one.forwardTokens).toBe(8 * n);
+    expect(four.forwardTokens).toBe(8 * n);
+    for (const row of four.tokens) expect(row).toEqual(one.tokens[0]);
+    // The shared canvas's rows are computed in a bigger GEMM: fp32 round-off only.
+    four.logprobs.flat().forEach((lp, i) => expect(Math.abs(lp - one.logprobs[0]![i % 8]!)).toBeLessThan(1e-5));
+    // AR order at temperature 1: at step t the samples with the same first t tokens share a canvas.
+    const ar = await m.generate(prompt, { decoder: 'ar', genLength: 8, temperature: 1, numSamples: 4, seed: 3 });
+    let expected = 0;
+    for (let t = 0; t < 8; t++) expected += new Set(ar.tokens.map((row) => row.slice(0, t).join(','))).size * n;
+    expect(ar.forwardTokens).toBe(expected);
+    expect(expected).toBeLessThan(4 * 8 * n);
+    const alone = await m.generate(prompt, { decoder: 'ar', genLength: 8, temperature: 1, numSamples: 1, seed: 3 });
+    expect(alone.tokens[0]).toEqual(ar.tokens[0]);
+  });
+
   it('at temperature 1 draws follow the model\'s distribution (chi-square)', async () => {
     // With no transformer blocks the next-token distribution at a masked row is fixed and known.
     const config: ModelConfig = {

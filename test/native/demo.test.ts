@@ -83,6 +83,8 @@ describe('the demo pipeline', () => {
     for (const e of [r.before, r.after]) {
       expect(e.accuracy).toBeGreaterThanOrEqual(0);
       expect(e.accuracy).toBeLessThanOrEqual(1);
+      expect(e.parallelAccuracy).toBeGreaterThanOrEqual(0);
+      expect(e.parallelAccuracy).toBeLessThanOrEqual(1);
       expect(e.passAtK).toHaveLength(3);
       // pass@k never falls as k grows.
       expect(e.passAtK[1]!).toBeGreaterThanOrEqual(e.passAtK[0]! - 1e-12);

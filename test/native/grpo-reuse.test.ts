@@ -63,13 +63,15 @@ describe('rollout-activation reuse', () => {
     expect(ma['clip_ratio/region_mean']).toBe(0);
     await compareGrads(all.t, plain.t, 2e-5);
 
-    // A budget of 2.5 steps keeps steps 0 and 1; the other five recompute. (The kept bytes stay
-    // on record after the optimizer step made the activations stale; every step has one shape.)
+    // A budget of 2.5 average steps keeps the first few steps and recomputes the rest. (The kept
+    // bytes stay on record after the optimizer step made the activations stale. Steps differ in
+    // size: at step 0 the samples of a prompt are one canvas, kept once.)
     const perStep = all.t.session.keptSteps().bytes / L;
     expect(perStep).toBeGreaterThan(0);
     const some = await trainer({ reuseRolloutMemoryMB: (2.5 * perStep) / 2 ** 20 });
     const ms = await some.t.step(prompts, 0);
-    expect(ms.reused_positions).toBe(2);
+    expect(ms.reused_positions).toBeGreaterThanOrEqual(2);
+    expect(ms.reused_positions).toBeLessThan(L);
     expect(Math.abs(ms.loss - mp.loss)).toBeLessThan(1e-6);
     await compareGrads(some.t, plain.t, 2e-5);
   });

@@ -85,6 +85,42 @@ describe('rows', () => {
   });
 });
 
+describe('identical sequences', () => {
+  it('are computed once: the loss and gradients of a batch with repeats equal those of separate calls', async () => {
+    const { engine, batch } = await fixture();
+    const trainer = trainerFor(engine);
+    const seqs = [0, 1, 2].map((s) => [...batch.tokens.subarray(batch.seqStarts[s]!, batch.seqStarts[s + 1]!)]);
+    // Packed as [s0, s1, s1, s2, s1]: sequence 1 three times, each copy with its own rows, targets and weights.
+    const [len0, len1, len2] = seqs.map((x) => x.length) as [number, number, number];
+    const at = [len0, len0 + len1, len0 + 2 * len1 + len2];  // where the copies of s1 start
+    const inS1 = [1, 3, len1 - 1];
+    const repeated = packBatch([seqs[0]!, seqs[1]!, seqs[1]!, seqs[2]!, seqs[1]!],
+      [2, ...at.flatMap((o) => inS1.map((r) => o + r))],
+      [7, 1, 2, 3, 4, 5, 6, 9, 10, 11], [1, 0.5, 0.25, 2, 1, 1, 1, 0.75, 0.5, 0.125]);
+    expect(repeated.rows.length).toBe(10);
+    const before = engine.tokensComputed();
+    const a = await trainer.crossEntropyBackward(...args(repeated));
+    // Three distinct sequences went through the layers, not five.
+    expect(engine.tokensComputed() - before).toBe(len0 + len1 + len2);
+    const ga = allGrads(trainer, engine);
+    trainer.zeroGrad();
+    // The same rows as separate calls: sequence 0, then each copy of sequence 1 alone.
+    const rowLists = [[2], inS1, inS1, inS1];
+    const targetLists = [[7], [1, 2, 3], [4, 5, 6], [9, 10, 11]];
+    const weightLists = [[1], [0.5, 0.25, 2], [1, 1, 1], [0.75, 0.5, 0.125]];
+    let total = 0;
+    const parts: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await trainer.crossEntropyBackward(...args(packBatch([i === 0 ? seqs[0]! : seqs[1]!], rowLists[i]!, targetLists[i]!, weightLists[i]!)));
+      total += r.loss;
+      parts.push(...r.logprobs);
+    }
+    expect(Math.abs(a.loss - total) / Math.abs(total)).toBeLessThan(1e-6);
+    a.logprobs.forEach((lp, i) => expect(Math.abs(lp - parts[i]!)).toBeLessThan(1e-5));
+    for (const [name, g] of allGrads(trainer, engine)) expect(relError(ga.get(name)!, g), name).toBeLessThan(1e-5);
+  });
+});
+
 describe('activation checkpointing', () => {
   it('gives bit-identical loss and gradients with less workspace', async () => {
     // Three layers: the last runs on the rows only and is always kept, so checkpointing saves
