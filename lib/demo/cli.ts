@@ -87,7 +87,8 @@ export function registerDemoCommands(program: Command): void {
             break;
           }
           case 'evalDone':
-            log(`${e.label === 'before' ? 'base model' : 'after JustGRPO'}: greedy accuracy ${pct(e.result.accuracy)}, ` +
+            log(`${e.label === 'before' ? 'base model' : 'after JustGRPO'}: greedy accuracy ${pct(e.result.accuracy)} ` +
+              `(${pct(e.result.parallelAccuracy)} with the parallel decoder), ` +
               `pass@1 ${pct(e.result.passAtK[0]!)}, pass@${e.result.passAtK.length} ${pct(e.result.passAtK.at(-1)!)}`);
             break;
           case 'trainStart':

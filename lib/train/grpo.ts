@@ -203,6 +203,11 @@ export class GRPOTrainer {
     m.step_time = (performance.now() - t0) / 1000;
     m.tokens_per_second = (roll.tokens.length * L) / m.step_time;
     m.rollout_tokens_per_second = roll.tokensPerSecond;
+    // The share of the rollout's forward work saved by computing identical canvases once (the G
+    // samples of a prompt until they diverge): 0 when every canvas differs, near 1 for a policy
+    // that always agrees with itself.
+    const canvasTokens = roll.nfe.reduce((a, n, row) => a + n * (prompts[Math.floor(row / G)]!.length + L), 0);
+    m.rollout_shared = canvasTokens > 0 ? 1 - roll.forwardTokens / canvasTokens : 0;
     return m;
   }
 

@@ -58,6 +58,10 @@ describe('rollout-activation reuse', () => {
     const ma = await all.t.step(prompts, 0);
     expect(mp.reused_positions).toBe(0);
     expect(ma.reused_positions).toBe(L);
+    // At step 0 the 4 samples of a prompt are one canvas: at least 3/4 of 1/L of the work is shared.
+    expect(ma.rollout_shared).toBeGreaterThanOrEqual(0.75 / L - 1e-12);
+    expect(ma.rollout_shared).toBeLessThan(1);
+    expect(mp.rollout_shared).toBe(ma.rollout_shared);
     expect(ma.reward).toBe(mp.reward);
     expect(Math.abs(ma.loss - mp.loss)).toBeLessThan(1e-6);
     expect(ma['clip_ratio/region_mean']).toBe(0);
