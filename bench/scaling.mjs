@@ -68,7 +68,7 @@ export async function benchScaling({ quick = false } = {}) {
     const r = await timedStep(name, { numGenerations: G, maxCompletionLength: gen });
     let theirs = null;
     if (py && (name === 'tiny' ? torchGens.includes(gen) : !quick)) {
-      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(modelConfig(CONFIGS[name])), prompt: 32, samples: G, gen, runs: 1, warmup: false }, [[1, 2]]);
+      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(modelConfig(CONFIGS[name])), prompt: 32, samples: G, gen, runs: 1, warmup: name === 'tiny' && gen <= 64 }, [[1, 2]]);
       theirs = t.median_s;
     }
     const other = r.total - r.ops.gemm - r.ops.attention;
