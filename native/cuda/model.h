@@ -77,8 +77,7 @@ class Model {
   // rows); one GEMM when they lie back to back in the weights, else one per part.
   struct Part {
     int64_t offset, rows;
-    std::atomic<int64_t> tokens_computed_{0};
-};
+  };
   void project(void* out, int64_t ldo, const void* inp, int64_t N, int64_t C, std::initializer_list<Part> parts);
 
   ModelConfig cfg_;
@@ -95,6 +94,7 @@ class Model {
   void* pinned_ = nullptr;  // host staging for weight transfers
   int64_t max_len_ = 0;     // longest sequence of the uploaded batch
   int64_t n_tokens_ = 0, n_seqs_ = 0;
+  std::atomic<int64_t> tokens_computed_{0};  // read from the JS thread while a worker runs
 };
 
 }  // namespace jg::cuda
