@@ -45,7 +45,7 @@ export function registerDemoCommands(program: Command): void {
   program
     .command('demo')
     .description('The whole method on your CPU: evaluate the shipped tiny model, train it with JustGRPO, evaluate again')
-    .option('--quick', 'a one-minute version (fewer steps, fewer held-out problems)')
+    .option('--quick', 'a ten-second version (4 steps, 32 held-out problems)')
     .option('--seed <n>', 'seed of the rollouts, the prompt order and the sampled evaluation', intArg('--seed'), 0)
     .option('--out <dir>', 'where to write metrics, checkpoints and plots (default: runs/demo-<time>)')
     .option('--steps <n>', `JustGRPO steps (default: ${DEMO_FULL.grpoSteps}, --quick ${DEMO_QUICK.grpoSteps})`, intArg('--steps', 1))
