@@ -251,6 +251,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
     // projections' and the norm's backward on those U rows, and the norm's input gradient added
     // straight to the token's embedding gradient (the residual's share of dx goes there through
     // embedding_backward, as for every layer 0).
+    // Rebuilt from the batch (O(N)): a kept forward's backward runs after other calls reused by_token_.
     token_rows(batch);
     const int64_t U = static_cast<int64_t>(by_token_.first.size());
     const int32_t* slot = by_token_.slot.data();

@@ -96,7 +96,7 @@ class KeptForward {
            static_cast<int64_t>(sizeof(int32_t)) * (tokens_.capacity() + starts_.capacity() + rows_.capacity() + pos_.capacity());
   }
   int64_t n_rows() const { return static_cast<int64_t>(rows_.size()); }
-  int64_t n_tokens() const { return tokens_.empty() ? 0 : static_cast<int64_t>(tokens_.size()); }
+  int64_t n_tokens() const { return static_cast<int64_t>(tokens_.size()); }
   void release() {
     saved_.release();
     tokens_ = {};
