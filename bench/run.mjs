@@ -18,65 +18,7 @@ import { TrainingSession } from '../dist/train/session.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
 
-export const CONFIGS = {
-  tiny: { dModel: 256, nLayers: 4, nHeads: 4, nKvHeads: 4, mlpHiddenSize: 768, vocabSize: 104 },
-  small: { dModel: 1024, nLayers: 8, nHeads: 16, nKvHeads: 16, mlpHiddenSize: 2816, vocabSize: 512 },
-};
-
-export function modelConfig(c) {
-  return {
-    ...c, headDim: c.dModel / c.nHeads, embeddingSize: c.vocabSize, maxSequenceLength: 4096, ropeTheta: 10000,
-    rmsNormEps: 1e-5, maskTokenId: c.vocabSize - 1, eosTokenId: c.vocabSize - 2, padTokenId: c.vocabSize - 2, bosTokenId: c.vocabSize - 3,
-  };
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-export async function timeMedian(fn, runs) {
-  await fn(); // warm-up
-  const times = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await fn();
-    times.push((performance.now() - t0) / 1000);
-  }
-  return median(times);
-}
-
-/** The python3 that has torch (Debian's python3-torch lives under /usr/bin/python3), or null. */
-export function torchPython() {
-  for (const py of ['python3', '/usr/bin/python3']) {
-    const r = spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8' });
-    if (r.status === 0) return py;
-  }
-  return null;
-}
-
-/**
- * Runs a PyTorch bench script under each thread setting and keeps the fastest: torch's intra-op
- * threads and OpenBLAS's threads compete for the same cores, and which split wins depends on shape.
- */
-export function torchBest(py, script, spec, settings = [[1, 2], [2, 1]]) {
-  let best = null;
-  for (const [torchThreads, blasThreads] of settings) {
-    const r = spawnSync(py, [path.join(here, script), JSON.stringify({ ...spec, threads: torchThreads })], {
-      encoding: 'utf8',
-      env: { ...process.env, OPENBLAS_NUM_THREADS: String(blasThreads), OMP_NUM_THREADS: String(blasThreads) },
-    });
-    if (r.status !== 0) throw new Error(`${script} failed: ${r.stderr}`);
-    const out = JSON.parse(r.stdout.trim().split('\n').pop());
-    if (!best || out.median_s < best.median_s) best = { ...out, setting: `torch ${torchThreads} / BLAS ${blasThreads}` };
-  }
-  return best;
-}
-
-function table(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  for (const r of rows) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
-}
+import { CONFIGS, modelConfig, table, timeMedian, torchBest, torchPython } from './common.mjs';
 
 async function benchForward(py) {
   console.log('\n## Forward pass, fp32 CPU (logits for every position)');

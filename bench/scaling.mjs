@@ -11,15 +11,11 @@ import { native } from '../dist/native/binding.js';
 import { writeChart } from '../dist/plot.js';
 import { GRPOTrainer } from '../dist/train/grpo.js';
 import { parseGrpoConfig } from '../dist/train/grpo-config.js';
-import { CONFIGS, modelConfig, torchBest, torchPython } from './run.mjs';
+import { CONFIGS, modelConfig, table, torchBest, torchPython } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const parity = { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) };
 
-function table(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  for (const r of rows) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
-}
 
 async function grpoTrainer(name, over) {
   const config = modelConfig(CONFIGS[name]);
