@@ -18,7 +18,7 @@ import { TrainingSession } from '../dist/train/session.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
 
-import { CONFIGS, modelConfig, table, timeMedian, torchBest, torchPython } from './common.mjs';
+import { CONFIGS, median, modelConfig, table, timeMedian, torchBest, torchPython } from './common.mjs';
 
 async function benchForward(py) {
   console.log('\n## Forward pass, fp32 CPU (logits for every position)');
@@ -154,7 +154,9 @@ async function benchSft(py) {
 
 async function benchGrpo(py) {
   console.log('\n## One JustGRPO step (rollout + loss + AdamW; 1 prompt, G 8, prompt 32, gen 32), fp32 CPU');
-  const rows = [['config', 'rollout reuse', 'ours s/step', 'kept MiB', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
+  // The first step allocates (and the OS faults in) every buffer; the timed steps after it should
+  // touch no new memory, which the page-fault count shows.
+  const rows = [['config', 'rollout reuse', 'ours s/step', 'first step s', 'page faults/step', 'kept MiB', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
   const names = quick ? ['tiny'] : ['tiny', 'small'];
   for (const name of names) {
     const config = modelConfig(CONFIGS[name]);
@@ -168,8 +170,18 @@ async function benchGrpo(py) {
       });
       const prompt = { ids: Array.from({ length: 32 }, (_, t) => (t * 7) % (config.vocabSize - 3)), text: '', columns: {}, source: '' };
       let step = 0;
-      const secs = await timeMedian(() => trainer.step([prompt], step++), runs);
-      ours.push({ reuse, secs, kept: trainer.session.keptSteps().bytes / 2 ** 20 });
+      const t0 = performance.now();
+      await trainer.step([prompt], step++);
+      const first = (performance.now() - t0) / 1000;
+      const faults0 = process.resourceUsage().minorPageFault;
+      const times = [];
+      for (let i = 0; i < runs; i++) {
+        const t1 = performance.now();
+        await trainer.step([prompt], step++);
+        times.push((performance.now() - t1) / 1000);
+      }
+      const faults = (process.resourceUsage().minorPageFault - faults0) / runs;
+      ours.push({ reuse, secs: median(times), first, faults, kept: trainer.session.keptSteps().bytes / 2 ** 20 });
       trainer.dispose();
       await model.dispose();
     }
@@ -182,7 +194,8 @@ async function benchGrpo(py) {
       setting = t.setting;
     }
     for (const o of ours)
-      rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, o.reuse ? 'on' : 'off', o.secs.toFixed(2), o.reuse ? o.kept.toFixed(0) : '',
+      rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, o.reuse ? 'on' : 'off', o.secs.toFixed(2), o.first.toFixed(2),
+        o.faults.toFixed(0), o.reuse ? o.kept.toFixed(0) : '',
         theirs === null ? 'n/a' : theirs.toFixed(2), setting, theirs === null ? 'n/a' : `${(theirs / o.secs).toFixed(2)}x`]);
   }
   table(rows);
@@ -213,6 +226,9 @@ const want = (section) => !only || only.has(section);
 async function main() {
   const py = torchPython();
   console.log(`justgrpo bench (${quick ? 'quick' : 'full'}); PyTorch: ${py ?? 'not found (apt-get install python3-torch)'}`);
+  // Both sides use this OpenBLAS with these kernels (PyTorch's Debian build links the same library).
+  const forced = process.env.OPENBLAS_CORETYPE ? ` (OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE} in the environment)` : '';
+  console.log(`BLAS: ${native().blas}${forced}`);
   if (want('forward')) await benchForward(py);
   if (want('decode')) await benchDecode(py);
   if (want('sft')) await benchSft(py);

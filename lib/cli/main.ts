@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import cliProgress from 'cli-progress';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 
 import { readConfigFile } from '../configfile.js';
 import { ConfigError, JustGRPOError } from '../errors.js';
@@ -20,33 +20,11 @@ import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
+import { choiceArg, intArg, numberArg } from './args.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
 ) as { version: string };
-
-function intArg(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer.`);
-    return n;
-  };
-}
-
-function numberArg(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0.`);
-    return n;
-  };
-}
-
-function choiceArg<T extends string>(name: string, choices: readonly T[]) {
-  return (value: string): T => {
-    if (!choices.includes(value as T)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}.`);
-    return value as T;
-  };
-}
 
 const MASK_GLYPH = '\u2591';
 

@@ -2,37 +2,14 @@
 import path from 'node:path';
 
 import cliProgress from 'cli-progress';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 
+import { intArg, intListArg, numberArg } from '../cli/args.js';
 import { ConfigError } from '../errors.js';
 import { loadModel } from '../model.js';
 import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
 import { forkingTable, passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
 import { DEMO_GEN_LENGTH, DEMO_MODEL_DIR, taskItems } from './shipped.js';
-
-function intArg(name: string, min = 0) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}.`);
-    return n;
-  };
-}
-
-function numberArg(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0.`);
-    return n;
-  };
-}
-
-function intListArg(name: string) {
-  return (value: string): number[] => {
-    const xs = value.split(',').map((x) => Number(x.trim()));
-    if (xs.length === 0 || !xs.every((n) => Number.isInteger(n) && n > 0)) throw new InvalidArgumentError(`${name} must be a comma-separated list of positive integers.`);
-    return xs;
-  };
-}
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 

@@ -137,29 +137,20 @@ export async function writePassK(r: PassKReport, out: string, formats: ('svg' | 
       color: { field: 'decoder', type: 'nominal' },
     },
   }, out, 'passk', formats)));
-  const ent = (key: 'entropyByOrder' | 'entropyByPosition', x: string) => r.runs.flatMap((run) =>
-    run[key].flatMap((v, i) => (Number.isFinite(v) ? [{ decoder: run.spec.name, [x]: i, value: v }] : [])));
-  files.push(...(await writeChart({
-    data: { values: ent('entropyByOrder', 'rank') },
-    title: 'entropy at commit by decoding order',
-    width: 420, height: 260,
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'rank', type: 'quantitative', title: 'r-th token committed' },
-      y: { field: 'value', type: 'quantitative', title: 'entropy (nats)' },
-      color: { field: 'decoder', type: 'nominal' },
-    },
-  }, out, 'entropy-by-order', formats)));
-  files.push(...(await writeChart({
-    data: { values: ent('entropyByPosition', 'position') },
-    title: 'entropy at commit by completion position',
-    width: 420, height: 260,
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'position', type: 'quantitative', title: 'completion position' },
-      y: { field: 'value', type: 'quantitative', title: 'entropy (nats)' },
-      color: { field: 'decoder', type: 'nominal' },
-    },
-  }, out, 'entropy-by-position', formats)));
+  // Entropy at commit against the decoding rank or the completion position, one line per decoder.
+  const entropyChart = (key: 'entropyByOrder' | 'entropyByPosition', x: string, xTitle: string, title: string, name: string) =>
+    writeChart({
+      data: { values: r.runs.flatMap((run) => run[key].flatMap((v, i) => (Number.isFinite(v) ? [{ decoder: run.spec.name, [x]: i, value: v }] : []))) },
+      title,
+      width: 420, height: 260,
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: x, type: 'quantitative', title: xTitle },
+        y: { field: 'value', type: 'quantitative', title: 'entropy (nats)' },
+        color: { field: 'decoder', type: 'nominal' },
+      },
+    }, out, name, formats);
+  files.push(...(await entropyChart('entropyByOrder', 'rank', 'r-th token committed', 'entropy at commit by decoding order', 'entropy-by-order')));
+  files.push(...(await entropyChart('entropyByPosition', 'position', 'completion position', 'entropy at commit by completion position', 'entropy-by-position')));
   return files;
 }

@@ -13,73 +13,20 @@
 #include "../common/validate.h"
 #include "../cpu/decode.h"
 #include "../cpu/loss.h"
+#include "args.h"
 #include "task.h"
 
 namespace jg {
 
+using namespace js;
+
 namespace {
-
-int64_t get_int(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for config field `", key, "`"));
-  return v.As<Napi::Number>().Int64Value();
-}
-double get_double(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for config field `", key, "`"));
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-ModelConfig config_from_js(const Napi::Object& o) {
-  ModelConfig c;
-  c.d_model = get_int(o, "dModel");
-  c.n_layers = get_int(o, "nLayers");
-  c.n_heads = get_int(o, "nHeads");
-  c.n_kv_heads = get_int(o, "nKvHeads");
-  c.mlp_hidden = get_int(o, "mlpHiddenSize");
-  c.vocab_size = get_int(o, "vocabSize");
-  c.embedding_size = get_int(o, "embeddingSize");
-  c.max_seq_len = get_int(o, "maxSequenceLength");
-  c.mask_token_id = get_int(o, "maskTokenId");
-  c.rope_theta = get_double(o, "ropeTheta");
-  c.rms_norm_eps = get_double(o, "rmsNormEps");
-  check_model_config(c);
-  return c;
-}
-
-template <typename T>
-std::vector<T> copy_typed(const Napi::Value& v, napi_typedarray_type type, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    throw EngineError(str_cat("Expected a", type == napi_int32_array ? "n Int32Array"
-                                             : type == napi_float64_array ? " Float64Array" : " Float32Array",
-                              " for `", what, "`"));
-  auto a = v.As<Napi::TypedArrayOf<T>>();
-  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
-}
-
-std::string get_string(const Napi::Value& v, const char* what) {
-  if (!v.IsString()) throw EngineError(str_cat("Expected a string for `", what, "`"));
-  return v.As<Napi::String>().Utf8Value();
-}
-
-void check_packed_batch(const std::vector<int32_t>& tokens, const std::vector<int32_t>& starts,
-                        const std::vector<int32_t>& rows, const ModelConfig& cfg) {
-  jg::check_packed_batch(tokens.data(), static_cast<int64_t>(tokens.size()), starts.data(),
-                         static_cast<int64_t>(starts.size()), rows.data(), static_cast<int64_t>(rows.size()), cfg);
-}
 
 // The parameter a tensor name refers to; an unknown name is an error naming it.
 const jg::ParamInfo* param_named(const cpu::Model& m, const std::string& name) {
   const jg::ParamInfo* p = m.layout().find(name);
   JG_CHECK(p, "Unknown tensor ", name);
   return p;
-}
-
-// Entry i of a `tensors` array: an object with a parameter `name`.
-Napi::Object tensor_entry(const Napi::Array& arr, uint32_t i) {
-  Napi::Value v = arr.Get(i);
-  if (!v.IsObject()) throw EngineError(str_cat("Expected an object for `tensors[", i, "]`"));
-  return v.As<Napi::Object>();
 }
 
 }  // namespace
@@ -299,172 +246,16 @@ Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
   })
 }
 
-namespace {
-
-// The decoding loop off the event loop, with progress through a thread-safe function (released
-// on success and on error) and cancellation through the engine's abort flag.
-class DecodeTask : public Napi::AsyncWorker {
- public:
-  DecodeTask(Napi::Env env, Engine* engine, cpu::DecodeRequest req, cpu::DecodeOptions opts, Napi::Value on_progress,
-             cpu::ForwardFn forward, Napi::Object owner)
-      : Napi::AsyncWorker(env, "decode"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        engine_(engine),
-        req_(std::move(req)),
-        opts_(std::move(opts)),
-        forward_(std::move(forward)) {
-    engine_->Ref();
-    if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
-    if (on_progress.IsFunction())
-      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "decode progress", 0, 1);
-  }
-  ~DecodeTask() override { engine_->Unref(); }
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      std::function<void(const cpu::DecodeProgress&)> progress;
-      if (tsfn_) {
-        const int64_t L = opts_.gen_length;
-        progress = [this, L](const cpu::DecodeProgress& p) {
-          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L)};
-          // Non-blocking: a slow listener drops updates instead of stalling the decoder.
-          if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
-        };
-      }
-      result_ = cpu::decode(engine_->model(), req_, opts_, engine_->abort_flag(), progress, forward_);
-    } catch (const std::exception& e) {
-      SetError(std::string("decode: ") + e.what());
-    }
-  }
-
-  void OnOK() override {
-    finish();
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("tokens", to_array<int32_t, Napi::Int32Array>(env, result_.tokens));
-    out.Set("logprobs", to_array<float, Napi::Float32Array>(env, result_.logprobs));
-    out.Set("entropies", to_array<float, Napi::Float32Array>(env, result_.entropies));
-    out.Set("commitStep", to_array<int32_t, Napi::Int32Array>(env, result_.commit_step));
-    out.Set("nfe", to_array<int32_t, Napi::Int32Array>(env, result_.nfe));
-    out.Set("transfers", to_array<int32_t, Napi::Int32Array>(env, result_.transfers));
-    out.Set("maxSteps", Napi::Number::New(env, double(result_.max_steps)));
-    out.Set("forwardTokens", Napi::Number::New(env, double(result_.forward_tokens)));
-    deferred_.Resolve(out);
-  }
-
-  void OnError(const Napi::Error& e) override {
-    finish();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  struct Message {
-    int64_t committed, total;
-    std::vector<int32_t> canvas;
-  };
-
-  static void Deliver(Napi::Env env, Napi::Function fn, Message* msg) {
-    if (env != nullptr && fn != nullptr) {
-      auto canvas = Napi::Int32Array::New(env, msg->canvas.size());
-      std::copy(msg->canvas.begin(), msg->canvas.end(), canvas.Data());
-      fn.Call({Napi::Number::New(env, double(msg->committed)), Napi::Number::New(env, double(msg->total)), canvas});
-    }
-    delete msg;
-  }
-
-  template <typename T, typename A>
-  static A to_array(Napi::Env env, const std::vector<T>& v) {
-    A a = A::New(env, v.size());
-    std::copy(v.begin(), v.end(), a.Data());
-    return a;
-  }
-
-  void finish() {
-    engine_->unclaim();
-    if (tsfn_) tsfn_.Release();
-  }
-
-  Napi::Promise::Deferred deferred_;
-  Engine* engine_;
-  cpu::DecodeRequest req_;
-  cpu::DecodeOptions opts_;
-  cpu::DecodeResult result_;
-  cpu::ForwardFn forward_;
-  Napi::ObjectReference owner_;
-  Napi::ThreadSafeFunction tsfn_;
-};
-
-double get_double_or(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw EngineError(str_cat("Expected a number for `", key, "`"));
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-// An optional integer option: a double outside int64 (or NaN) must not reach a cast.
-int64_t get_int_or(const Napi::Object& o, const char* key, int64_t fallback) {
-  const double v = get_double_or(o, key, static_cast<double>(fallback));
-  if (!(std::isfinite(v) && std::floor(v) == v && std::fabs(v) <= 9007199254740991.0))
-    throw EngineError(str_cat("Expected an integer for `", key, "` but received ", v));
-  return static_cast<int64_t>(v);
-}
-
-cpu::DecodeOptions decode_options_from_js(const Napi::Object& o) {
-  cpu::DecodeOptions d;
-  std::string rem = o.Get("remasking").IsString() ? o.Get("remasking").As<Napi::String>().Utf8Value() : "";
-  if (rem == "low_confidence") d.remasking = cpu::Remasking::LOW_CONFIDENCE;
-  else if (rem == "random") d.remasking = cpu::Remasking::RANDOM;
-  else if (rem == "threshold") d.remasking = cpu::Remasking::THRESHOLD;
-  else throw EngineError("Expected 'low_confidence', 'random' or 'threshold' for `remasking`");
-  std::string conf = o.Get("confidence").IsString() ? o.Get("confidence").As<Napi::String>().Utf8Value() : "probability";
-  if (conf == "probability") d.confidence = cpu::Confidence::PROBABILITY;
-  else if (conf == "margin") d.confidence = cpu::Confidence::MARGIN;
-  else if (conf == "entropy") d.confidence = cpu::Confidence::ENTROPY;
-  else throw EngineError("Expected 'probability', 'margin' or 'entropy' for `confidence`");
-  d.gen_length = get_int(o, "genLength");
-  d.block_length = get_int(o, "blockLength");
-  d.steps = get_int_or(o, "steps", 0);
-  d.temperature = get_double_or(o, "temperature", 0);
-  d.threshold = get_double_or(o, "threshold", 0.9);
-  d.cfg_scale = get_double_or(o, "cfgScale", 0);
-  d.min_new_tokens = get_int_or(o, "minNewTokens", 0);
-  Napi::Value stop = o.Get("stopIds");
-  if (!stop.IsUndefined()) d.stop_ids = copy_typed<int32_t>(stop, napi_int32_array, "stopIds");
-  cpu::check_decode_options(d);
-  return d;
-}
-
-}  // namespace
-
 // decode(prompts: Int32Array, promptStarts: Int32Array, seeds: Float64Array, options, onProgress?)
 // -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps, forwardTokens}>
 Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward, Napi::Object owner) {
-  Napi::Env env = info.Env();
-  const ModelConfig& cfg = engine->model().config();
-  cpu::DecodeRequest req;
-  req.prompts = copy_typed<int32_t>(info[0], napi_int32_array, "prompts");
-  req.prompt_starts = copy_typed<int32_t>(info[1], napi_int32_array, "promptStarts");
-  auto seeds = copy_typed<double>(info[2], napi_float64_array, "seeds");
-  if (!info[3].IsObject()) throw EngineError("Expected an object for `options`");
-  cpu::DecodeOptions opts = decode_options_from_js(info[3].As<Napi::Object>());
-  for (double sd : seeds) {
-    JG_CHECK(sd >= 0 && sd <= 9007199254740991.0 && sd == std::floor(sd), "seeds must be integers in [0, 2^53)");
-    req.seeds.push_back(static_cast<uint64_t>(sd));
-  }
-  cpu::check_decode_request(req, cfg);
-  if (!engine->try_claim()) throw EngineError("The model is busy with another call");
-  try {
-    auto* task = new DecodeTask(env, engine, std::move(req), std::move(opts), info[4], std::move(forward), owner);
-    Napi::Promise p = task->promise();
-    task->Queue();
-    return p;
-  } catch (...) {
-    engine->unclaim();
-    throw;
-  }
+  DecodeCall call = decode_call_from_js(info, engine->model().config());
+  const int64_t L = call.opts.gen_length;
+  return queue_claimed<DecodeTask<Engine>>(info.Env(), engine, L,
+      [engine, call = std::move(call), forward = std::move(forward)](const DecodeTask<Engine>::Progress& progress) {
+        return cpu::decode(engine->model(), call.req, call.opts, engine->abort_flag(), progress, forward);
+      },
+      info[4], owner);
 }
 
 Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {

@@ -1,23 +1,28 @@
-// The AsyncWorker behind every Promise-returning engine and trainer call: runs `work` on the libuv
-// pool, names the failing call in the error, and resolves with `result()` built on the JS thread.
-// The engine was claimed before queueing and stays claimed (one call at a time) and referenced, with
-// the calling object (`owner`, e.g. a Trainer), until the call settles.
+// The AsyncWorkers behind every Promise-returning engine and trainer call, for either engine class
+// (Engine on the CPU, CudaEngine): `E` has Ref/Unref (an ObjectWrap) and try_claim/unclaim. The
+// engine is claimed before queueing and stays claimed (one call at a time) and referenced, with the
+// calling object (`owner`, e.g. a Trainer), until the call settles.
 #pragma once
 
 #include <napi.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../common/check.h"
-#include "engine.h"
+#include "../cpu/decode.h"
 
 namespace jg {
 
+// Runs `work` on the libuv pool, names the failing call in the error, and resolves with `result()`
+// built on the JS thread.
+template <typename E>
 class EngineTask : public Napi::AsyncWorker {
  public:
-  EngineTask(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
+  EngineTask(Napi::Env env, E* engine, const char* name, std::function<void()> work,
              std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object())
       : Napi::AsyncWorker(env, name),
         deferred_(Napi::Promise::Deferred::New(env)),
@@ -51,20 +56,20 @@ class EngineTask : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Engine* engine_;
+  E* engine_;
   Napi::ObjectReference owner_;
   const char* name_;
   std::function<void()> work_;
   std::function<Napi::Value(Napi::Env)> result_;
 };
 
-// Claims the engine and queues a task; a failure before queueing releases the claim. Throws
-// EngineError when another call holds the engine.
-inline Napi::Promise queue_task(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
-                                std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object()) {
+// Claims the engine and queues a task (`Task` built from the engine and the rest of the arguments);
+// a failure before queueing releases the claim. Throws EngineError when another call holds the engine.
+template <typename Task, typename E, typename... Args>
+Napi::Promise queue_claimed(Napi::Env env, E* engine, Args&&... args) {
   if (!engine->try_claim()) throw EngineError("The model is busy with another call");
   try {
-    auto* task = new EngineTask(env, engine, name, std::move(work), std::move(result), owner);
+    auto* task = new Task(env, engine, std::forward<Args>(args)...);
     Napi::Promise p = task->promise();
     task->Queue();
     return p;
@@ -73,5 +78,111 @@ inline Napi::Promise queue_task(Napi::Env env, Engine* engine, const char* name,
     throw;
   }
 }
+
+template <typename E>
+Napi::Promise queue_task(Napi::Env env, E* engine, const char* name, std::function<void()> work,
+                         std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object()) {
+  return queue_claimed<EngineTask<E>>(env, engine, name, std::move(work), std::move(result), owner);
+}
+
+// The decoding loop off the event loop: `run` decodes (on the libuv pool), with progress through a
+// thread-safe function (released on success and on error); cancellation is the engine's abort flag,
+// which `run` passes on. Resolves with {tokens, logprobs, entropies, commitStep, nfe, transfers,
+// maxSteps, forwardTokens}.
+template <typename E>
+class DecodeTask : public Napi::AsyncWorker {
+ public:
+  using Progress = std::function<void(const cpu::DecodeProgress&)>;
+  using Run = std::function<cpu::DecodeResult(const Progress&)>;
+
+  DecodeTask(Napi::Env env, E* engine, int64_t gen_length, Run run, Napi::Value on_progress,
+             Napi::Object owner = Napi::Object())
+      : Napi::AsyncWorker(env, "decode"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(engine),
+        gen_length_(gen_length),
+        run_(std::move(run)) {
+    engine_->Ref();
+    if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
+    if (on_progress.IsFunction())
+      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "decode progress", 0, 1);
+  }
+  ~DecodeTask() override { engine_->Unref(); }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      Progress progress;
+      if (tsfn_) {
+        const int64_t L = gen_length_;
+        progress = [this, L](const cpu::DecodeProgress& p) {
+          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L)};
+          // Non-blocking: a slow listener drops updates instead of stalling the decoder.
+          if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
+        };
+      }
+      result_ = run_(progress);
+    } catch (const std::exception& e) {
+      SetError(std::string("decode: ") + e.what());
+    }
+  }
+
+  void OnOK() override {
+    finish();
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("tokens", to_array<int32_t, Napi::Int32Array>(env, result_.tokens));
+    out.Set("logprobs", to_array<float, Napi::Float32Array>(env, result_.logprobs));
+    out.Set("entropies", to_array<float, Napi::Float32Array>(env, result_.entropies));
+    out.Set("commitStep", to_array<int32_t, Napi::Int32Array>(env, result_.commit_step));
+    out.Set("nfe", to_array<int32_t, Napi::Int32Array>(env, result_.nfe));
+    out.Set("transfers", to_array<int32_t, Napi::Int32Array>(env, result_.transfers));
+    out.Set("maxSteps", Napi::Number::New(env, double(result_.max_steps)));
+    out.Set("forwardTokens", Napi::Number::New(env, double(result_.forward_tokens)));
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    finish();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  struct Message {
+    int64_t committed, total;
+    std::vector<int32_t> canvas;
+  };
+
+  static void Deliver(Napi::Env env, Napi::Function fn, Message* msg) {
+    if (env != nullptr && fn != nullptr) {
+      auto canvas = Napi::Int32Array::New(env, msg->canvas.size());
+      std::copy(msg->canvas.begin(), msg->canvas.end(), canvas.Data());
+      fn.Call({Napi::Number::New(env, double(msg->committed)), Napi::Number::New(env, double(msg->total)), canvas});
+    }
+    delete msg;
+  }
+
+  template <typename T, typename A>
+  static A to_array(Napi::Env env, const std::vector<T>& v) {
+    A a = A::New(env, v.size());
+    std::copy(v.begin(), v.end(), a.Data());
+    return a;
+  }
+
+  void finish() {
+    engine_->unclaim();
+    if (tsfn_) tsfn_.Release();
+  }
+
+  Napi::Promise::Deferred deferred_;
+  E* engine_;
+  int64_t gen_length_;
+  Run run_;
+  cpu::DecodeResult result_;
+  Napi::ObjectReference owner_;
+  Napi::ThreadSafeFunction tsfn_;
+};
 
 }  // namespace jg

@@ -157,13 +157,17 @@ void Model::positions(std::vector<int32_t>& pos, const Batch& batch) const {
 void Model::token_rows(const Batch& batch) {
   const int64_t N = batch.n_tokens();
   by_token_.slot.resize(N);
+  // The vocabulary-sized map back to unseen: in full once, then only the previous call's tokens.
+  if (by_token_.seen.size() != static_cast<size_t>(cfg_.vocab_size)) by_token_.seen.assign(cfg_.vocab_size, -1);
+  for (int32_t t : by_token_.ids) by_token_.seen[t] = -1;
   by_token_.first.clear();
-  by_token_.seen.assign(cfg_.vocab_size, -1);
+  by_token_.ids.clear();
   for (int64_t i = 0; i < N; i++) {
     int32_t& u = by_token_.seen[batch.tokens[i]];
     if (u < 0) {
       u = static_cast<int32_t>(by_token_.first.size());
       by_token_.first.push_back(static_cast<int32_t>(i));
+      by_token_.ids.push_back(batch.tokens[i]);
     }
     by_token_.slot[i] = u;
   }
@@ -267,9 +271,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
       std::memcpy(p.datt + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
     zero(p.dq, U * d);
     rmsnorm_backward(p.dq, G + L.attn_norm, p.dxn, p.datt, P + L.attn_norm, a.rstd1, U, d);
-    std::vector<int32_t> ids(U);
-    for (int64_t u = 0; u < U; u++) ids[u] = batch.tokens[by_token_.first[u]];
-    embedding_backward(G + layout_.wte, p.dq, ids.data(), U, d);
+    embedding_backward(G + layout_.wte, p.dq, by_token_.ids.data(), U, d);
     return;
   }
   zero(p.dxn, N * d);

@@ -229,7 +229,8 @@ class Model {
   FloatBuffer x_, xn_, q_, k_, v_, att_, proj_, gate_, up_, sel_, rows_;
   std::vector<int32_t> pos_;
   SharedBatch shared_;
-  struct { std::vector<int32_t> first, slot, seen; } by_token_;
+  // first[u]: the first row of distinct token u, ids[u]: the token; slot[i]: row i's u; seen: token -> u or -1.
+  struct { std::vector<int32_t> first, ids, slot, seen; } by_token_;
   std::atomic<int64_t> tokens_computed_{0};  // read from the JS thread while a worker runs
 };
 

@@ -1,0 +1,36 @@
+// Option parsers for the CLI's commands (commander): each rejects a bad value with one message
+// naming the option.
+import { InvalidArgumentError } from 'commander';
+
+/** An integer >= min (0 unless given). */
+export function intArg(name: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(min === 0 ? `${name} must be a non-negative integer.` : `${name} must be an integer >= ${min}.`);
+    return n;
+  };
+}
+
+export function numberArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0.`);
+    return n;
+  };
+}
+
+export function choiceArg<T extends string>(name: string, choices: readonly T[]) {
+  return (value: string): T => {
+    if (!choices.includes(value as T)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}.`);
+    return value as T;
+  };
+}
+
+export function intListArg(name: string) {
+  return (value: string): number[] => {
+    const xs = value.split(',').map((x) => Number(x.trim()));
+    if (xs.length === 0 || !xs.every((n) => Number.isInteger(n) && n > 0)) throw new InvalidArgumentError(`${name} must be a comma-separated list of positive integers.`);
+    return xs;
+  };
+}
