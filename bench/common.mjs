@@ -1,4 +1,5 @@
-// Helpers the bench scripts share: the model configs, the median timer, and the PyTorch runner.
+// Helpers the bench scripts share: the median timer, the table printer and the PyTorch runner (the
+// model sizes are the library's BENCH_SIZES, dist/bench.js).
 // They live here rather than in run.mjs, because run.mjs awaits its sections at top level and a
 // section that imported it back (scaling.mjs did) would wait on run.mjs forever: Node then exits
 // with code 13 and nothing printed.
@@ -7,18 +8,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-
-export const CONFIGS = {
-  tiny: { dModel: 256, nLayers: 4, nHeads: 4, nKvHeads: 4, mlpHiddenSize: 768, vocabSize: 104 },
-  small: { dModel: 1024, nLayers: 8, nHeads: 16, nKvHeads: 16, mlpHiddenSize: 2816, vocabSize: 512 },
-};
-
-export function modelConfig(c) {
-  return {
-    ...c, headDim: c.dModel / c.nHeads, embeddingSize: c.vocabSize, maxSequenceLength: 4096, ropeTheta: 10000,
-    rmsNormEps: 1e-5, maskTokenId: c.vocabSize - 1, eosTokenId: c.vocabSize - 2, padTokenId: c.vocabSize - 2, bosTokenId: c.vocabSize - 3,
-  };
-}
 
 export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -8,24 +8,23 @@ import { fileURLToPath } from 'node:url';
 import Benchmark from 'benchmark';
 
 import { LladaModel, charTokenizerFiles, Tokenizer, toRawConfig } from '../dist/index.js';
+import { benchModelConfig, runBench } from '../dist/bench.js';
 import { native } from '../dist/native/binding.js';
-import { GRPOTrainer } from '../dist/train/grpo.js';
-import { parseGrpoConfig } from '../dist/train/grpo-config.js';
 import { maskedDiffusionBatch } from '../dist/train/objective.js';
 import { Rng } from '../dist/train/rng.js';
 import { TrainingSession } from '../dist/train/session.js';
+import { median, table, timeMedian, torchBest, torchPython } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
 
-import { CONFIGS, median, modelConfig, table, timeMedian, torchBest, torchPython } from './common.mjs';
 
 async function benchForward(py) {
   console.log('\n## Forward pass, fp32 CPU (logits for every position)');
   const rows = [['config', 'tokens', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio', 'our GEMMs GFLOP/s', 'OpenBLAS sgemm GFLOP/s', 'GEMM efficiency']];
   const shapes = quick ? { tiny: [4, 64] } : { tiny: [8, 128], small: [4, 128] };
   for (const [name, [B, T]] of Object.entries(shapes)) {
-    const config = modelConfig(CONFIGS[name]);
+    const config = benchModelConfig(name);
     const model = await LladaModel.random(config, { seed: 0 });
     const ids = Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 31 + t * 17) % config.vocabSize));
     const runs = name === 'tiny' ? 10 : 5;
@@ -75,7 +74,7 @@ function sgemmRate(py, shapes, runs) {
 
 async function benchDecode(py) {
   console.log('\n## Decoding, tiny config (d 256, 4 layers), fp32 CPU, temperature 1');
-  const config = modelConfig(CONFIGS.tiny);
+  const config = benchModelConfig('tiny');
   const model = await LladaModel.random(config, { seed: 0 });
   // The threshold decoder's step count depends on the model's confidence, and the PyTorch script
   // draws its own random weights: where the NFE differ, the forward passes per second compare.
@@ -124,7 +123,7 @@ async function benchSft(py) {
   const rows = [['config', 'batch x seq', 'ours tok/s', 'PyTorch tok/s', 'PyTorch threads', 'ratio']];
   const shapes = quick ? { tiny: [8, 64] } : { tiny: [8, 64], small: [4, 128] };
   for (const [name, [B, T]] of Object.entries(shapes)) {
-    const config = modelConfig(CONFIGS[name]);
+    const config = benchModelConfig(name);
     const model = await LladaModel.random(config, { seed: 0 });
     const session = TrainingSession.create(model);
     const examples = Array.from({ length: B }, (_, b) => ({ prompt: [], response: Array.from({ length: T }, (_, t) => (b * 31 + t * 17) % (config.vocabSize - 3)), source: '' }));
@@ -159,30 +158,14 @@ async function benchGrpo(py) {
   const rows = [['config', 'rollout reuse', 'ours s/step', 'first step s', 'page faults/step', 'kept MiB', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
   const names = quick ? ['tiny'] : ['tiny', 'small'];
   for (const name of names) {
-    const config = modelConfig(CONFIGS[name]);
+    const config = benchModelConfig(name);
     const runs = name === 'tiny' ? 3 : 1;
     const ours = [];
     for (const reuse of [true, false]) {
       const model = await LladaModel.random(config, { seed: 0 });
-      const cfg = parseGrpoConfig({ model: 'x', data: { train: 'x' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000, ...(reuse ? {} : { reuseRolloutMemoryMB: 0 }) }, 'bench');
-      const trainer = await GRPOTrainer.create(model, cfg, {
-        rewardFunctions: { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) },
-      });
-      const prompt = { ids: Array.from({ length: 32 }, (_, t) => (t * 7) % (config.vocabSize - 3)), text: '', columns: {}, source: '' };
-      let step = 0;
-      const t0 = performance.now();
-      await trainer.step([prompt], step++);
-      const first = (performance.now() - t0) / 1000;
-      const faults0 = process.resourceUsage().minorPageFault;
-      const times = [];
-      for (let i = 0; i < runs; i++) {
-        const t1 = performance.now();
-        await trainer.step([prompt], step++);
-        times.push((performance.now() - t1) / 1000);
-      }
-      const faults = (process.resourceUsage().minorPageFault - faults0) / runs;
-      ours.push({ reuse, secs: median(times), first, faults, kept: trainer.session.keptSteps().bytes / 2 ** 20 });
-      trainer.dispose();
+      const r = await runBench(model, { sections: ['grpo'], numGenerations: 8, promptLength: 32, genLength: 32, runs, ...(reuse ? {} : { reuseRolloutMemoryMB: 0 }) });
+      const g = r.grpo;
+      ours.push({ reuse, secs: g.medianSeconds, first: g.firstStepSeconds, faults: median(g.steps.map((x) => x.pageFaults)), kept: g.keptMiB });
       await model.dispose();
     }
     let theirs = null, setting = 'python3-torch not installed';

@@ -7,18 +7,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { LladaModel, toRawConfig } from '../dist/index.js';
-import { native } from '../dist/native/binding.js';
+import { benchModelConfig, runBench } from '../dist/bench.js';
 import { writeChart } from '../dist/plot.js';
 import { GRPOTrainer } from '../dist/train/grpo.js';
 import { parseGrpoConfig } from '../dist/train/grpo-config.js';
-import { CONFIGS, modelConfig, table, torchBest, torchPython } from './common.mjs';
+import { table, torchBest, torchPython } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const parity = { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) };
 
 
 async function grpoTrainer(name, over) {
-  const config = modelConfig(CONFIGS[name]);
+  const config = benchModelConfig(name);
   const model = await LladaModel.random(config, { seed: 0 });
   const cfg = parseGrpoConfig({ model: 'x', data: { train: 'x' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000, ...over }, 'bench');
   const trainer = await GRPOTrainer.create(model, cfg, { rewardFunctions: parity });
@@ -26,27 +26,15 @@ async function grpoTrainer(name, over) {
   return { config, model, trainer, prompt };
 }
 
-/** One step after a warm-up, with its phases and op classes (seconds). */
-async function timedStep(name, over) {
-  const { model, trainer, prompt } = await grpoTrainer(name, over);
-  await trainer.step([prompt], 0);
-  const phases = {};
-  let cur = null, last = 0;
-  const mark = (p) => {
-    const now = performance.now();
-    if (cur) phases[cur] = (phases[cur] ?? 0) + (now - last) / 1000;
-    cur = p;
-    last = now;
-  };
-  native().opTimes(true);
-  const t0 = performance.now();
-  const m = await trainer.step([prompt], 1, { onPhase: mark });
-  mark(null);
-  const total = (performance.now() - t0) / 1000;
-  const ops = native().opTimes(false);
-  trainer.dispose();
-  await model.dispose();
-  return { total, phases, ops, metrics: m };
+/** One step after a warm-up, with its phases and op classes (seconds): `justgrpo bench`'s JustGRPO section. */
+async function timedStep(name, G, gen) {
+  const model = await LladaModel.random(benchModelConfig(name), { seed: 0 });
+  try {
+    const r = await runBench(model, { sections: ['grpo'], runs: 1, numGenerations: G, promptLength: 32, genLength: gen });
+    return r.grpo.steps[0];
+  } finally {
+    await model.dispose();
+  }
 }
 
 export async function benchScaling({ quick = false } = {}) {
@@ -61,17 +49,17 @@ export async function benchScaling({ quick = false } = {}) {
     ...(quick ? [] : [['tiny', 4, 32], ['tiny', 16, 32], ['small', 8, 32]]),
   ];
   for (const [name, G, gen] of cases) {
-    const r = await timedStep(name, { numGenerations: G, maxCompletionLength: gen });
+    const r = await timedStep(name, G, gen);
     let theirs = null;
     if (py && (name === 'tiny' ? torchGens.includes(gen) : !quick)) {
-      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(modelConfig(CONFIGS[name])), prompt: 32, samples: G, gen, runs: 1, warmup: name === 'tiny' && gen <= 64 }, [[1, 2]]);
+      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(benchModelConfig(name)), prompt: 32, samples: G, gen, runs: 1, warmup: name === 'tiny' && gen <= 64 }, [[1, 2]]);
       theirs = t.median_s;
     }
-    const other = r.total - r.ops.gemm - r.ops.attention;
-    rows.push([name, G, gen, r.total.toFixed(2), (r.phases.rollout ?? 0).toFixed(2), (r.phases.loss ?? 0).toFixed(2), (r.phases.optimizer ?? 0).toFixed(2),
-      `${((100 * r.ops.gemm) / r.total).toFixed(0)}%`, `${((100 * r.ops.attention) / r.total).toFixed(0)}%`, `${((100 * other) / r.total).toFixed(0)}%`,
-      theirs === null ? '' : theirs.toFixed(2), theirs === null ? '' : `${(theirs / r.total).toFixed(2)}x`]);
-    points.push({ name, G, gen, who: 'ours', seconds: r.total });
+    const pct = (x) => `${((100 * x) / r.seconds).toFixed(0)}%`;
+    rows.push([name, G, gen, r.seconds.toFixed(2), r.rollout.toFixed(2), r.loss.toFixed(2), r.optimizer.toFixed(2),
+      pct(r.gemm), pct(r.attention), pct(r.other),
+      theirs === null ? '' : theirs.toFixed(2), theirs === null ? '' : `${(theirs / r.seconds).toFixed(2)}x`]);
+    points.push({ name, G, gen, who: 'ours', seconds: r.seconds });
     if (theirs !== null) points.push({ name, G, gen, who: 'PyTorch', seconds: theirs });
   }
   table(rows);

@@ -34,3 +34,12 @@ export function intListArg(name: string) {
     return xs;
   };
 }
+
+/** A comma-separated list of some of `choices`. */
+export function listArg<T extends string>(name: string, choices: readonly T[]) {
+  return (value: string): T[] => {
+    const xs = value.split(',').map((x) => x.trim());
+    if (xs.length === 0 || !xs.every((x) => choices.includes(x as T))) throw new InvalidArgumentError(`${name} takes a comma-separated list of ${choices.join(', ')}.`);
+    return xs as T[];
+  };
+}

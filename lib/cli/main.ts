@@ -14,13 +14,14 @@ import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { registerDemoCommands } from '../demo/cli.js';
 import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
-import { loadModel, type LladaModel } from '../model.js';
+import { BENCH_SECTIONS, benchModelConfig, benchTable, runBench, type BenchSize } from '../bench.js';
+import { LladaModel, loadModel, type Backend } from '../model.js';
 import { nativeInfo } from '../native/binding.js';
 import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
-import { choiceArg, intArg, numberArg } from './args.js';
+import { choiceArg, intArg, listArg, numberArg } from './args.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -372,6 +373,35 @@ program
     const files = await plotRun(runDir, { out: opts.out, formats: formats as ('svg' | 'png')[] });
     if (opts.json) console.log(JSON.stringify({ files }));
     else for (const f of files) console.log(f);
+  });
+
+program
+  .command('bench')
+  .description("This machine's speed with a model: a forward pass, decoding, and JustGRPO steps with where their time goes")
+  .option('--model <dir>', 'a Hugging Face LLaDA directory (its weights change in memory only; nothing is written)')
+  .option('--size <name>', 'without --model, a random model of this size (those of npm run bench): tiny | small', choiceArg('--size', ['tiny', 'small'] as const), 'tiny' as BenchSize)
+  .option('--backend <name>', 'cpu | cuda', choiceArg('--backend', ['cpu', 'cuda'] as const), 'cpu' as Backend)
+  .option('--num-generations <n>', 'completions per prompt (G)', intArg('--num-generations', 1), 8)
+  .option('--prompt-length <n>', 'prompt tokens', intArg('--prompt-length', 1), 32)
+  .option('--gen-length <n>', 'completion tokens', intArg('--gen-length', 1), 32)
+  .option('--runs <n>', 'timed runs of each measurement, after a warm-up', intArg('--runs', 1), 3)
+  .option('--only <list>', `some of ${BENCH_SECTIONS.join(', ')}`, listArg('--only', BENCH_SECTIONS))
+  .option('--reuse-rollout-memory-mb <n>', "JustGRPO's rollout-activation budget (0: recompute in the loss)", numberArg('--reuse-rollout-memory-mb'))
+  .option('--json', 'print the measurements as JSON')
+  .action(async (opts) => {
+    const model = opts.model
+      ? await loadModel(opts.model, { backend: opts.backend })
+      : await LladaModel.random(benchModelConfig(opts.size), { seed: 0, backend: opts.backend });
+    try {
+      const result = await runBench(model, {
+        numGenerations: opts.numGenerations, promptLength: opts.promptLength, genLength: opts.genLength, runs: opts.runs,
+        sections: opts.only, reuseRolloutMemoryMB: opts.reuseRolloutMemoryMb,
+        onSection: opts.json ? undefined : (s) => console.error(`bench: ${s}...`),
+      });
+      console.log(opts.json ? JSON.stringify(result) : benchTable(result));
+    } finally {
+      await model.dispose();
+    }
   });
 
 registerDemoCommands(program);
