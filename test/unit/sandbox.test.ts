@@ -2,7 +2,7 @@
 // process and no file behind, and the parent must keep working. Checks that depend on namespaces
 // or on dropping privileges print why they are skipped where the machine does not allow them.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -27,9 +27,15 @@ function processesWith(needle: string): number[] {
   return found;
 }
 
+// This run's sandboxes work in a folder of its own, so the process checks below see this run's
+// programs only (not those of another test run on the machine).
+const runTmp = mkdtempSync(path.join(os.tmpdir(), 'justgrpo-sandbox-test-'));
+const SANDBOXES = path.join(runTmp, 'justgrpo-sandbox-');
+afterAll(() => rmSync(runTmp, { recursive: true, force: true }));
+
 async function makeSandbox(isolation: SandboxIsolation): Promise<{ sandbox?: Sandbox; reason?: string }> {
   try {
-    return { sandbox: await Sandbox.create({ isolation, timeoutMs: 4000 }) };
+    return { sandbox: await Sandbox.create({ isolation, timeoutMs: 4000, tmpDir: runTmp }) };
   } catch (e) {
     return { reason: (e as Error).message };
   }
@@ -91,16 +97,16 @@ describe.skipIf(!auto.sandbox)('sandbox', () => {
     expect(s.passRate).toBe(0);
     expect(s.failures).toContain('timeout');
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(processesWith('justgrpo-sandbox-')).toEqual([]);
+    expect(processesWith(SANDBOXES)).toEqual([]);
   });
 
   it('contains a fork bomb within the process limit', async () => {
     const seen: number[] = [];
-    const sampler = setInterval(() => seen.push(processesWith('justgrpo-sandbox-').length), 100);
+    const sampler = setInterval(() => seen.push(processesWith(SANDBOXES).length), 100);
     const code = 'import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass';
     const s = await scoreCode(py(code), ['assert True'], { sandbox, timeoutMs: 2000 }).finally(() => clearInterval(sampler));
     expect(s.passRate).toBe(0);
-    expect(processesWith('justgrpo-sandbox-')).toEqual([]);
+    expect(processesWith(SANDBOXES)).toEqual([]);
     if (ownUid) {
       // 16 processes of the program's uid (the default limit), plus unshare (run as the parent).
       expect(Math.max(0, ...seen)).toBeLessThanOrEqual(16 + 2);
@@ -233,7 +239,7 @@ describe.skipIf(!auto.sandbox)('sandbox', () => {
       expect(r.passed).toBe(1);
       expect(r.passRate).toBe(0.5);
     }
-    expect(processesWith('justgrpo-sandbox-')).toEqual([]);
+    expect(processesWith(SANDBOXES)).toEqual([]);
   });
 });
 
