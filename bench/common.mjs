@@ -7,12 +7,11 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { median } from '../dist/bench.js';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-export const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+export { median };
 
 export async function timeMedian(fn, runs) {
   await fn(); // warm-up

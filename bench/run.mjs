@@ -160,9 +160,8 @@ async function benchGrpo(py) {
   const names = quick ? ['tiny'] : ['tiny', 'small'];
   for (const name of names) {
     const config = benchModelConfig(name);
-    const runs = name === 'tiny' ? 3 : 1;
+    const oursRuns = name === 'tiny' ? 3 : 2, torchRuns = name === 'tiny' ? 3 : 1;
     const ours = [];
-    const oursRuns = name === 'tiny' ? 3 : 2;
     for (const reuse of [true, false]) {
       const model = await LladaModel.random(config, { seed: 0 });
       const r = await runBench(model, { sections: ['grpo'], numGenerations: 8, promptLength: 32, genLength: 32, runs: oursRuns, ...(reuse ? {} : { reuseRolloutMemoryMB: 0 }) });
@@ -174,7 +173,7 @@ async function benchGrpo(py) {
     if (py) {
       // The small step takes over a minute in PyTorch: one run, at the thread split measured best for it.
       const settings = name === 'tiny' ? [[1, 2], [2, 1]] : [[1, 2]];
-      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(config), prompt: 32, samples: 8, gen: 32, runs, warmup: name === 'tiny' }, settings);
+      const t = torchBest(py, 'torch_train.py', { task: 'grpo', config: toRawConfig(config), prompt: 32, samples: 8, gen: 32, runs: torchRuns, warmup: name === 'tiny' }, settings);
       theirs = t.median_s;
       setting = t.setting;
     }

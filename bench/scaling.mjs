@@ -16,7 +16,6 @@ import { table, torchBest, torchPython } from './common.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const parity = { parity: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) };
 
-
 async function grpoTrainer(name, over) {
   const config = benchModelConfig(name);
   const model = await LladaModel.random(config, { seed: 0 });

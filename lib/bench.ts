@@ -78,7 +78,8 @@ export type BenchResult = {
   grpo?: { firstStepSeconds: number; medianSeconds: number; keptMiB: number; steps: BenchStep[] };
 };
 
-const median = (xs: number[]) => {
+/** The median of a non-empty list (the mean of the middle two for an even count). */
+export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
