@@ -129,7 +129,7 @@ export function resolveGenerateOptions(
   const stop = given.stopTokenIds ?? defaultStopIds;
   return {
     native: {
-      remasking: ar ? 'low_confidence' : o.decoder as NativeDecodeOptions['remasking'],
+      decoder: ar ? 'low_confidence' : o.decoder as NativeDecodeOptions['decoder'],
       confidence: o.confidence,
       genLength,
       blockLength,

@@ -7,7 +7,7 @@ import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
-import { native, type NativeEngine } from './native/binding.js';
+import { createNativeEngine, native, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -150,7 +150,7 @@ export class LladaModel {
       await engine.initRandom(options.seed ?? 0, options.initStd ?? 0.02);
     } catch (err) {
       engine.dispose();
-      throw wrapNativeError(err);
+      throw err;
     }
     return new LladaModel({
       engine,
@@ -297,9 +297,6 @@ export class LladaModel {
       try {
         const r = await decode(packed, starts, seeds, opts, progress);
         return splitDecodeResult(r, rows, opts.genLength, performance.now() - t0);
-      } catch (err) {
-        if (signal?.aborted && /Aborted/.test((err as Error).message)) throw new AbortError();
-        throw err;
       } finally {
         signal?.removeEventListener('abort', cancel);
       }
@@ -376,9 +373,7 @@ export class LladaModel {
   // Native calls on one model run one at a time, in call order.
   #run<T>(fn: () => Promise<T>): Promise<T> {
     this.#check();
-    const result = this.#queue.then(fn).catch((err: unknown) => {
-      throw wrapNativeError(err);
-    });
+    const result = this.#queue.then(fn);
     this.#queue = result.catch(() => {});
     return result;
   }
@@ -403,29 +398,20 @@ function checkBackend(backend: string): void {
 
 /** The engine for a config on its backend; `source` (the config.json it came from) prefixes errors. */
 function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: CudaDType } = {}, source?: string): NativeEngine {
+  const backend = options.backend ?? 'cpu';
+  const device = options.device ?? 0;
+  if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
+  const dtype = options.dtype ?? 'BF16';
+  if (dtype !== 'BF16' && dtype !== 'F32') throw expected("'BF16' or 'F32'", 'dtype', dtype);
   try {
-    if ((options.backend ?? 'cpu') === 'cpu') return new (native().Engine)({ ...config });
-    const device = options.device ?? 0;
-    if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
-    const dtype = options.dtype ?? 'BF16';
-    if (dtype !== 'BF16' && dtype !== 'F32') throw expected("'BF16' or 'F32'", 'dtype', dtype);
-    return new (native().CudaEngine!)({ ...config }, { device, dtype });
+    return createNativeEngine(config, backend === 'cpu' ? { backend } : { backend, device, dtype });
   } catch (err) {
-    const e = wrapNativeError(err);
-    if (source && e instanceof InsufficientMemoryError)
-      throw new InsufficientMemoryError(`${source}: the model does not fit: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
-    if (source && e instanceof EngineError) throw new CheckpointError(`${source}: ${e.message.replace(/^Engine: /, '')}`, { cause: err });
-    throw e;
+    if (source && err instanceof InsufficientMemoryError)
+      throw new InsufficientMemoryError(`${source}: the model does not fit: ${err.message.replace(/^Engine: /, '')}`, { cause: err });
+    if (source && (err instanceof InputError || err instanceof EngineError))
+      throw new CheckpointError(`${source}: ${err.message.replace(/^Engine: /, '')}`, { cause: err });
+    throw err;
   }
-}
-
-function wrapNativeError(err: unknown): Error {
-  if (!(err instanceof Error) || err.constructor !== Error) return err as Error;
-  const msg = err.message;
-  if (msg.includes('Out of memory')) return new InsufficientMemoryError(msg, { cause: err });
-  if (msg.includes('Model is disposed')) return new DisposedError('Model');
-  if (/^decode: (genLength|blockLength|steps|threshold|temperature|cfgScale)/.test(msg)) return new InputError(msg.replace(/ \(.*:\d+\)$/, ''));
-  return new EngineError(msg, { cause: err });
 }
 
 function checkBatch(ids: unknown, config: ModelConfig): asserts ids is number[][] {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA backend (`npm run check:cuda`), for machines with nvcc and no GPU,
 # so that a syntax error never waits for a GPU: every native/cuda/*.cu through nvcc for sm_80 and
-# sm_90, and the C++ that uses the CUDA runtime (native/cuda/*.cpp, native/addon/cuda_engine.cpp and
-# testops.cpp with JUSTGRPO_CUDA) through the host compiler. matmul.cpp needs cuBLAS's headers: it is
+# sm_90, and the C++ that uses the CUDA runtime (native/cuda/*.cpp, and native/addon/*.cpp with
+# JUSTGRPO_CUDA) through the host compiler. matmul.cpp needs cuBLAS's headers: it is
 # checked when they are found (JUSTGRPO_CUBLAS_ROOT, the toolkit, a pip-installed nvidia-cublas, or a
 # nvidia_cublas wheel file), else skipped with a message. Without nvcc the whole check is skipped.
 set -euo pipefail
@@ -54,7 +54,10 @@ printf '%s\n' native/cuda/*.cu | xargs -P 2 -I{} sh -c \
 
 host=(g++ -std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror -DJUSTGRPO_CUDA -DNAPI_VERSION=8
   -DNAPI_CPP_EXCEPTIONS -I"$cuda_inc" -I"$napi_inc" -I"$root/$addon_inc")
-files=(native/cuda/model.cpp native/cuda/decode.cpp native/addon/cuda_engine.cpp native/addon/testops.cpp native/addon/addon.cpp)
+# Every host file of the CUDA backend, and the addon as a CUDA build compiles it (backends.cpp and
+# testops.cpp name the CUDA backend there).
+files=()
+for f in native/cuda/*.cpp native/addon/*.cpp; do [ "$f" = native/cuda/matmul.cpp ] || files+=("$f"); done
 if [ -n "$cublas_inc" ]; then
   files+=(native/cuda/matmul.cpp)
   host+=(-I"$cublas_inc")

@@ -4,7 +4,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-import { EngineError } from '../errors.js';
+import {
+  AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, JustGRPOError, StorageError,
+} from '../errors.js';
 
 /** The normalised model configuration the engine takes (see lib/config.ts). */
 export type NativeModelConfig = {
@@ -22,7 +24,7 @@ export type NativeModelConfig = {
 };
 
 export type NativeDecodeOptions = {
-  remasking: 'low_confidence' | 'random' | 'threshold';
+  decoder: 'low_confidence' | 'random' | 'threshold';
   confidence?: 'probability' | 'margin' | 'entropy';
   genLength: number;
   blockLength: number;
@@ -49,9 +51,33 @@ export type NativeDecodeResult = {
 
 export type NativeDType = 'F32' | 'BF16' | 'F16';
 
+/** Where an engine runs (`deviceInfo()`). */
+export type NativeDeviceInfo = {
+  backend: 'cpu' | 'cuda';
+  device: number;
+  name: string;
+  /** Bytes of device memory; 0 where not known (the CPU). */
+  totalMemory: number;
+  /** CUDA only; empty on the CPU. */
+  computeCapability: string;
+  /** Weights and activations. */
+  dtype: 'F32' | 'BF16';
+};
+
+/** Which backend an engine runs on: the CPU (fp32, the reference) or one GPU (CUDA builds). */
+export type NativeEngineOptions = {
+  /** Defaults to `'cpu'`. */
+  backend?: 'cpu' | 'cuda';
+  /** The GPU's index. Defaults to `0`. */
+  device?: number;
+  /** CUDA weights and activations. Defaults to `'BF16'`. */
+  dtype?: 'BF16' | 'F32';
+};
+
 /** One model's parameters and kernels on one backend. Calls that return a Promise run off the event loop. */
 export interface NativeEngine {
   paramInfo(): { name: string; shape: number[] }[];
+  deviceInfo(): NativeDeviceInfo;
   numParams(): number;
   /** Tokens run through the layers so far, by every call (identical sequences in one batch count once). */
   tokensComputed(): number;
@@ -112,6 +138,9 @@ export type NativePolicyLossOptions = {
   excludeIds: Int32Array;
 };
 
+/** Where a row of the GRPO objective landed (the `clipped` array of the policy losses; native/common/loss.h ClipRegion). */
+export const ClipRegion = { unclipped: 0, low: 1, high: 2 } as const;
+
 /** Which AdamW moment a tensor entry names: first (`m`, exp_avg) or second (`v`, exp_avg_sq). */
 export type NativeMoment = 'm' | 'v';
 
@@ -139,7 +168,7 @@ export interface NativeTrainer {
    * JustGRPO's clipped-ratio loss per row, fused with the head's log-softmax (excludeIds' logits set
    * to -inf first): loss = sum_r weights[r] * (-min(ratio A, clip(ratio, 1 - epsilonLow, 1 + epsilonHigh) A)
    * + beta * k3(ref, logp)), ratio = exp(logp - oldLogprobs[r]). Forward and backward; gradients
-   * accumulate. clipped[r]: 0 unclipped, 1 clipped low, 2 clipped high.
+   * accumulate. clipped[r]: the row's ClipRegion.
    */
   policyLossBackward(
     tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array, targets: Int32Array, weights: Float32Array,
@@ -200,18 +229,12 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
-/** A model on one GPU (CUDA builds): the NativeEngine methods, plus where it runs. */
-export interface NativeCudaEngine extends NativeEngine {
-  deviceInfo(): { device: number; name: string; totalMemory: number; computeCapability: string; dtype: 'BF16' | 'F32' };
-}
-
 /** Named typed arrays in and out of `testOp`. */
 export type NativeTestArrays = Record<string, Float32Array | Int32Array | Float64Array>;
 
 export interface NativeModule {
-  Engine: new (config: NativeModelConfig) => NativeEngine;
-  /** Present in CUDA builds (`npm run build:cuda`). dtype: weights and activations on the device. Defaults: device 0, BF16. */
-  CudaEngine?: new (config: NativeModelConfig, options?: { device?: number; dtype?: 'BF16' | 'F32' }) => NativeCudaEngine;
+  /** A model on the backend `options.backend` names (`backends` lists this build's). */
+  Engine: new (config: NativeModelConfig, options?: NativeEngineOptions) => NativeEngine;
   /** Present in CUDA builds: the GPUs this process sees and, when none, why (e.g. no driver). */
   cuda?: { deviceCount(): number; unavailableReason(): string; runtimeVersion: number };
   /**
@@ -219,9 +242,10 @@ export interface NativeModule {
    * dtype: the CUDA side's weights and activations (the CPU side computes in fp32).
    */
   testOp(backend: 'cpu' | 'cuda', op: string, dtype: 'F32' | 'BF16', inputs: NativeTestArrays, sizes: Record<string, number>): NativeTestArrays;
+  /** The op table (native/common/ops.h), by name: what testOp runs and the parity harness compares. */
+  ops: string[];
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
   backends: string[];
-  ops: string[];
   /**
    * Seconds spent in GEMMs and in attention (wall time of those calls) since the clocks last
    * started, and the GEMMs' floating-point operations (2 M N K each) in that time; `true` zeroes and
@@ -278,4 +302,100 @@ export function native(): NativeModule {
 export function nativeInfo(): NativeInfo {
   native();
   return { ...info!, backends: [...info!.backends] };
+}
+
+/**
+ * The `code` the engine sets on every error it throws (one per kind of failure, native/common/check.h);
+ * `where` (the native file and line that threw) is on the error too, for debugging.
+ */
+export type NativeErrorCode =
+  | 'ERR_JG_INPUT' | 'ERR_JG_OUT_OF_MEMORY' | 'ERR_JG_CHECKPOINT' | 'ERR_JG_STORAGE' | 'ERR_JG_ABORTED'
+  | 'ERR_JG_DISPOSED' | 'ERR_JG_BUSY' | 'ERR_JG_UNSUPPORTED' | 'ERR_JG_INTERNAL';
+
+/**
+ * The package's error for an error the engine threw, by its code: the one place native errors meet the
+ * error classes of lib/errors.ts. Anything else (already ours, or not from the engine) is returned as is;
+ * the native error stays reachable as `cause`.
+ */
+export function fromNative(err: unknown): unknown {
+  if (!(err instanceof Error) || err instanceof JustGRPOError) return err;
+  const code = (err as { code?: unknown }).code as NativeErrorCode | undefined;
+  const msg = err.message;
+  switch (code) {
+    case 'ERR_JG_INPUT':
+      return new InputError(msg, { cause: err });
+    case 'ERR_JG_OUT_OF_MEMORY':
+      return new InsufficientMemoryError(msg, { cause: err });
+    case 'ERR_JG_CHECKPOINT':
+      return new CheckpointError(msg, { cause: err });
+    case 'ERR_JG_STORAGE':
+      return new StorageError(msg, { cause: err });
+    case 'ERR_JG_ABORTED':
+      return new AbortError();
+    case 'ERR_JG_DISPOSED':
+      return new DisposedError(/Trainer is disposed/.test(msg) ? 'Trainer' : 'Model');
+    case 'ERR_JG_BUSY':
+    case 'ERR_JG_UNSUPPORTED':
+    case 'ERR_JG_INTERNAL':
+      return new EngineError(msg, { cause: err });
+    default:
+      return err;
+  }
+}
+
+// The native objects behind the proxies that mapErrors hands out (the Trainer's constructor needs
+// the Engine itself).
+const unwrapped = new WeakMap<object, object>();
+
+/** `target` with every method call, Promise and accessor throwing the errors fromNative maps to. */
+function mapErrors<T extends object>(target: T): T {
+  const rethrow = (err: unknown): never => {
+    throw fromNative(err);
+  };
+  const proxy = new Proxy(target, {
+    get(t, prop) {
+      let value: unknown;
+      try {
+        value = Reflect.get(t, prop, t);
+      } catch (err) {
+        rethrow(err);
+      }
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        try {
+          const r = (value as (...a: unknown[]) => unknown).apply(t, args);
+          return r instanceof Promise ? r.catch(rethrow) : r;
+        } catch (err) {
+          return rethrow(err);
+        }
+      };
+    },
+    set(t, prop, v) {
+      try {
+        return Reflect.set(t, prop, v, t);
+      } catch (err) {
+        return rethrow(err);
+      }
+    },
+  });
+  unwrapped.set(proxy, target);
+  return proxy;
+}
+
+/** A native engine for `config` on a backend, whose errors are the package's (see fromNative). */
+export function createNativeEngine(config: NativeModelConfig, options: NativeEngineOptions = {}): NativeEngine {
+  try {
+    return mapErrors(new (native().Engine)({ ...config }, options));
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+/** A native trainer over an engine made by createNativeEngine, whose errors are the package's. */
+export function createNativeTrainer(engine: NativeEngine, options: NativeTrainerOptions = {}): NativeTrainer {
+  try {
+    return mapErrors(new (native().Trainer)((unwrapped.get(engine) ?? engine) as NativeEngine, options));
+  } catch (err) {
+    throw fromNative(err);
+  }
 }

@@ -50,7 +50,7 @@ export async function saveCheckpoint(
     // The temporary directory is gone (atomicDirectory removes it); older checkpoints are untouched.
     const steps = await listCheckpoints(outputDir);
     const kept = steps.length ? `the newest complete checkpoint is ${checkpointDir(outputDir, steps[steps.length - 1]!)}` : 'no earlier checkpoint exists';
-    const msg = (err as Error).message.replace(/ \([^()]*\.cpp:\d+\)$/, '');
+    const msg = (err as Error).message;
     const full = /ENOSPC|No space left|EFBIG|File too large|EDQUOT|quota/i.test(msg) ? ' (the disk is full or a size limit was hit: free space and resume)' : '';
     throw new StorageError(`Cannot write checkpoint ${dir}: ${msg}${full}; nothing was lost: ${kept}`, { cause: err });
   }

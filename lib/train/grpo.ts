@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 
 import { ConfigError, InputError } from '../errors.js';
 import { internals, LladaModel, loadModel } from '../model.js';
+import { ClipRegion } from '../native/binding.js';
 import { rewards as builtinRewards } from '../rewards/index.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeight } from './advantages.js';
@@ -364,8 +365,8 @@ export class GRPOTrainer {
         if (!counted(k)) return;
         const region = res.clipped[k]!;
         if (region !== 0) stats.clipped++;
-        if (region === 1) stats.clippedLow++;
-        if (region === 2) stats.clippedHigh++;
+        if (region === ClipRegion.low) stats.clippedLow++;
+        if (region === ClipRegion.high) stats.clippedHigh++;
         if (ref) {
           const d = ref[i]![t]! - res.logprobs[k]!;
           stats.kl += Math.exp(d) - d - 1;

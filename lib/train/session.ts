@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CheckpointError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
-import { native, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
+import { createNativeTrainer, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
 import type { PackedBatch } from './objective.js';
 
@@ -50,11 +50,11 @@ export class TrainingSession {
       throw new InputError(`Training runs on the CPU backend (this model is on '${model.backend}'); GPU training is CUDA part 2`);
     let trainer: NativeTrainer;
     try {
-      trainer = new (native().Trainer)(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+      trainer = createNativeTrainer(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
     } catch (err) {
-      const msg = (err as Error).message;
-      if (msg.includes('Out of memory')) throw new InsufficientMemoryError(`Training needs more memory than is available: ${msg.replace(/^Trainer: /, '')}`, { cause: err });
-      throw new EngineError(msg, { cause: err });
+      if (err instanceof InsufficientMemoryError)
+        throw new InsufficientMemoryError(`Training needs more memory than is available: ${err.message.replace(/^Trainer: /, '')}`, { cause: err });
+      throw err;
     }
     return new TrainingSession(trainer, m);
   }
@@ -176,10 +176,6 @@ export class TrainingSession {
   }
 
   dispose(): void {
-    try {
-      this.#trainer.dispose();
-    } catch (err) {
-      throw new EngineError((err as Error).message, { cause: err });
-    }
+    this.#trainer.dispose();
   }
 }

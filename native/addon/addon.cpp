@@ -5,13 +5,14 @@
 #include <string>
 
 #include "../common/ops.h"
-#include "../cpu/optimer.h"
+#include "../cpu/op_timer.h"
+#include "backends.h"
 #include "engine.h"
-#include "testops.h"
 #include "trainer.h"
-#ifdef JUSTGRPO_CUDA
-#include "cuda_engine.h"
-#endif
+
+namespace jg {
+Napi::Value TestOp(const Napi::CallbackInfo& info);  // testops.cpp
+}  // namespace jg
 
 namespace {
 
@@ -36,14 +37,11 @@ Napi::Value OpTimes(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", jg::Engine::Init(env));
   exports.Set("Trainer", jg::Trainer::Init(env, exports.Get("Engine").As<Napi::Function>()));
-  Napi::Array backends = Napi::Array::New(env);
-  backends.Set(0u, Napi::String::New(env, "cpu"));
-#ifdef JUSTGRPO_CUDA
-  backends.Set(1u, Napi::String::New(env, "cuda"));
-  exports.Set("CudaEngine", jg::CudaEngine::Init(env));
-  exports.Set("cuda", jg::cuda_exports(env));
-#endif
+  const auto names = jg::backend_names();
+  Napi::Array backends = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); i++) backends.Set(i, Napi::String::New(env, names[i]));
   exports.Set("backends", backends);
+  jg::export_backend_info(env, exports);
   // One op of one backend on small arrays: the backend parity tests (test/gpu).
   exports.Set("testOp", Napi::Function::New(env, jg::TestOp, "testOp"));
   Napi::Array ops = Napi::Array::New(env, jg::OP_COUNT);

@@ -1,35 +1,20 @@
 #include "engine.h"
 
-#include <cmath>
 #include <cstring>
-#include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "../common/check.h"
 #include "../common/memory.h"
 #include "../common/tensor_io.h"
-#include "../common/validate.h"
-#include "../cpu/decode.h"
-#include "../cpu/loss.h"
 #include "args.h"
+#include "backends.h"
+#include "errors.h"
 #include "task.h"
 
 namespace jg {
 
 using namespace js;
-
-namespace {
-
-// The parameter a tensor name refers to; an unknown name is an error naming it.
-const jg::ParamInfo* param_named(const cpu::Model& m, const std::string& name) {
-  const jg::ParamInfo* p = m.layout().find(name);
-  JG_CHECK(p, "Unknown tensor ", name);
-  return p;
-}
-
-}  // namespace
 
 Napi::Function Engine::Init(Napi::Env env) {
   return DefineClass(env, "Engine",
@@ -37,6 +22,7 @@ Napi::Function Engine::Init(Napi::Env env) {
                          InstanceMethod("paramInfo", &Engine::ParamInfo),
                          InstanceMethod("numParams", &Engine::NumParams),
                          InstanceMethod("tokensComputed", &Engine::TokensComputed),
+                         InstanceMethod("deviceInfo", &Engine::DeviceInfo),
                          InstanceMethod("loadTensors", &Engine::LoadTensors),
                          InstanceMethod("saveSafetensors", &Engine::SaveSafetensors),
                          InstanceMethod("forward", &Engine::Forward),
@@ -51,34 +37,37 @@ Napi::Function Engine::Init(Napi::Env env) {
 }
 
 Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
-  Napi::Env env = info.Env();
   try {
-    if (info.Length() < 1 || !info[0].IsObject()) throw EngineError("Expected a config object");
-    model_ = std::make_unique<cpu::Model>(config_from_js(info[0].As<Napi::Object>()));
-  } catch (const std::exception& e) {
-    Napi::Error::New(env, std::string("Engine: ") + e.what()).ThrowAsJavaScriptException();
+    if (info.Length() < 1 || !info[0].IsObject()) expected("a config object", "config", describe(info[0]));
+    BackendOptions o;
+    if (info.Length() >= 2 && !info[1].IsUndefined()) {
+      if (!info[1].IsObject()) expected("an options object", "options", describe(info[1]));
+      Napi::Object opts = info[1].As<Napi::Object>();
+      if (!opts.Get("backend").IsUndefined()) o.backend = get_string(opts.Get("backend"), "backend");
+      const int64_t device = get_int_or(opts, "device", 0);
+      if (device < 0 || device > 1 << 20) expected("a device index >= 0", "device", str_cat(device));
+      o.device = static_cast<int>(device);
+      if (!opts.Get("dtype").IsUndefined()) {
+        const std::string t = get_string(opts.Get("dtype"), "dtype");
+        if (t != "F32" && t != "BF16") expected("'BF16' or 'F32'", "dtype", str_cat("\"", t, "\""));
+        o.dtype = dtype_from_name(t);
+      }
+    }
+    backend_ = make_backend(config_from_js(info[0].As<Napi::Object>()), o);
+  } catch (const std::exception&) {
+    CallError::current("Engine").to_js(info.Env()).ThrowAsJavaScriptException();
   }
 }
 
-cpu::Model& Engine::live_model(const Napi::Env& env) {
-  if (!model_) throw EngineError("Model is disposed");
-  (void)env;
-  return *model_;
+Backend& Engine::backend() {
+  JG_CHECK_AS(ErrorKind::DISPOSED, backend_ != nullptr, "Model is disposed");
+  return *backend_;
 }
-
-// Wraps a synchronous method body: engine errors become JavaScript errors naming the method.
-#define JG_METHOD_BODY(name, ...)                                                            \
-  try {                                                                                      \
-    __VA_ARGS__                                                                              \
-  } catch (const std::exception& e) {                                                        \
-    Napi::Error::New(info.Env(), std::string(name ": ") + e.what()).ThrowAsJavaScriptException(); \
-    return info.Env().Undefined();                                                           \
-  }
 
 Napi::Value Engine::ParamInfo(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("paramInfo", {
+  JG_JS_METHOD("paramInfo", {
     Napi::Env env = info.Env();
-    const auto& params = live_model(env).layout().params();
+    const auto& params = backend().layout().params();
     Napi::Array out = Napi::Array::New(env, params.size());
     for (size_t i = 0; i < params.size(); i++) {
       Napi::Object p = Napi::Object::New(env);
@@ -93,22 +82,37 @@ Napi::Value Engine::ParamInfo(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Engine::NumParams(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("numParams", { return Napi::Number::New(info.Env(), double(live_model(info.Env()).n_params())); })
+  JG_JS_METHOD("numParams", { return Napi::Number::New(info.Env(), double(backend().n_params())); })
 }
 
 // tokensComputed(): tokens that went through the layers so far (identical sequences in a batch once).
 Napi::Value Engine::TokensComputed(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("tokensComputed", { return Napi::Number::New(info.Env(), double(live_model(info.Env()).tokens_computed())); })
+  JG_JS_METHOD("tokensComputed", { return Napi::Number::New(info.Env(), double(backend().tokens_computed())); })
+}
+
+// deviceInfo() -> {backend, device, name, totalMemory, computeCapability, dtype}
+Napi::Value Engine::DeviceInfo(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("deviceInfo", {
+    Napi::Env env = info.Env();
+    const jg::DeviceInfo d = backend().device_info();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("backend", d.backend);
+    o.Set("device", Napi::Number::New(env, double(d.device)));
+    o.Set("name", d.name);
+    o.Set("totalMemory", d.total_memory);
+    o.Set("computeCapability", d.compute_capability);
+    o.Set("dtype", d.dtype);
+    return o;
+  })
 }
 
 // loadTensors(path, [{name, offset, dtype}]): reads tensors from one safetensors file whose header
 // lib/safetensors.ts has validated.
 Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("loadTensors", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
+  JG_JS_METHOD("loadTensors", {
+    Backend& m = backend();
     std::string path = get_string(info[0], "path");
-    if (!info[1].IsArray()) throw EngineError("Expected an array for `tensors`");
+    if (!info[1].IsArray()) expected("an array", "tensors", describe(info[1]));
     struct Item {
       const jg::ParamInfo* param;
       int64_t offset;
@@ -118,13 +122,13 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
     Napi::Array arr = info[1].As<Napi::Array>();
     for (uint32_t i = 0; i < arr.Length(); i++) {
       Napi::Object t = tensor_entry(arr, i);
-      const jg::ParamInfo* p = param_named(m, get_string(t.Get("name"), "name"));
-      items.push_back({p, get_int(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
+      const jg::ParamInfo& p = param_named(m.layout(), t.Get("name"));
+      items.push_back({&p, get_int64(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
-    weights_changed();
-    return queue_task(env, this, "loadTensors",
+    m.weights_changed();
+    return queue_task(info.Env(), this, "loadTensors",
         [&m, path, items] {
-          for (const Item& it : items) read_tensor(m.params() + it.param->offset, it.param->numel, it.dtype, path, it.offset, it.param->name);
+          for (const Item& it : items) m.load_tensor(*it.param, it.dtype, path, it.offset);
         },
         nullptr);
   })
@@ -133,26 +137,24 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
 // saveSafetensors(path, header, [{name, dtype}]): writes the header bytes (length prefix included,
 // built by lib/safetensors.ts) and then each tensor converted to its dtype; fsyncs before resolving.
 Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("saveSafetensors", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
+  JG_JS_METHOD("saveSafetensors", {
+    Backend& m = backend();
     std::string path = get_string(info[0], "path");
-    if (!info[1].IsBuffer()) throw EngineError("Expected a Buffer for `header`");
+    if (!info[1].IsBuffer()) expected("a Buffer", "header", describe(info[1]));
     auto hb = info[1].As<Napi::Buffer<char>>();
     std::vector<char> header(hb.Data(), hb.Data() + hb.Length());
-    if (!info[2].IsArray()) throw EngineError("Expected an array for `tensors`");
+    if (!info[2].IsArray()) expected("an array", "tensors", describe(info[2]));
     std::vector<std::pair<const jg::ParamInfo*, DType>> items;
     Napi::Array arr = info[2].As<Napi::Array>();
     for (uint32_t i = 0; i < arr.Length(); i++) {
       Napi::Object t = tensor_entry(arr, i);
-      const jg::ParamInfo* p = param_named(m, get_string(t.Get("name"), "name"));
-      items.emplace_back(p, dtype_from_name(get_string(t.Get("dtype"), "dtype")));
+      items.emplace_back(&param_named(m.layout(), t.Get("name")), dtype_from_name(get_string(t.Get("dtype"), "dtype")));
     }
-    return queue_task(env, this, "saveSafetensors",
+    return queue_task(info.Env(), this, "saveSafetensors",
         [&m, path, header, items] {
           TensorWriter w(path);
           w.write_bytes(header.data(), static_cast<int64_t>(header.size()));
-          for (const auto& [p, dtype] : items) w.write_tensor(m.params() + p->offset, p->numel, dtype);
+          for (const auto& [p, dtype] : items) m.write_tensor(w, *p, dtype);
           w.finish();
         },
         nullptr);
@@ -162,107 +164,78 @@ Napi::Value Engine::SaveSafetensors(const Napi::CallbackInfo& info) {
 // forward(tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array) -> Promise<Float32Array>
 // of shape (rows.length, embedding_size).
 Napi::Value Engine::Forward(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("forward", {
+  JG_JS_METHOD("forward", {
     Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
-    const ModelConfig& cfg = m.config();
-    auto tokens = copy_typed<int32_t>(info[0], napi_int32_array, "tokens");
-    auto starts = copy_typed<int32_t>(info[1], napi_int32_array, "seqStarts");
-    auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
-    check_packed_batch(tokens, starts, rows, cfg);
-    const int64_t out_len = static_cast<int64_t>(rows.size()) * cfg.embedding_size;
+    Backend& m = backend();
+    auto b = std::make_shared<PackedBatch>(packed_batch_from_js(info[0], info[1], info[2], m.config()));
+    const int64_t out_len = b->n_rows() * m.config().embedding_size;
     // Both checked before anything is allocated: the logits here, the activations in the worker.
     check_fits(out_len * static_cast<int64_t>(sizeof(float)), "the logits");
-    check_fits(m.forward_workspace_bytes(static_cast<int64_t>(tokens.size()), static_cast<int64_t>(rows.size())),
+    check_fits(m.forward_workspace_bytes(static_cast<int64_t>(b->tokens.size()), b->n_rows()),
                "the forward pass's activations");
     auto out = Napi::Float32Array::New(env, out_len);
     auto out_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
     float* out_data = out.Data();
     return queue_task(env, this, "forward",
-        [&m, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows), out_data] {
-          cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
-          m.forward(out_data, b, rows.data(), static_cast<int64_t>(rows.size()));
-        },
+        [&m, b, out_data] { m.forward(out_data, b->batch(), b->rows.data(), b->n_rows()); },
         [out_ref](Napi::Env) -> Napi::Value { return out_ref->Value(); });
   })
 }
 
 // initRandom(seed, std): normal(0, std) matrices, ones for norm weights; deterministic per seed.
 Napi::Value Engine::InitRandom(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("initRandom", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
+  JG_JS_METHOD("initRandom", {
+    Backend& m = backend();
     if (!info[0].IsNumber() || !info[1].IsNumber()) throw EngineError("Expected (seed: number, std: number)");
-    uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
-    float stdev = info[1].As<Napi::Number>().FloatValue();
-    weights_changed();
-    return queue_task(env, this, "initRandom",
-        [&m, seed, stdev] {
-          // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
-          const auto& params = m.layout().params();
-          for (size_t i = 0; i < params.size(); i++) {
-            float* p = m.params() + params[i].offset;
-            if (params[i].shape.size() == 1) {
-              std::fill(p, p + params[i].numel, 1.0f);
-              continue;
-            }
-            std::mt19937_64 rng(seed * 1000003ULL + i);
-            std::normal_distribution<float> dist(0.0f, stdev);
-            for (int64_t j = 0; j < params[i].numel; j++) p[j] = dist(rng);
-          }
-        },
-        nullptr);
+    const uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+    const float stdev = info[1].As<Napi::Number>().FloatValue();
+    m.weights_changed();
+    return queue_task(info.Env(), this, "initRandom", [&m, seed, stdev] { m.init_random(seed, stdev); }, nullptr);
   })
 }
 
 Napi::Value Engine::GetParam(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("getParam", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
-    const std::string name = get_string(info[0], "name");
-    const jg::ParamInfo* p = param_named(m, name);
-    if (busy_.load()) throw EngineError("The model is busy with another call");
-    auto out = Napi::Float32Array::New(env, p->numel);
-    std::memcpy(out.Data(), m.params() + p->offset, p->numel * sizeof(float));
+  JG_JS_METHOD("getParam", {
+    Backend& m = backend();
+    const jg::ParamInfo& p = param_named(m.layout(), info[0]);
+    if (busy()) JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
+    auto out = Napi::Float32Array::New(info.Env(), p.numel);
+    m.get_param(out.Data(), p);
     return out;
   })
 }
 
 Napi::Value Engine::SetParam(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("setParam", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
-    const std::string name = get_string(info[0], "name");
-    const jg::ParamInfo* p = param_named(m, name);
+  JG_JS_METHOD("setParam", {
+    Backend& m = backend();
+    const jg::ParamInfo& p = param_named(m.layout(), info[0]);
     if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      throw EngineError("Expected a Float32Array for `data`");
+      expected("a Float32Array", "data", describe(info[1]));
     auto data = info[1].As<Napi::Float32Array>();
-    JG_CHECK(static_cast<int64_t>(data.ElementLength()) == p->numel, "Tensor ", name, " has ", p->numel,
+    JG_CHECK(static_cast<int64_t>(data.ElementLength()) == p.numel, "Tensor ", p.name, " has ", p.numel,
              " elements but `data` has ", data.ElementLength());
-    if (busy_.load()) throw EngineError("The model is busy with another call");
-    std::memcpy(m.params() + p->offset, data.Data(), p->numel * sizeof(float));
-    weights_changed();
-    return env.Undefined();
+    if (busy()) JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
+    m.set_param(p, data.Data());
+    m.weights_changed();
+    return info.Env().Undefined();
   })
 }
 
 // decode(prompts: Int32Array, promptStarts: Int32Array, seeds: Float64Array, options, onProgress?)
 // -> Promise<{tokens, logprobs, entropies, commitStep, nfe, transfers, maxSteps, forwardTokens}>
-Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward, Napi::Object owner) {
-  DecodeCall call = decode_call_from_js(info, engine->model().config());
+Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, ForwardHook forward, Napi::Object owner) {
+  Backend& m = engine->backend();
+  DecodeCall call = decode_call_from_js(info, m.config());
   const int64_t L = call.opts.gen_length;
-  return queue_claimed<DecodeTask<Engine>>(info.Env(), engine, L,
-      [engine, call = std::move(call), forward = std::move(forward)](const DecodeTask<Engine>::Progress& progress) {
-        return cpu::decode(engine->model(), call.req, call.opts, engine->abort_flag(), progress, forward);
+  return queue_claimed<DecodeTask>(info.Env(), engine, L,
+      [&m, engine, call = std::move(call), forward = std::move(forward)](const DecodeTask::Progress& progress) {
+        return decode(m, call.req, call.opts, engine->abort_flag(), progress, forward);
       },
       info[4], owner);
 }
 
 Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("decode", {
-    live_model(info.Env());
-    return queue_decode(info, this);
-  })
+  JG_JS_METHOD("decode", { return queue_decode(info, this); })
 }
 
 // logprobs(tokens, seqStarts, rows, targets, excludeIds) -> Promise<Float32Array>: log p(target)
@@ -270,34 +243,14 @@ Napi::Value Engine::Decode(const Napi::CallbackInfo& info) {
 // head runs only for the rows and never holds all their logits at once. Used for a frozen
 // reference policy, which needs no gradients.
 Napi::Value Engine::Logprobs(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("logprobs", {
-    Napi::Env env = info.Env();
-    cpu::Model& m = live_model(env);
-    const ModelConfig& cfg = m.config();
-    auto tokens = copy_typed<int32_t>(info[0], napi_int32_array, "tokens");
-    auto starts = copy_typed<int32_t>(info[1], napi_int32_array, "seqStarts");
-    auto rows = copy_typed<int32_t>(info[2], napi_int32_array, "rows");
-    auto targets = copy_typed<int32_t>(info[3], napi_int32_array, "targets");
-    auto excluded = copy_typed<int32_t>(info[4], napi_int32_array, "excludeIds");
-    check_packed_batch(tokens, starts, rows, cfg);
-    JG_CHECK(targets.size() == rows.size(), "one target per row is required");
-    for (size_t r = 0; r < rows.size(); r++) {
-      JG_CHECK(targets[r] >= 0 && targets[r] < cfg.embedding_size, "Target ", targets[r], " is outside [0, ",
-               cfg.embedding_size, ")");
-      for (int32_t id : excluded) JG_CHECK(targets[r] != id, "Target ", id, " at row ", r, " is an excluded id");
-    }
-    for (int32_t id : excluded) JG_CHECK(id >= 0 && id < cfg.embedding_size, "Excluded id ", id, " is out of range");
-    auto out = std::make_shared<std::vector<float>>(rows.size());
-    cpu::TrainWorkspace* ws = &logprob_ws_;
-    return queue_task(env, this, "logprobs",
-        [&m, ws, tokens = std::move(tokens), starts = std::move(starts), rows = std::move(rows),
-         targets = std::move(targets), excluded = std::move(excluded), out] {
-          std::vector<float> zero(rows.size(), 0.0f);
-          cpu::CrossEntropyLoss loss(zero.data());
-          loss.excluded = excluded;
-          cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
-          m.loss(nullptr, *ws, b, rows.data(), targets.data(), static_cast<int64_t>(rows.size()), loss, out->data());
-        },
+  JG_JS_METHOD("logprobs", {
+    Backend& m = backend();
+    auto b = std::make_shared<PackedBatch>(packed_batch_from_js(info[0], info[1], info[2], m.config()));
+    auto excluded = std::make_shared<std::vector<int32_t>>(excluded_from_js(info[4], m.config()));
+    auto targets = std::make_shared<std::vector<int32_t>>(targets_from_js(info[3], b->n_rows(), *excluded, m.config()));
+    auto out = std::make_shared<std::vector<float>>(b->n_rows());
+    return queue_task(info.Env(), this, "logprobs",
+        [&m, b, targets, excluded, out] { m.logprobs(out->data(), b->batch(), b->rows.data(), targets->data(), b->n_rows(), *excluded); },
         [out](Napi::Env env) -> Napi::Value {
           auto a = Napi::Float32Array::New(env, out->size());
           std::copy(out->begin(), out->end(), a.Data());
@@ -313,10 +266,9 @@ Napi::Value Engine::Cancel(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Engine::Dispose(const Napi::CallbackInfo& info) {
-  JG_METHOD_BODY("dispose", {
-    if (busy_.load()) throw EngineError("The model is busy with another call; await it before dispose()");
-    model_.reset();
-    logprob_ws_.release();
+  JG_JS_METHOD("dispose", {
+    if (busy()) JG_FAIL(ErrorKind::BUSY, "The model is busy with another call; await it before dispose()");
+    backend_.reset();
     return info.Env().Undefined();
   })
 }

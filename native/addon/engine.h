@@ -1,4 +1,6 @@
-// The N-API class behind lib/native/binding.ts: one Engine per loaded model.
+// The N-API class behind NativeEngine (lib/native/binding.ts): one model on one backend, chosen at
+// construction. Argument checks and error kinds only; the numerics live behind the Backend
+// interface (native/common/backend.h).
 #pragma once
 
 #include <napi.h>
@@ -6,14 +8,15 @@
 #include <atomic>
 #include <memory>
 
-#include "../cpu/decode.h"
-#include "../cpu/model.h"
+#include "../common/backend.h"
+#include "../common/decode.h"
 
 namespace jg {
 
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::Function Init(Napi::Env env);
+  // new Engine(config, {backend?: 'cpu' | 'cuda', device?: number, dtype?: 'F32' | 'BF16'})
   explicit Engine(const Napi::CallbackInfo& info);
 
   // Claimed by each native call for its whole duration; a second call while one runs is refused.
@@ -23,19 +26,18 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return true;
   }
   void unclaim() { busy_.store(false); }
-  cpu::Model& model() { return *model_; }
-  bool has_model() const { return model_ != nullptr; }  // false after dispose()
+  bool busy() const { return busy_.load(); }
+  // The model; throws DISPOSED after dispose().
+  Backend& backend();
+  bool has_backend() const { return backend_ != nullptr; }
   // Set by cancel(); long loops poll it between steps.
   const std::atomic<bool>* abort_flag() const { return &abort_; }
-  // Bumped whenever the weights change (loadTensors, initRandom, setParam, a trainer's step), so
-  // activations kept from a forward pass can be checked against the weights that made them.
-  uint64_t weights_version() const { return weights_version_.load(); }
-  void weights_changed() { weights_version_++; }
 
  private:
   Napi::Value ParamInfo(const Napi::CallbackInfo& info);
   Napi::Value NumParams(const Napi::CallbackInfo& info);
   Napi::Value TokensComputed(const Napi::CallbackInfo& info);
+  Napi::Value DeviceInfo(const Napi::CallbackInfo& info);
   Napi::Value LoadTensors(const Napi::CallbackInfo& info);
   Napi::Value SaveSafetensors(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
@@ -47,20 +49,15 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
-  cpu::Model& live_model(const Napi::Env& env);
-
-  std::unique_ptr<cpu::Model> model_;
+  std::unique_ptr<Backend> backend_;
   std::atomic<bool> busy_{false};
   std::atomic<bool> abort_{false};
-  std::atomic<uint64_t> weights_version_{0};
-  cpu::TrainWorkspace logprob_ws_;  // the head's chunked log-softmax for logprobs()
 };
 
 // decode(prompts, promptStarts, seeds, options, onProgress): checks the arguments, claims the engine
-// and queues the decoding loop. `forward` replaces the model's forward pass at each step (see
-// cpu::decode); `owner` (the Trainer whose buffers `forward` fills) stays referenced until the call
-// settles. The engine must have its model.
-Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, cpu::ForwardFn forward = {},
+// and queues the decoding loop. `forward` replaces the backend's forward pass (see ForwardHook);
+// `owner` (the Trainer whose state `forward` fills) stays referenced until the call settles.
+Napi::Value queue_decode(const Napi::CallbackInfo& info, Engine* engine, ForwardHook forward = {},
                          Napi::Object owner = Napi::Object());
 
 }  // namespace jg

@@ -1,28 +1,30 @@
-// The AsyncWorkers behind every Promise-returning engine and trainer call, for either engine class
-// (Engine on the CPU, CudaEngine): `E` has Ref/Unref (an ObjectWrap) and try_claim/unclaim. The
-// engine is claimed before queueing and stays claimed (one call at a time) and referenced, with the
-// calling object (`owner`, e.g. a Trainer), until the call settles.
+// The AsyncWorkers behind every Promise-returning Engine and Trainer call. The engine is claimed
+// before queueing and stays claimed (one call at a time) and referenced, with the calling object
+// (`owner`, e.g. a Trainer), until the call settles.
 #pragma once
 
 #include <napi.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "../common/check.h"
-#include "../cpu/decode.h"
+#include "../common/decode.h"
+#include "engine.h"
+#include "errors.h"
 
 namespace jg {
 
 // Runs `work` on the libuv pool, names the failing call in the error, and resolves with `result()`
 // built on the JS thread.
-template <typename E>
 class EngineTask : public Napi::AsyncWorker {
  public:
-  EngineTask(Napi::Env env, E* engine, const char* name, std::function<void()> work,
+  EngineTask(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
              std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object())
       : Napi::AsyncWorker(env, name),
         deferred_(Napi::Promise::Deferred::New(env)),
@@ -40,8 +42,9 @@ class EngineTask : public Napi::AsyncWorker {
   void Execute() override {
     try {
       work_();
-    } catch (const std::exception& e) {
-      SetError(std::string(name_) + ": " + e.what());
+    } catch (const std::exception&) {
+      error_ = js::CallError::current(name_);
+      SetError(error_.message);
     }
   }
   void OnOK() override {
@@ -51,23 +54,26 @@ class EngineTask : public Napi::AsyncWorker {
   }
   void OnError(const Napi::Error& e) override {
     engine_->unclaim();
-    deferred_.Reject(e.Value());
+    Napi::Error err = e;
+    error_.annotate(err);
+    deferred_.Reject(err.Value());
   }
 
  private:
   Napi::Promise::Deferred deferred_;
-  E* engine_;
+  Engine* engine_;
   Napi::ObjectReference owner_;
   const char* name_;
   std::function<void()> work_;
   std::function<Napi::Value(Napi::Env)> result_;
+  js::CallError error_;
 };
 
-// Claims the engine and queues a task (`Task` built from the engine and the rest of the arguments);
-// a failure before queueing releases the claim. Throws EngineError when another call holds the engine.
-template <typename Task, typename E, typename... Args>
-Napi::Promise queue_claimed(Napi::Env env, E* engine, Args&&... args) {
-  if (!engine->try_claim()) throw EngineError("The model is busy with another call");
+// Claims the engine and queues a task; a failure before queueing releases the claim. Throws BUSY
+// when another call holds the engine.
+template <typename Task, typename... Args>
+Napi::Promise queue_claimed(Napi::Env env, Engine* engine, Args&&... args) {
+  if (!engine->try_claim()) JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
   try {
     auto* task = new Task(env, engine, std::forward<Args>(args)...);
     Napi::Promise p = task->promise();
@@ -79,23 +85,21 @@ Napi::Promise queue_claimed(Napi::Env env, E* engine, Args&&... args) {
   }
 }
 
-template <typename E>
-Napi::Promise queue_task(Napi::Env env, E* engine, const char* name, std::function<void()> work,
-                         std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object()) {
-  return queue_claimed<EngineTask<E>>(env, engine, name, std::move(work), std::move(result), owner);
+inline Napi::Promise queue_task(Napi::Env env, Engine* engine, const char* name, std::function<void()> work,
+                                std::function<Napi::Value(Napi::Env)> result, Napi::Object owner = Napi::Object()) {
+  return queue_claimed<EngineTask>(env, engine, name, std::move(work), std::move(result), owner);
 }
 
 // The decoding loop off the event loop: `run` decodes (on the libuv pool), with progress through a
 // thread-safe function (released on success and on error); cancellation is the engine's abort flag,
 // which `run` passes on. Resolves with {tokens, logprobs, entropies, commitStep, nfe, transfers,
 // maxSteps, forwardTokens}.
-template <typename E>
 class DecodeTask : public Napi::AsyncWorker {
  public:
-  using Progress = std::function<void(const cpu::DecodeProgress&)>;
-  using Run = std::function<cpu::DecodeResult(const Progress&)>;
+  using Progress = std::function<void(const DecodeProgress&)>;
+  using Run = std::function<DecodeResult(const Progress&)>;
 
-  DecodeTask(Napi::Env env, E* engine, int64_t gen_length, Run run, Napi::Value on_progress,
+  DecodeTask(Napi::Env env, Engine* engine, int64_t gen_length, Run run, Napi::Value on_progress,
              Napi::Object owner = Napi::Object())
       : Napi::AsyncWorker(env, "decode"),
         deferred_(Napi::Promise::Deferred::New(env)),
@@ -116,15 +120,16 @@ class DecodeTask : public Napi::AsyncWorker {
       Progress progress;
       if (tsfn_) {
         const int64_t L = gen_length_;
-        progress = [this, L](const cpu::DecodeProgress& p) {
-          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L)};
+        progress = [this, L](const DecodeProgress& p) {
+          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L), settled_};
           // Non-blocking: a slow listener drops updates instead of stalling the decoder.
           if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
         };
       }
       result_ = run_(progress);
-    } catch (const std::exception& e) {
-      SetError(std::string("decode: ") + e.what());
+    } catch (const std::exception&) {
+      error_ = js::CallError::current("decode");
+      SetError(error_.message);
     }
   }
 
@@ -146,17 +151,22 @@ class DecodeTask : public Napi::AsyncWorker {
 
   void OnError(const Napi::Error& e) override {
     finish();
-    deferred_.Reject(e.Value());
+    Napi::Error err = e;
+    error_.annotate(err);
+    deferred_.Reject(err.Value());
   }
 
  private:
   struct Message {
     int64_t committed, total;
     std::vector<int32_t> canvas;
+    std::shared_ptr<std::atomic<bool>> settled;
   };
 
+  // Runs on the JavaScript thread; an update still queued when the call settled is dropped, so no
+  // progress callback ever follows the Promise's resolution.
   static void Deliver(Napi::Env env, Napi::Function fn, Message* msg) {
-    if (env != nullptr && fn != nullptr) {
+    if (env != nullptr && fn != nullptr && !msg->settled->load()) {
       auto canvas = Napi::Int32Array::New(env, msg->canvas.size());
       std::copy(msg->canvas.begin(), msg->canvas.end(), canvas.Data());
       fn.Call({Napi::Number::New(env, double(msg->committed)), Napi::Number::New(env, double(msg->total)), canvas});
@@ -172,17 +182,20 @@ class DecodeTask : public Napi::AsyncWorker {
   }
 
   void finish() {
+    settled_->store(true);
     engine_->unclaim();
     if (tsfn_) tsfn_.Release();
   }
 
   Napi::Promise::Deferred deferred_;
-  E* engine_;
+  Engine* engine_;
   int64_t gen_length_;
   Run run_;
-  cpu::DecodeResult result_;
+  DecodeResult result_;
   Napi::ObjectReference owner_;
   Napi::ThreadSafeFunction tsfn_;
+  std::shared_ptr<std::atomic<bool>> settled_ = std::make_shared<std::atomic<bool>>(false);
+  js::CallError error_;
 };
 
 }  // namespace jg

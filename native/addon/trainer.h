@@ -1,16 +1,14 @@
 // The N-API class behind NativeTrainer (lib/native/binding.ts): gradients, AdamW state and the
-// training workspace for one Engine's model. The trainer keeps its engine alive and claims it for
-// the whole of every call, so a training call and an engine call never run at once.
+// training workspace for one Engine's model, made by its backend (Backend::make_training). The
+// trainer keeps its engine alive and claims it for the whole of every call, so a training call and
+// an engine call never run at once. Argument checks only; the numerics are the backend's.
 #pragma once
 
 #include <napi.h>
 
-#include <cstdint>
 #include <memory>
-#include <vector>
 
-#include "../common/buffer.h"
-#include "../cpu/model.h"
+#include "../common/backend.h"
 #include "engine.h"
 
 namespace jg {
@@ -20,22 +18,6 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   // engine_ctor: the Engine class, to check that the first constructor argument is one.
   static Napi::Function Init(Napi::Env env, Napi::Function engine_ctor);
   explicit Trainer(const Napi::CallbackInfo& info);
-
-  // Gradients and AdamW moments share the parameters' layout (ParamLayout offsets); the moments
-  // are fp32 whatever the weights were loaded from.
-  struct State {
-    FloatBuffer grads, m, v;
-    cpu::TrainWorkspace workspace;
-    int64_t step = 0;           // AdamW updates done; the next uses step + 1 for bias correction
-    bool grads_zeroed = false;  // zeroGrad() was called: the next use zeroes first (in the worker)
-    // The last rollout's kept forwards: steps 0..kept_steps-1, made under weights_version
-    // kept_version; buffers stay allocated for the next rollout.
-    std::vector<cpu::KeptForward> kept;
-    int64_t kept_steps = 0, kept_bytes = 0;
-    uint64_t kept_version = 0;
-    explicit State(bool checkpoint) : workspace(checkpoint) {}
-    float* live_grads();        // the gradients, zeroed first if zeroGrad() is pending
-  };
 
  private:
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
@@ -60,15 +42,16 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   Napi::Value Loss(const Napi::CallbackInfo& info, const char* name, bool backward, bool policy);
-  // The engine's model, checking that neither the trainer nor the engine is disposed.
-  cpu::Model& live_model();
+  // The training state and its engine's model, checking that neither is disposed.
+  Training& training();
+  Backend& backend();
   // Runs a synchronous method body with the engine claimed.
   template <typename F>
   auto claimed(F&& body) -> decltype(body());
 
   Engine* engine_ = nullptr;
   Napi::ObjectReference engine_ref_;
-  std::unique_ptr<State> state_;  // null after dispose()
+  std::unique_ptr<Training> training_;  // null after dispose()
 };
 
 }  // namespace jg

@@ -78,17 +78,17 @@ uint16_t f32_to_f16(float f) {
 void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
                  const std::string& tensor_name) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  JG_CHECK(fd >= 0, "Cannot open ", path, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::CHECKPOINT, fd >= 0, "Cannot open ", path, ": ", std::strerror(errno));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st;
-  JG_CHECK(::fstat(fd, &st) == 0, "Cannot stat ", path, ": ", std::strerror(errno));
-  JG_CHECK(numel >= 0, "Tensor ", tensor_name, " has a negative size ", numel);
+  JG_CHECK_AS(ErrorKind::CHECKPOINT, ::fstat(fd, &st) == 0, "Cannot stat ", path, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::CHECKPOINT, numel >= 0, "Tensor ", tensor_name, " has a negative size ", numel);
   const int64_t bytes = checked_mul(numel, dtype_size(dtype));
   // Compared as `bytes <= size - offset`: `offset + bytes` could overflow for a lying offset.
-  JG_CHECK(offset >= 0 && bytes >= 0 && offset <= st.st_size && bytes <= st.st_size - offset, "Tensor ", tensor_name,
+  JG_CHECK_AS(ErrorKind::CHECKPOINT, offset >= 0 && bytes >= 0 && offset <= st.st_size && bytes <= st.st_size - offset, "Tensor ", tensor_name,
            " in ", path, " needs ", bytes < 0 ? std::string("more than 2^63 bytes") : str_cat(bytes, " bytes"),
            " from offset ", offset, " but the file has ", st.st_size);
   const int esize = dtype_size(dtype);
@@ -102,7 +102,7 @@ void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path
     while (got < want) {
       ssize_t r = ::pread(fd, target + got, want - got, offset + done * esize + got);
       if (r < 0 && errno == EINTR) continue;
-      JG_CHECK(r > 0, "Cannot read tensor ", tensor_name, " from ", path, ": ",
+      JG_CHECK_AS(ErrorKind::CHECKPOINT, r > 0, "Cannot read tensor ", tensor_name, " from ", path, ": ",
                r == 0 ? "unexpected end of file" : std::strerror(errno));
       got += r;
     }
@@ -116,7 +116,7 @@ void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path
 
 TensorWriter::TensorWriter(const std::string& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  JG_CHECK(fd_ >= 0, "Cannot create ", path, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::STORAGE, fd_ >= 0, "Cannot create ", path, ": ", std::strerror(errno));
 }
 
 TensorWriter::~TensorWriter() {
@@ -128,7 +128,7 @@ void TensorWriter::write_bytes(const void* data, int64_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd_, p, n);
     if (w < 0 && errno == EINTR) continue;
-    JG_CHECK(w > 0, "Cannot write ", path_, ": ", std::strerror(errno));
+    JG_CHECK_AS(ErrorKind::STORAGE, w > 0, "Cannot write ", path_, ": ", std::strerror(errno));
     p += w;
     n -= w;
   }
@@ -151,10 +151,10 @@ void TensorWriter::write_tensor(const float* src, int64_t numel, DType dtype) {
 }
 
 void TensorWriter::finish() {
-  JG_CHECK(::fsync(fd_) == 0, "Cannot sync ", path_, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::STORAGE, ::fsync(fd_) == 0, "Cannot sync ", path_, ": ", std::strerror(errno));
   int fd = fd_;
   fd_ = -1;
-  JG_CHECK(::close(fd) == 0, "Cannot close ", path_, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::STORAGE, ::close(fd) == 0, "Cannot close ", path_, ": ", std::strerror(errno));
 }
 
 }  // namespace jg

@@ -30,19 +30,22 @@ void check_model_config(const ModelConfig& c) {
 
 void check_packed_batch(const int32_t* tokens, int64_t n_tokens, const int32_t* starts, int64_t n_starts,
                         const int32_t* rows, int64_t n_rows, const ModelConfig& cfg) {
-  JG_CHECK(n_starts >= 2 && starts[0] == 0 && starts[n_starts - 1] == n_tokens,
-           "seqStarts must run from 0 to the number of tokens");
+  if (!(n_starts >= 2 && starts[0] == 0 && starts[n_starts - 1] == n_tokens))
+    expected(str_cat("sequence offsets from 0 to tokens.length (", n_tokens, ")"), "seqStarts",
+             n_starts == 0 ? std::string("an empty Int32Array")
+                           : str_cat(n_starts, " offsets from ", starts[0], " to ", starts[n_starts - 1]));
   for (int64_t s = 0; s + 1 < n_starts; s++) {
     const int64_t len = int64_t(starts[s + 1]) - int64_t(starts[s]);
-    JG_CHECK(len > 0, "Sequence ", s, " is empty");
-    JG_CHECK(len <= cfg.max_seq_len, "Sequence ", s, " has ", len, " tokens but the model allows at most ",
-             cfg.max_seq_len);
+    if (len < 1 || len > cfg.max_seq_len)
+      expected(str_cat("sequences of 1 to ", cfg.max_seq_len, " tokens"), "seqStarts",
+               str_cat("a sequence ", s, " of ", len, " tokens"));
   }
   for (int64_t i = 0; i < n_tokens; i++)
-    JG_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size, "Token id ", tokens[i], " at position ", i,
-             " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
+      expected(str_cat("token ids in [0, ", cfg.vocab_size, ")"), "tokens", str_cat(tokens[i], " at index ", i));
   for (int64_t r = 0; r < n_rows; r++)
-    JG_CHECK(rows[r] >= 0 && rows[r] < n_tokens, "Row ", rows[r], " is outside the batch of ", n_tokens, " tokens");
+    if (rows[r] < 0 || rows[r] >= n_tokens)
+      expected(str_cat("row indices in [0, ", n_tokens, ")"), "rows", str_cat(rows[r], " at index ", r));
 }
 
 }  // namespace jg

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "ops.h"
-#include "optimer.h"
+#include "op_timer.h"
 #include "simd.h"
 #include "threadpool.h"
 

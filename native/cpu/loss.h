@@ -3,7 +3,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "../common/loss.h"
 
 namespace jg::cpu {
 
@@ -44,8 +47,7 @@ class CrossEntropyLoss final : public RowLoss {
 // JustGRPO's clipped-ratio objective per token, with an optional k3 KL term against a reference:
 // ratio = exp(logp - old), loss_r = w_r * (-min(ratio A, clip(ratio, 1 - eps_low, 1 + eps_high) A)
 // + beta (exp(ref - logp) - (ref - logp) - 1)). Where the clipped term is the minimum (and differs),
-// the ratio term passes no gradient. region[r]: 0 unclipped, 1 clipped low (ratio < 1 - eps_low,
-// A < 0), 2 clipped high (ratio > 1 + eps_high, A > 0).
+// the ratio term passes no gradient. region[r]: the row's ClipRegion.
 class GrpoLoss final : public RowLoss {
  public:
   struct Inputs {
@@ -66,11 +68,11 @@ class GrpoLoss final : public RowLoss {
     if (unclipped_obj <= clipped_obj) {
       loss = -w * unclipped_obj;
       d = -w * A * ratio;
-      region_[r] = 0;
+      region_[r] = static_cast<uint8_t>(ClipRegion::UNCLIPPED);
     } else {
       loss = -w * clipped_obj;
       d = 0;
-      region_[r] = ratio < 1.0 ? 1 : 2;
+      region_[r] = static_cast<uint8_t>(ratio < 1.0 ? ClipRegion::LOW : ClipRegion::HIGH);
     }
     if (in_.beta > 0) {
       const double diff = static_cast<double>(in_.ref_logprobs[r]) - logprob;
@@ -85,5 +87,18 @@ class GrpoLoss final : public RowLoss {
   Inputs in_;
   uint8_t* region_;
 };
+
+// The RowLoss a LossSpec describes (region: the GRPO rows' ClipRegion, n_rows entries).
+inline std::unique_ptr<RowLoss> make_row_loss(const LossSpec& spec, uint8_t* region) {
+  std::unique_ptr<RowLoss> loss;
+  if (spec.kind == LossSpec::Kind::GRPO)
+    loss = std::make_unique<GrpoLoss>(GrpoLoss::Inputs{spec.old_logprobs, spec.advantages, spec.weights,
+                                                       spec.ref_logprobs, spec.eps_low, spec.eps_high, spec.beta},
+                                      region);
+  else
+    loss = std::make_unique<CrossEntropyLoss>(spec.weights);
+  loss->excluded = spec.excluded;
+  return loss;
+}
 
 }  // namespace jg::cpu

@@ -6,7 +6,7 @@
 #include <mutex>
 
 #include "ops.h"
-#include "optimer.h"
+#include "op_timer.h"
 #include "threadpool.h"
 
 namespace jg::cpu {

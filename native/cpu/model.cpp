@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <unordered_map>
+#include <random>
 
 #include "../common/check.h"
 #include "../common/memory.h"
+#include "../common/rope.h"
+#include "../common/tensor_io.h"
 #include "../common/validate.h"
 #include "ops.h"
 #include "simd.h"
@@ -54,61 +56,7 @@ void sum_rows_by_slot(float* a, const int32_t* slot, int64_t N, int64_t U, int64
   }
 }
 
-uint64_t hash_tokens(const int32_t* t, int64_t n) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
-  for (int64_t i = 0; i < n; i++) {
-    h ^= static_cast<uint32_t>(t[i]);
-    h *= 0x100000001b3ull;
-    h ^= h >> 29;
-  }
-  return h;
-}
-
 }  // namespace
-
-bool share_duplicates(SharedBatch& out, const Batch& batch, const int32_t* rows, int64_t n_rows) {
-  const int64_t S = batch.n_seqs;
-  const int32_t* st = batch.seq_starts;
-  if (S < 2) return false;
-  // base[s]: where sequence s's tokens start in the shared batch.
-  std::vector<int32_t> base(S);
-  std::unordered_map<uint64_t, std::vector<int64_t>> firsts;  // hash -> distinct sequences
-  int32_t n_tokens = 0;
-  bool repeats = false;
-  for (int64_t s = 0; s < S; s++) {
-    const int32_t* t = batch.tokens + st[s];
-    const int64_t len = st[s + 1] - st[s];
-    std::vector<int64_t>& same_hash = firsts[hash_tokens(t, len)];
-    int64_t match = -1;
-    for (int64_t f : same_hash)
-      if (st[f + 1] - st[f] == len && std::memcmp(batch.tokens + st[f], t, static_cast<size_t>(len) * sizeof(int32_t)) == 0) {
-        match = f;
-        break;
-      }
-    if (match >= 0) {
-      base[s] = base[match];
-      repeats = true;
-    } else {
-      same_hash.push_back(s);
-      base[s] = n_tokens;
-      n_tokens += static_cast<int32_t>(len);
-    }
-  }
-  if (!repeats) return false;
-  out.tokens.clear();
-  out.starts.assign(1, 0);
-  for (int64_t s = 0; s < S; s++) {
-    if (base[s] != out.starts.back()) continue;  // a repeat (its first copy already placed)
-    out.tokens.insert(out.tokens.end(), batch.tokens + st[s], batch.tokens + st[s + 1]);
-    out.starts.push_back(static_cast<int32_t>(out.tokens.size()));
-  }
-  out.rows.resize(n_rows);
-  for (int64_t r = 0; r < n_rows; r++) {
-    const int64_t s = std::upper_bound(st, st + S + 1, rows[r]) - st - 1;
-    out.rows[r] = base[s] + (rows[r] - st[s]);
-  }
-  return true;
-}
 
 // Where every tensor of a training call lives, for one batch shape.
 struct Model::Plan {
@@ -132,10 +80,47 @@ Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_((check_model_config(cf
   rope_table(rope_cos_.data(), rope_sin_.data(), cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta);
 }
 
-int64_t Model::n_params() const {
-  int64_t n = 0;
-  for (const auto& p : layout_.params()) n += p.numel;
-  return n;
+DeviceInfo Model::device_info() const { return {"cpu", "CPU", "F32", 0, 0, ""}; }
+
+void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) {
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  read_tensor(params_.data() + p.offset, p.numel, file_dtype, path, offset, p.name);
+}
+
+void Model::write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) {
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  w.write_tensor(params_.data() + p.offset, p.numel, dtype);
+}
+
+void Model::get_param(float* dst, const ParamInfo& p) {
+  std::memcpy(dst, params_.data() + p.offset, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Model::set_param(const ParamInfo& p, const float* src) {
+  std::memcpy(params_.data() + p.offset, src, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Model::init_random(uint64_t seed, float stdev) {
+  // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
+  const auto& params = layout_.params();
+  for (size_t i = 0; i < params.size(); i++) {
+    float* p = params_.data() + params[i].offset;
+    if (params[i].shape.size() == 1) {
+      std::fill(p, p + params[i].numel, 1.0f);
+      continue;
+    }
+    std::mt19937_64 rng(seed * 1000003ULL + i);
+    std::normal_distribution<float> dist(0.0f, stdev);
+    for (int64_t j = 0; j < params[i].numel; j++) p[j] = dist(rng);
+  }
+}
+
+void Model::logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                     const std::vector<int32_t>& excluded) {
+  std::vector<float> zero(n_rows, 0.0f);
+  CrossEntropyLoss loss(zero.data());
+  loss.excluded = excluded;
+  this->loss(nullptr, logprob_ws_, batch, rows, targets, n_rows, loss, out);
 }
 
 int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
@@ -146,6 +131,8 @@ int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
 
 void Model::release() {
   for (FloatBuffer* b : {&params_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_}) b->release();
+  logprob_ws_.release();
+  step_logits_ = {};
 }
 
 void Model::positions(std::vector<int32_t>& pos, const Batch& batch) const {
@@ -404,7 +391,7 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, V = cfg_.embedding_size, R = n_rows;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   for (int64_t r = 0; r < n_rows; r++)
     JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
 
@@ -598,7 +585,7 @@ double Model::train_backward(float* grads, const Plan& p, const Batch& batch, co
 
 double Model::loss(float* grads, TrainWorkspace& ws, const Batch& in_batch, const int32_t* in_rows, const int32_t* targets,
                    int64_t n_rows, const RowLoss& loss, float* logprobs) {
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   const int64_t R = n_rows;
   // Rows of repeated sequences point into one copy; their gradients add up in layer_rows_backward.
   const bool shared = share_duplicates(shared_, in_batch, in_rows, R);
@@ -625,7 +612,7 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& in_batch, cons
 
 void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& in_batch,
                          const int32_t* in_rows, int64_t R) {
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   for (int64_t r = 0; r < R; r++)
     JG_CHECK(in_rows[r] >= 0 && in_rows[r] < in_batch.n_tokens(), "Row ", in_rows[r], " is outside the batch of ",
              in_batch.n_tokens(), " tokens");
@@ -651,7 +638,7 @@ void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, c
 
 double Model::backward_kept(float* grads, const KeptForward& kept, TrainWorkspace& ws, const int32_t* targets,
                             const RowLoss& loss, float* logprobs) {
-  JG_CHECK(params_.data() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   const Batch batch{kept.tokens_.data(), kept.starts_.data(), static_cast<int64_t>(kept.starts_.size()) - 1};
   const int64_t N = batch.n_tokens(), R = kept.n_rows();
   Plan p;

@@ -1,5 +1,7 @@
-// The LLaDA model on the CPU: parameters in fp32, the forward pass over a packed batch, and the
-// training path (a forward that keeps what backward needs, a loss over selected rows, backward).
+// The LLaDA model on the CPU, the reference backend: parameters in fp32, the forward pass over a
+// packed batch, and the training path (a forward that keeps what backward needs, a loss over
+// selected rows, backward). Implements the Backend interface (native/common/backend.h); the
+// training state over it is cpu::Training (training.h).
 #pragma once
 
 #include <atomic>
@@ -7,20 +9,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "../common/backend.h"
 #include "../common/buffer.h"
 #include "../common/config.h"
 #include "../common/layout.h"
 #include "loss.h"
 
 namespace jg::cpu {
-
-// A packed batch: sequences one after another. seq_starts has n_seqs + 1 entries.
-struct Batch {
-  const int32_t* tokens;
-  const int32_t* seq_starts;
-  int64_t n_seqs;
-  int64_t n_tokens() const { return seq_starts[n_seqs]; }
-};
 
 // One layer's activations. Inference points every layer at one set, in place (x_mid and the
 // output are x_in, xn2 is xn1, act is gate) with nothing saved; training gives each layer its own
@@ -111,36 +106,34 @@ class KeptForward {
   std::vector<int32_t> tokens_, starts_, rows_, pos_;
 };
 
-// A batch with each distinct sequence once, and rows that point into it (see share_duplicates).
-struct SharedBatch {
-  std::vector<int32_t> tokens, starts, rows;
-  Batch batch() const { return {tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1}; }
-};
-
-// Identical sequences in a packed batch have identical activations: every op works within one
-// sequence, and a row's arithmetic does not depend on where the row sits in the batch. So each
-// distinct sequence is computed once and the rows of its copies point into its first copy (the
-// G rollouts of one prompt are identical at the first step, and share prefixes whenever the
-// policy agrees with itself). Fills `out` and returns true when some sequence repeats; returns
-// false, leaving `out` as it was, when all are distinct.
-bool share_duplicates(SharedBatch& out, const Batch& batch, const int32_t* rows, int64_t n_rows);
-
-class Model {
+class Model final : public Backend {
  public:
   explicit Model(const ModelConfig& cfg);
 
-  const ModelConfig& config() const { return cfg_; }
-  const ParamLayout& layout() const { return layout_; }
-  float* params() { return params_.data(); }
-  const float* params() const { return params_.data(); }
-  int64_t n_params() const;  // excluding alignment padding
-
+  // The Backend interface.
+  const ModelConfig& config() const override { return cfg_; }
+  const ParamLayout& layout() const override { return layout_; }
+  DeviceInfo device_info() const override;
+  int64_t tokens_computed() const override { return tokens_computed_.load(std::memory_order_relaxed); }
+  void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) override;
+  void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) override;
+  void get_param(float* dst, const ParamInfo& p) override;
+  void set_param(const ParamInfo& p, const float* src) override;
+  void init_random(uint64_t seed, float stdev) override;
   // logits (n_rows, embedding_size) for the packed rows listed in `rows` (indices into the batch's
   // tokens); the LM head runs only for those rows.
-  void forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows);
-
+  void forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) override;
+  void logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                const std::vector<int32_t>& excluded) override;
+  // In decode.cpp: the forward (or step.forward), guidance, sampling in parallel over the rows and
+  // the host commit rule.
+  void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
   // Bytes of activation memory a forward over n tokens and n_rows logits rows needs.
-  int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const;
+  int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
+  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
 
   // The loss over selected rows of a packed batch: the layers, then ln_f and the LM head on `rows`
   // only (indices into the batch's tokens; repeats allowed), then `loss` on each row's
@@ -174,10 +167,6 @@ class Model {
 
   // Frees the parameters and workspace.
   void release();
-
-  // Tokens that went through the layers since the model was made: after identical sequences are
-  // shared, so the difference across a call is the work it did.
-  int64_t tokens_computed() const { return tokens_computed_.load(std::memory_order_relaxed); }
 
  private:
   struct Plan;
@@ -232,6 +221,8 @@ class Model {
   // first[u]: the first row of distinct token u, ids[u]: the token; slot[i]: row i's u; seen: token -> u or -1.
   struct { std::vector<int32_t> first, ids, slot, seen; } by_token_;
   std::atomic<int64_t> tokens_computed_{0};  // read from the JS thread while a worker runs
+  TrainWorkspace logprob_ws_;  // the head's chunked log-softmax for logprobs()
+  std::vector<float> step_logits_;  // decode_step's logits (rows, embedding_size)
 };
 
 }  // namespace jg::cpu

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "../common/ops.h"
+
 namespace jg::cpu {
 
 // out (N,C), tokens (N), wte (V,C)
@@ -34,9 +36,6 @@ void matmul_forward(float* out, const float* inp, const float* weight, int64_t N
 // dout (N,OC), inp (N,C), weight (OC,C)
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                      int64_t N, int64_t C, int64_t OC);
-
-// The RoPE angle table: cos and sin (max_len, hd/2), computed in float64 and rounded once.
-void rope_table(float* cos_out, float* sin_out, int64_t max_len, int64_t hd, double theta);
 
 // x (N, H, hd) rotated in place (rotate-half layout), pos (N) the position of each row.
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int64_t N, int64_t H,
@@ -104,5 +103,9 @@ int64_t nonfinite_zero(float* grad, int64_t n);
 double grad_sumsq(const float* grad, int64_t n);
 // grad (n) *= scale
 void grad_scale(float* grad, float scale, int64_t n);
+
+// One op of the table (native/common/ops.h) on small host arrays, for testOp and the backend
+// parity harness; false where the CPU does not have the op.
+bool test_op(Op op, const OpArgs& args, OpOutputs& out);
 
 }  // namespace jg::cpu

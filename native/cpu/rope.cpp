@@ -5,19 +5,6 @@
 
 namespace jg::cpu {
 
-// cos_out, sin_out (max_len, hd/2): angle(p, i) = p * theta^(-2i/hd)
-void rope_table(float* cos_out, float* sin_out, int64_t max_len, int64_t hd, double theta) {
-  int64_t half = hd / 2;
-  for (int64_t i = 0; i < half; i++) {
-    double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-    for (int64_t p = 0; p < max_len; p++) {
-      double a = static_cast<double>(p) * inv_freq;
-      cos_out[p * half + i] = static_cast<float>(std::cos(a));
-      sin_out[p * half + i] = static_cast<float>(std::sin(a));
-    }
-  }
-}
-
 // x (N,H,hd) in place. Rotate-half: x1 = x[:hd/2], x2 = x[hd/2:];
 // out = [x1*cos - x2*sin, x2*cos + x1*sin]
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int64_t N, int64_t H,

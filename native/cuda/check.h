@@ -1,5 +1,6 @@
 // Checks for CUDA runtime calls and kernel launches: each failure throws an EngineError naming the
-// call, the file and the line (cuBLAS calls have their own check in matmul.cpp).
+// call (kind INTERNAL, or OUT_OF_MEMORY), with the file and line as where it was thrown (cuBLAS
+// calls have their own check in matmul.cpp).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -10,9 +11,9 @@ namespace jg::cuda {
 
 [[noreturn]] inline void cuda_fail(cudaError_t e, const char* call, const char* file, int line) {
   if (e == cudaErrorMemoryAllocation)
-    throw OutOfMemoryError(str_cat("Out of memory on the GPU in ", call, " (", file, ":", line, ")"));
-  throw EngineError(str_cat("CUDA error ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") in ", call, " (", file,
-                            ":", line, ")"));
+    throw OutOfMemoryError(str_cat("Out of memory on the GPU in ", call), str_cat(file, ":", line));
+  throw EngineError(str_cat("CUDA error ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") in ", call),
+                    ErrorKind::INTERNAL, str_cat(file, ":", line));
 }
 
 }  // namespace jg::cuda

@@ -8,9 +8,8 @@
   do {                                                                                                     \
     cublasStatus_t jg_st_ = (call);                                                                        \
     if (jg_st_ != CUBLAS_STATUS_SUCCESS)                                                                   \
-      throw ::jg::EngineError(::jg::str_cat("cuBLAS error ", cublasGetStatusName(jg_st_), " (",           \
-                                            cublasGetStatusString(jg_st_), ") in ", #call, " (", __FILE__, \
-                                            ":", __LINE__, ")"));                                          \
+      JG_FAIL(::jg::ErrorKind::INTERNAL, "cuBLAS error ", cublasGetStatusName(jg_st_), " (",               \
+              cublasGetStatusString(jg_st_), ") in ", #call);                                              \
   } while (0)
 
 namespace jg::cuda {

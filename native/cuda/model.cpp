@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "../common/check.h"
-#include "../cpu/ops.h"
+#include "../common/rope.h"
 #include "ops.h"
 #include "sampling.h"
 
@@ -27,7 +27,7 @@ void read_exact(int fd, void* dst, int64_t bytes, int64_t offset, const std::str
   while (got < bytes) {
     ssize_t r = ::pread(fd, p + got, bytes - got, offset + got);
     if (r < 0 && errno == EINTR) continue;
-    JG_CHECK(r > 0, "Cannot read tensor ", name, " from ", path, ": ",
+    JG_CHECK_AS(ErrorKind::CHECKPOINT, r > 0, "Cannot read tensor ", name, " from ", path, ": ",
              r == 0 ? "unexpected end of file" : std::strerror(errno));
     got += r;
   }
@@ -51,7 +51,7 @@ Model::Model(const ModelConfig& cfg, int device, DType dtype)
     : cfg_(cfg), layout_(cfg), device_(device), dtype_(dtype), esize_(act_size(dtype)) {
   std::string why;
   const int n = device_count(&why);
-  JG_CHECK(n > 0, "No CUDA device: ", why);
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, n > 0, "No CUDA device: ", why);
   JG_CHECK(device >= 0 && device < n, "CUDA device ", device, " does not exist (this machine has ", n, ")");
   DeviceScope scope(device_);
   JG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -62,7 +62,7 @@ Model::Model(const ModelConfig& cfg, int device, DType dtype)
     // The RoPE table is the CPU backend's, computed in float64 on the host and rounded once.
     const int64_t half = cfg.head_dim() / 2;
     std::vector<float> table(2 * cfg.max_seq_len * half);
-    cpu::rope_table(table.data(), table.data() + cfg.max_seq_len * half, cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta);
+    rope_table(table.data(), table.data() + cfg.max_seq_len * half, cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta);
     rope_.reserve(table.size() * sizeof(float), "the RoPE table");
     JG_CUDA_CHECK(cudaMemcpyAsync(rope_.get(), table.data(), table.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
     JG_CUDA_CHECK(cudaMallocHost(&pinned_, kChunkBytes));
@@ -84,7 +84,8 @@ void Model::release() {
   if (stream_) cudaStreamSynchronize(stream_);
   blas_.reset();
   for (DeviceBuffer* b : {&weights_, &rope_, &x_, &xn_, &qkv_, &att_, &gu_, &act_, &sel_, &seln_, &ints_, &logits_,
-                          &staging_, &targets_})
+                          &staging_, &targets_, &d_excluded_, &d_keys_, &d_early_, &d_row_begin_, &d_sched_,
+                          &d_samples_, &d_commit_, &d_k_})
     b->release();
   if (pinned_) cudaFreeHost(pinned_);
   pinned_ = nullptr;
@@ -93,14 +94,30 @@ void Model::release() {
   cudaSetDevice(previous);
 }
 
-int64_t Model::n_params() const {
-  int64_t n = 0;
-  for (const auto& p : layout_.params()) n += p.numel;
-  return n;
+int runtime_version() {
+  int v = 0;
+  return cudaRuntimeGetVersion(&v) == cudaSuccess ? v : 0;
+}
+
+DeviceInfo Model::device_info() const {
+  cudaDeviceProp prop;
+  JG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  return {"cuda", prop.name, dtype_ == DType::F32 ? "F32" : "BF16", device_, double(prop.totalGlobalMem),
+          str_cat(prop.major, ".", prop.minor)};
+}
+
+std::unique_ptr<Training> Model::make_training(bool) {
+  JG_FAIL(ErrorKind::UNSUPPORTED, "Training on the CUDA backend is not built yet; train on the CPU backend");
+}
+
+void Model::write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) {
+  std::vector<float> host(p.numel);
+  get_param(host.data(), p);
+  w.write_tensor(host.data(), p.numel, dtype);
 }
 
 void* Model::param(int64_t offset) const {
-  JG_CHECK(weights_.get() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, weights_.get() != nullptr, "Model is disposed");
   return static_cast<char*>(weights_.get()) + offset * esize_;
 }
 
@@ -114,7 +131,7 @@ void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string&
   char* dst = static_cast<char*>(param(p.offset));
   const int fsize = dtype_size(file_dtype);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  JG_CHECK(fd >= 0, "Cannot open ", path, ": ", std::strerror(errno));
+  JG_CHECK_AS(ErrorKind::CHECKPOINT, fd >= 0, "Cannot open ", path, ": ", std::strerror(errno));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -205,8 +222,6 @@ void Model::upload_batch(const Batch& batch, const int32_t* rows, int64_t n_rows
   JG_CUDA_CHECK(cudaMemcpyAsync(d, ints.data(), ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   // The host vector goes out of scope: wait for the copy (it is small).
   JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  n_tokens_ = N;
-  n_seqs_ = S;
 }
 
 void Model::project(void* out, int64_t ldo, const void* inp, int64_t N, int64_t C, std::initializer_list<Part> parts) {
@@ -276,12 +291,20 @@ void Model::head(float* d_logits, const int32_t* d_rows, int64_t R) {
   blas_->matmul_forward(d_logits, DType::F32, V, seln, param(layout_.lm_head), dtype_, R, d, V);
 }
 
-void Model::forward_device(float* d_logits, const Batch& batch, const int32_t* rows, int64_t n_rows) {
-  DeviceScope scope(device_);
-  JG_CHECK(weights_.get() != nullptr, "Model is disposed");
-  const int64_t N = batch.n_tokens();
+Batch Model::distinct(const Batch& in, const int32_t*& rows, int64_t n_rows) {
+  const int64_t N = in.n_tokens();
   for (int64_t r = 0; r < n_rows; r++)
     JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
+  if (!share_duplicates(shared_, in, rows, n_rows)) return in;
+  rows = shared_.rows.data();
+  return shared_.batch();
+}
+
+void Model::forward_device(float* d_logits, const Batch& in_batch, const int32_t* rows, int64_t n_rows) {
+  DeviceScope scope(device_);
+  JG_CHECK_AS(ErrorKind::DISPOSED, weights_.get() != nullptr, "Model is disposed");
+  const Batch batch = distinct(in_batch, rows, n_rows);
+  const int64_t N = batch.n_tokens();
   tokens_computed_ += N;
   upload_batch(batch, rows, n_rows);
   run_layers(batch);
@@ -298,11 +321,13 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void Model::logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+void Model::logprobs(float* out, const Batch& in_batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
                      const std::vector<int32_t>& excluded) {
   DeviceScope scope(device_);
-  JG_CHECK(weights_.get() != nullptr, "Model is disposed");
+  JG_CHECK_AS(ErrorKind::DISPOSED, weights_.get() != nullptr, "Model is disposed");
+  const Batch batch = distinct(in_batch, rows, n_rows);
   const int64_t N = batch.n_tokens(), V = cfg_.embedding_size;
+  tokens_computed_ += N;
   upload_batch(batch, rows, n_rows);
   run_layers(batch);
   const int32_t* d_rows = static_cast<const int32_t*>(ints_.get()) + 2 * N + batch.n_seqs + 1;

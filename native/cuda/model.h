@@ -1,6 +1,7 @@
 // The LLaDA model on an NVIDIA GPU: parameters on the device in bf16 (or fp32, to test against the
 // CPU backend), the forward pass over a packed batch with the LM head on selected rows only.
-// Inference only (training on the GPU is CUDA part 2).
+// Implements the Backend interface (native/common/backend.h); inference only so far
+// (make_training throws UNSUPPORTED until GPU training lands).
 #pragma once
 
 #include <atomic>
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/backend.h"
+#include "../common/batch.h"
 #include "../common/config.h"
 #include "../common/layout.h"
 #include "../common/tensor_io.h"
@@ -21,47 +24,50 @@
 
 namespace jg::cuda {
 
-// A packed batch on the host: sequences one after another, seq_starts has n_seqs + 1 entries.
-struct Batch {
-  const int32_t* tokens;
-  const int32_t* seq_starts;
-  int64_t n_seqs;
-  int64_t n_tokens() const { return seq_starts[n_seqs]; }
-};
-
 // Number of CUDA devices this process sees; 0 (and `why` says why) when there are none or no driver.
 int device_count(std::string* why);
+// The CUDA runtime's version (e.g. 13000), 0 when it cannot tell.
+int runtime_version();
 
-class Model {
+class Model final : public Backend {
  public:
   // dtype: F32 or BF16, of the weights and activations.
   Model(const ModelConfig& cfg, int device, DType dtype);
-  ~Model();
+  ~Model() override;
 
-  const ModelConfig& config() const { return cfg_; }
-  const ParamLayout& layout() const { return layout_; }
+  // The Backend interface.
+  const ModelConfig& config() const override { return cfg_; }
+  const ParamLayout& layout() const override { return layout_; }
+  DeviceInfo device_info() const override;
+  // Tokens that went through the layers so far (identical sequences in a batch once).
+  int64_t tokens_computed() const override { return tokens_computed_.load(std::memory_order_relaxed); }
+  // One tensor from a safetensors file (at byte `offset`, stored as file_dtype) straight to the
+  // device, in bounded chunks through pinned memory; converted on the way when the dtypes differ.
+  void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) override;
+  void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) override;
+  void get_param(float* dst, const ParamInfo& p) override;      // to the host, as fp32
+  void set_param(const ParamInfo& p, const float* src) override;  // from fp32 on the host
+  // normal(0, stdev) matrices and ones for norm weights, made on the device (not the CPU's values).
+  void init_random(uint64_t seed, float stdev) override;
+  // The forward to the device (forward_device), copied to the host.
+  void forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) override;
+  // out (n_rows) = log p(targets[r]) at each row with `excluded` ids' logits removed (host arrays).
+  void logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                const std::vector<int32_t>& excluded) override;
+  // In decode.cpp: forward, guidance, sampling and the choice of rows on the device; only the
+  // sampled rows' results (a few bytes each) come back to the host.
+  void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
+  // Activations live on the device (DeviceBuffer says how much it wanted when the GPU is full).
+  int64_t forward_workspace_bytes(int64_t, int64_t) const override { return 0; }
+  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+
   DType dtype() const { return dtype_; }
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
-  int64_t n_params() const;
-  // Tokens that went through the layers so far (no sharing of identical sequences here yet).
-  int64_t tokens_computed() const { return tokens_computed_.load(std::memory_order_relaxed); }
-
-  // One tensor from a safetensors file (at byte `offset`, stored as file_dtype) straight to the
-  // device, in bounded chunks through pinned memory; converted on the way when the dtypes differ.
-  void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset);
-  void get_param(float* dst, const ParamInfo& p);      // to the host, as fp32
-  void set_param(const ParamInfo& p, const float* src);  // from fp32 on the host
-  // normal(0, stdev) matrices and ones for norm weights, made on the device (not the CPU's values).
-  void init_random(uint64_t seed, float stdev);
 
   // d_logits (n_rows, embedding_size) fp32 on the device, for the packed rows `rows` (host array).
+  // Identical sequences of the batch are computed once (share_duplicates).
   void forward_device(float* d_logits, const Batch& batch, const int32_t* rows, int64_t n_rows);
-  // The same, copied to the host.
-  void forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows);
-  // out (n_rows) = log p(targets[r]) at each row with `excluded` ids' logits removed (host arrays).
-  void logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
-                const std::vector<int32_t>& excluded);
 
   // Device scratch of at least n floats for callers' logits (the decoder's), owned by the model.
   float* logits_scratch(int64_t n);
@@ -70,6 +76,8 @@ class Model {
 
  private:
   void* param(int64_t offset) const;  // device address of the element at a layout offset
+  // The batch to run: `batch` itself, or its distinct sequences in shared_ (rows remapped).
+  Batch distinct(const Batch& batch, const int32_t*& rows, int64_t n_rows);
   void upload_batch(const Batch& batch, const int32_t* rows, int64_t n_rows);
   void run_layers(const Batch& batch);  // fills x_ (N,d) with the final residual stream
   void head(float* d_logits, const int32_t* d_rows, int64_t n_rows);  // ln_f and the LM head at rows
@@ -93,8 +101,10 @@ class Model {
   DeviceBuffer x_, xn_, qkv_, att_, gu_, act_, sel_, seln_, ints_, logits_, staging_, targets_;
   void* pinned_ = nullptr;  // host staging for weight transfers
   int64_t max_len_ = 0;     // longest sequence of the uploaded batch
-  int64_t n_tokens_ = 0, n_seqs_ = 0;
+  SharedBatch shared_;
   std::atomic<int64_t> tokens_computed_{0};  // read from the JS thread while a worker runs
+  // decode_step's device state and its host copies of the results.
+  DeviceBuffer d_excluded_, d_keys_, d_early_, d_row_begin_, d_sched_, d_samples_, d_commit_, d_k_;
 };
 
 }  // namespace jg::cuda

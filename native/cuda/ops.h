@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "../common/ops.h"
 #include "../common/tensor_io.h"
 
 namespace jg::cuda {
@@ -28,7 +29,7 @@ void rmsnorm_forward(void* out, const float* inp, const void* weight, DType t, i
                      cudaStream_t s);
 
 // x: N rows of dtype t, `stride` elements apart, each holding H heads of hd (rotate-half layout),
-// rotated in place by the angles of pos (N); cos_t, sin_t (max_len, hd/2) fp32 from cpu::rope_table.
+// rotated in place by the angles of pos (N); cos_t, sin_t (max_len, hd/2) fp32 from rope_table (native/common/rope.h).
 void rope_forward(void* x, DType t, int64_t stride, const int32_t* pos, const float* cos_t, const float* sin_t,
                   int64_t N, int64_t H, int64_t hd, cudaStream_t s);
 
@@ -64,5 +65,9 @@ void convert_to_f32(float* dst, const void* src, DType t, int64_t n, cudaStream_
 // `fill` everywhere when stdev is 0. Deterministic, but not the CPU backend's values.
 void init_normal(void* dst, DType t, int64_t n, uint64_t seed, uint64_t stream, float stdev, float fill,
                  cudaStream_t s);
+
+// One op of the table (native/common/ops.h) on small host arrays, for testOp and the backend
+// parity harness (testops.cpp); false where the CUDA backend does not have the op yet.
+bool test_op(Op op, const OpArgs& args, OpOutputs& out);
 
 }  // namespace jg::cuda

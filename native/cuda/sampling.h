@@ -8,17 +8,12 @@
 
 #include <cstdint>
 
+#include "../common/sampling.h"
+
 namespace jg::cuda {
 
-// What cpu::sample_row computes for one row, in the same arithmetic.
-struct RowSample {
-  int32_t token;     // sampled at `temperature` (Gumbel-max), argmax at 0
-  float logprob;     // log p(token), temperature 1, excluded ids removed
-  float entropy;     // entropy of the sampling distribution (of the temperature-1 one at temperature 0)
-  double prob;       // p(token), temperature 1
-  double margin;     // p(top1) - p(top2), temperature 1
-  double certainty;  // exp(-entropy of the temperature-1 distribution)
-};
+// What the CPU's sample_row computes for one row, in the same arithmetic (native/common/sampling.h).
+using jg::RowSample;
 
 // out (R), logits (R, ld) fp32 of which the first V columns are tokens; keys (R) from row_key.
 // Excluded ids: row r excludes excluded[0 .. n_early) when early[r] is 1, else excluded[0 .. n_all).
@@ -26,7 +21,7 @@ void sample_rows(RowSample* out, const float* logits, int64_t ld, int64_t R, int
                  int n_all, int n_early, const uint8_t* early, double temperature, const uint64_t* keys,
                  cudaStream_t s);
 
-enum class ConfidenceKind : int { PROBABILITY = 0, MARGIN = 1, CERTAINTY = 2, RANDOM = 3 };
+using jg::ConfidenceKind;
 
 // For each of n_seqs sequences, rows row_begin[s] .. row_begin[s+1] (in position order) of samples:
 // ranks them by confidence (highest first, ties to the lower position: a stable sort), commits the

@@ -10,7 +10,7 @@
 
 #include "../common/check.h"
 #include "../common/validate.h"
-#include "../cpu/decode.h"
+#include "../common/decode.h"
 #include "../cpu/model.h"
 #include "input.h"
 
@@ -56,7 +56,7 @@ void batch_case(jg::fuzz::Input& in, bool backward) {
   auto tokens = ints(in, 24), starts = ints(in, 6), rows = ints(in, 12), targets = ints(in, 12);
   jg::check_packed_batch(tokens.data(), static_cast<int64_t>(tokens.size()), starts.data(),
                          static_cast<int64_t>(starts.size()), rows.data(), static_cast<int64_t>(rows.size()), cfg);
-  jg::cpu::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
+  jg::Batch b{tokens.data(), starts.data(), static_cast<int64_t>(starts.size()) - 1};
   const int64_t R = static_cast<int64_t>(rows.size());
   if (!backward) {
     std::vector<float> out(R * cfg.embedding_size);
@@ -78,10 +78,10 @@ void batch_case(jg::fuzz::Input& in, bool backward) {
 }
 
 void decode_case(jg::fuzz::Input& in) {
-  jg::cpu::DecodeOptions o;
+  jg::DecodeOptions o;
   const uint8_t mode = in.byte();
-  o.remasking = static_cast<jg::cpu::Remasking>(mode % 3);
-  o.confidence = static_cast<jg::cpu::Confidence>((mode / 3) % 3);
+  o.decoder = static_cast<jg::Decoder>(mode % 3);
+  o.confidence = static_cast<jg::Confidence>((mode / 3) % 3);
   o.gen_length = in.i64();
   o.block_length = in.i64();
   o.steps = in.i64();
@@ -90,17 +90,17 @@ void decode_case(jg::fuzz::Input& in) {
   o.cfg_scale = (mode & 0x80) ? in.byte() / 64.0 : 0.0;
   o.min_new_tokens = in.i64();
   o.stop_ids = ints(in, 3);
-  jg::cpu::DecodeRequest req;
+  jg::DecodeRequest req;
   req.prompts = ints(in, 8);
   req.prompt_starts = ints(in, 4);
   const size_t n = in.byte() % 4;
   for (size_t i = 0; i < n; i++) req.seeds.push_back(static_cast<uint64_t>(in.i64()));
-  jg::cpu::check_decode_options(o);
-  jg::cpu::check_decode_request(req, model().config());
+  jg::check_decode_options(o);
+  jg::check_decode_request(req, model().config());
   // Low-confidence decoding takes exactly `steps` passes, as asked: a large count is slow, not wrong.
   if (o.steps > 64) return;
   std::atomic<bool> abort{false};
-  auto r = jg::cpu::decode(model(), req, o, &abort, nullptr);
+  auto r = jg::decode(model(), req, o, &abort, nullptr);
   for (int32_t t : r.tokens) check(t >= 0 && t < model().config().embedding_size && t != model().config().mask_token_id, "decoded ids are real tokens");
 }
 
@@ -113,7 +113,7 @@ void config_case(jg::fuzz::Input& in) {
   jg::cpu::Model m(c);  // throws EngineError (bad config) or OutOfMemoryError (over JUSTGRPO_MEMORY_LIMIT)
   std::vector<int32_t> tokens{0}, starts{0, 1}, rows{0};
   std::vector<float> out(c.embedding_size);
-  m.forward(out.data(), jg::cpu::Batch{tokens.data(), starts.data(), 1}, rows.data(), 1);
+  m.forward(out.data(), jg::Batch{tokens.data(), starts.data(), 1}, rows.data(), 1);
 }
 
 }  // namespace

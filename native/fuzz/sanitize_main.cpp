@@ -16,7 +16,7 @@
 #include "../common/memory.h"
 #include "../common/tensor_io.h"
 #include "../common/validate.h"
-#include "../cpu/decode.h"
+#include "../common/decode.h"
 #include "../cpu/model.h"
 #include "../cpu/ops.h"
 
@@ -67,7 +67,7 @@ void run_model(int64_t kv_heads) {
   std::vector<int32_t> tokens{1, 2, 3, 39, 5, 7, 11, 39, 39, 12, 13, 14, 15, 16, 17};
   std::vector<int32_t> starts{0, 5, 6, 15}, rows{0, 3, 5, 7, 8, 8, 14};
   check_packed_batch(tokens.data(), 15, starts.data(), 4, rows.data(), 7, c);
-  cpu::Batch b{tokens.data(), starts.data(), 3};
+  Batch b{tokens.data(), starts.data(), 3};
   std::vector<float> logits(rows.size() * c.embedding_size);
   m.forward(logits.data(), b, rows.data(), static_cast<int64_t>(rows.size()));
   for (float x : logits) expect(std::isfinite(x), "finite logits");
@@ -98,39 +98,39 @@ void run_model(int64_t kv_heads) {
                       {1e-3, 0.9, 0.999, 1e-8, p.shape.size() == 2 ? 0.1 : 0.0, 1});
 
   // Every decoder, with guidance, temperature and an early stop.
-  cpu::DecodeRequest req;
+  DecodeRequest req;
   req.prompts = {1, 2, 3, 4, 5, 6};
   req.prompt_starts = {0, 2, 6};
   req.seeds = {1, 2};
   std::atomic<bool> abort{false};
-  for (auto rem : {cpu::Remasking::LOW_CONFIDENCE, cpu::Remasking::RANDOM, cpu::Remasking::THRESHOLD})
-    for (auto conf : {cpu::Confidence::PROBABILITY, cpu::Confidence::MARGIN, cpu::Confidence::ENTROPY}) {
-      cpu::DecodeOptions o;
-      o.remasking = rem, o.confidence = conf, o.gen_length = 8, o.block_length = 4, o.steps = 8;
-      o.temperature = conf == cpu::Confidence::MARGIN ? 1.0 : 0.0;
-      o.cfg_scale = conf == cpu::Confidence::ENTROPY ? 1.5 : 0.0;
+  for (auto rem : {Decoder::LOW_CONFIDENCE, Decoder::RANDOM, Decoder::THRESHOLD})
+    for (auto conf : {Confidence::PROBABILITY, Confidence::MARGIN, Confidence::ENTROPY}) {
+      DecodeOptions o;
+      o.decoder = rem, o.confidence = conf, o.gen_length = 8, o.block_length = 4, o.steps = 8;
+      o.temperature = conf == Confidence::MARGIN ? 1.0 : 0.0;
+      o.cfg_scale = conf == Confidence::ENTROPY ? 1.5 : 0.0;
       o.min_new_tokens = 2, o.stop_ids = {38};
-      auto r = cpu::decode(m, req, o, &abort, [](const cpu::DecodeProgress&) {});
+      auto r = decode(m, req, o, &abort, [](const DecodeProgress&) {});
       expect(r.tokens.size() == 16, "decode returns gen_length tokens per sequence");
       for (int32_t t : r.tokens) expect(t >= 0 && t < c.vocab_size && t != c.mask_token_id, "decoded ids are tokens");
     }
-  cpu::DecodeOptions ar;
+  DecodeOptions ar;
   ar.gen_length = 6, ar.block_length = 1, ar.steps = 6, ar.temperature = 1.0;
-  auto r = cpu::decode(m, req, ar, &abort, nullptr);
+  auto r = decode(m, req, ar, &abort, nullptr);
   for (float x : r.logprobs) expect(std::isfinite(x) && x <= 0, "AR log-probs");
   abort = true;
-  expect_throws([&] { cpu::decode(m, req, ar, &abort, nullptr); }, "an aborted decode");
+  expect_throws([&] { decode(m, req, ar, &abort, nullptr); }, "an aborted decode");
 
   // Refusals.
   std::vector<int32_t> bad_starts{0, 2147483647, 15};
   expect_throws([&] { check_packed_batch(tokens.data(), 15, bad_starts.data(), 3, rows.data(), 7, c); }, "overflowing seqStarts");
   std::vector<int32_t> neg_starts{0, -2147483647 - 1, 15};
   expect_throws([&] { check_packed_batch(tokens.data(), 15, neg_starts.data(), 3, rows.data(), 7, c); }, "negative seqStarts");
-  cpu::DecodeOptions huge = ar;
+  DecodeOptions huge = ar;
   huge.gen_length = int64_t(1) << 40;
-  expect_throws([&] { cpu::decode(m, req, huge, nullptr, nullptr); }, "a genLength beyond 2^31");
+  expect_throws([&] { decode(m, req, huge, nullptr, nullptr); }, "a genLength beyond 2^31");
   huge = ar, huge.block_length = 3, huge.gen_length = 3, huge.steps = 2147483646;
-  expect_throws([&] { cpu::decode(m, req, huge, nullptr, nullptr); }, "a step count whose schedule does not fit");
+  expect_throws([&] { decode(m, req, huge, nullptr, nullptr); }, "a step count whose schedule does not fit");
 }
 
 void tensor_io() {

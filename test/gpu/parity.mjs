@@ -11,7 +11,7 @@ import path from 'node:path';
 
 /** Whether this process can run the CUDA backend, and if not, why (printed by skipped tests). */
 export function gpuStatus(native) {
-  if (!native.backends.includes('cuda') || !native.CudaEngine || !native.cuda)
+  if (!native.backends.includes('cuda') || !native.cuda)
     return { ok: false, reason: 'this build has no CUDA backend (build it with `npm run build:cuda`)' };
   const n = native.cuda.deviceCount();
   if (n === 0) return { ok: false, reason: `no CUDA device: ${native.cuda.unavailableReason()}` };

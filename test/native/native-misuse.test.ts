@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 const i32 = (...xs: number[]) => Int32Array.from(xs);
-const AR: NativeDecodeOptions = { remasking: 'low_confidence', genLength: 4, blockLength: 1, steps: 4 };
+const AR: NativeDecodeOptions = { decoder: 'low_confidence', genLength: 4, blockLength: 1, steps: 4 };
 // A call through `any`: the point is what the native side does with what TypeScript would refuse.
 type Loose = Record<string, (...args: unknown[]) => unknown>;
 const loose = (o: object) => o as unknown as Loose;
@@ -128,7 +128,7 @@ describe('wrong argument types', () => {
       ['forward', [i32(1), i32(0, 1)], /`rows`/],
       ['decode', [i32(1), i32(0, 1), [1], AR], /Expected a Float64Array for `seeds`/],
       ['decode', [i32(1), i32(0, 1), Float64Array.from([1]), 'ar'], /Expected an object for `options`/],
-      ['decode', [i32(1), i32(0, 1), Float64Array.from([1]), { ...AR, remasking: 'fast' }], /'low_confidence', 'random' or 'threshold'/],
+      ['decode', [i32(1), i32(0, 1), Float64Array.from([1]), { ...AR, decoder: 'fast' }], /'low_confidence', 'random' or 'threshold'/],
       ['decode', [i32(1), i32(0, 1), Float64Array.from([1]), { ...AR, stopIds: [1] }], /`stopIds`/],
       ['getParam', [42], /Expected a string for `name`/],
       ['getParam', ['no.such.tensor'], /Unknown tensor no.such.tensor/],
@@ -168,13 +168,13 @@ describe('huge or negative sizes', () => {
   it('packed batches: negative ids, rows outside, seqStarts that overflow int32 (UBSan finding)', async () => {
     const e = await engine();
     const cases: [Int32Array, Int32Array, Int32Array, RegExp][] = [
-      [i32(-1), i32(0, 1), i32(0), /Token id -1 at position 0 is outside the vocabulary/],
-      [i32(1, 2), i32(0, 2), i32(2), /Row 2 is outside the batch of 2 tokens/],
-      [i32(1, 2), i32(0, 2), i32(-2147483648), /Row -2147483648/],
+      [i32(-1), i32(0, 1), i32(0), /token ids in \[0, \d+\) for `tokens` but received -1 at index 0/],
+      [i32(1, 2), i32(0, 2), i32(2), /row indices in \[0, 2\) for `rows` but received 2 at index 0/],
+      [i32(1, 2), i32(0, 2), i32(-2147483648), /`rows` but received -2147483648 at index 0/],
       // 2147483647 - (-2147483648) overflowed int32 in the check before it was widened.
-      [i32(1, 2), i32(0, -2147483648, 2147483647, 2), i32(0), /Sequence 0 is empty|Sequence 1 has/],
-      [i32(1, 2), i32(0, 2147483647, 2), i32(0), /Sequence 0 has 2147483647 tokens but the model allows at most 64/],
-      [i32(), i32(0), i32(), /seqStarts must run from 0 to the number of tokens/],
+      [i32(1, 2), i32(0, -2147483648, 2147483647, 2), i32(0), /sequences of 1 to 64 tokens for `seqStarts` but received a sequence [01] of/],
+      [i32(1, 2), i32(0, 2147483647, 2), i32(0), /sequences of 1 to 64 tokens for `seqStarts` but received a sequence 0 of 2147483647 tokens/],
+      [i32(), i32(0), i32(), /sequence offsets from 0 to tokens.length \(0\) for `seqStarts`/],
     ];
     for (const [tokens, starts, rows, msg] of cases) await expectJsError(() => e.forward(tokens, starts, rows), msg);
   });

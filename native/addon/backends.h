@@ -1,0 +1,28 @@
+// The backends this build has, and how the Engine makes one: the only place that names them.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../common/backend.h"
+
+namespace jg {
+
+struct BackendOptions {
+  std::string backend = "cpu";
+  int device = 0;
+  DType dtype = DType::BF16;  // the CUDA backend's weights and activations (the CPU computes in fp32)
+};
+
+// "cpu", and "cuda" in CUDA builds.
+std::vector<std::string> backend_names();
+// A model for `cfg` on the named backend; INPUT for a name this build does not have.
+std::unique_ptr<Backend> make_backend(const ModelConfig& cfg, const BackendOptions& o);
+// Adds what a backend tells about the machine to the module's exports (CUDA builds: exports.cuda =
+// {deviceCount(), unavailableReason(), runtimeVersion}).
+void export_backend_info(Napi::Env env, Napi::Object exports);
+
+}  // namespace jg

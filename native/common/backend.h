@@ -1,0 +1,144 @@
+// The backend interface: one model's parameters and kernels on one device, as the engine
+// (native/addon), the decode loop (decode.cpp) and the trainer call them. cpu::Model
+// (native/cpu/model.h) and cuda::Model (native/cuda/model.h) implement it; the binding picks one
+// at load and never looks past this interface.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "batch.h"
+#include "config.h"
+#include "decode.h"
+#include "layout.h"
+#include "loss.h"
+#include "tensor_io.h"
+
+namespace jg {
+
+// torch.optim.AdamW's hyper-parameters, with the gradient handling of one step.
+struct AdamWOptions {
+  double lr, beta1, beta2, eps;
+  double weight_decay;    // decoupled, on the 2-D weight matrices only, never the RMSNorm weights
+  double max_grad_norm;   // 0 or infinity: no clipping
+  bool skip_non_finite;   // drop the whole update when any gradient is non-finite
+};
+
+struct StepStats {
+  double grad_norm = 0;    // global L2 norm after non-finite values were zeroed, before clipping
+  int64_t non_finite = 0;  // gradient elements that were NaN or infinite (zeroed)
+  bool clipped = false, skipped = false;
+};
+
+// Which AdamW moment: first (exp_avg) or second (exp_avg_sq).
+enum class Moment { M, V };
+
+// Where a backend runs, for `deviceInfo()` and `justgrpo info`.
+struct DeviceInfo {
+  std::string backend;  // "cpu", "cuda"
+  std::string name;     // the device's name
+  std::string dtype;    // weights and activations: "F32", "BF16"
+  int64_t device = 0;
+  double total_memory = 0;         // bytes; 0 where not known
+  std::string compute_capability;  // CUDA only
+};
+
+// Gradients, optimizer state and training workspace for one Backend's parameters; made by
+// Backend::make_training. Gradients accumulate (+=) across loss calls until zero_grad().
+class Training {
+ public:
+  virtual ~Training() = default;
+
+  // O(1): the next call that uses the gradients zeroes them first.
+  virtual void zero_grad() = 0;
+  // The loss over `rows` of a packed batch (LM head on those rows only) with each row's log-prob in
+  // logprobs (n_rows) and, for GRPO, its ClipRegion in region (n_rows). With `backward`, gradients
+  // += d loss / d params; without, nothing is kept and the loss is bit-identical. Inputs were checked.
+  virtual double loss(bool backward, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                      const LossSpec& spec, float* logprobs, uint8_t* region) = 0;
+  // Non-finite gradients zeroed and counted, global-norm clipping, then AdamW on every parameter.
+  virtual StepStats step(const AdamWOptions& o) = 0;
+  // AdamW updates done; the next uses step_count() + 1 for bias correction.
+  virtual int64_t step_count() const = 0;
+  virtual void set_step_count(int64_t n) = 0;
+  // Bytes of workspace a loss with gradients needs for this shape, beyond the gradients and moments.
+  virtual int64_t workspace_bytes(int64_t n_tokens, int64_t n_rows) const = 0;
+
+  // One parameter's gradient or moment, to and from fp32 host memory and files.
+  virtual void get_grad(float* dst, const ParamInfo& p) = 0;
+  virtual void set_grad(const ParamInfo& p, const float* src) = 0;
+  virtual void get_moment(float* dst, const ParamInfo& p, Moment which) = 0;
+  virtual void set_moment(const ParamInfo& p, Moment which, const float* src) = 0;
+  virtual void write_moment(TensorWriter& w, const ParamInfo& p, Moment which) = 0;
+  virtual void read_moment(const ParamInfo& p, Moment which, DType dtype, const std::string& path, int64_t offset) = 0;
+
+  // Rollouts that keep their activations: JustGRPO's rollout feeds the learner's exact inputs under
+  // the learner's weights, so with one update per rollout the loss can back-propagate through the
+  // rollout's own activations instead of running the forward again. keeping_forward(budget) is the
+  // ForwardHook a rollout decodes with: it keeps steps 0, 1, ... while their total stays within
+  // budget bytes (and the machine can hold them), and runs the plain forward after that.
+  virtual ForwardHook keeping_forward(double budget_bytes) = 0;
+  // Steps of the last rollout kept (0 once the weights have changed since), their bytes, and the
+  // number of rows of one kept step.
+  virtual int64_t kept_steps() const = 0;
+  virtual int64_t kept_bytes() const = 0;
+  virtual int64_t kept_rows(int64_t step) const = 0;
+  // loss(true, ...) on kept step `step`'s batch and rows (targets, the spec's arrays: one per row).
+  virtual double backward_kept(int64_t step, const int32_t* targets, const LossSpec& spec, float* logprobs,
+                               uint8_t* region) = 0;
+  virtual void release_kept() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const ParamLayout& layout() const = 0;
+  virtual DeviceInfo device_info() const = 0;
+  // Parameters, excluding alignment padding.
+  int64_t n_params() const {
+    int64_t n = 0;
+    for (const ParamInfo& p : layout().params()) n += p.numel;
+    return n;
+  }
+  // Tokens that went through the layers since the model was made (identical sequences in a batch
+  // once), so the difference across a call is the work it did.
+  virtual int64_t tokens_computed() const = 0;
+
+  // Parameters, as fp32 on the host side. load_tensor reads one tensor stored as `file_dtype` at
+  // byte `offset` of a safetensors file whose header lib/safetensors.ts validated.
+  virtual void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) = 0;
+  virtual void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) = 0;
+  virtual void get_param(float* dst, const ParamInfo& p) = 0;
+  virtual void set_param(const ParamInfo& p, const float* src) = 0;
+  // normal(0, stdev) matrices and ones for norm weights, deterministic per seed (per backend).
+  virtual void init_random(uint64_t seed, float stdev) = 0;
+
+  // logits (n_rows, embedding_size) on the host for the packed rows `rows`; the LM head runs only there.
+  virtual void forward(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows) = 0;
+  // out (n_rows) = log p(targets[r]) at each row with the `excluded` ids removed; forward only.
+  virtual void logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                        const std::vector<int32_t>& excluded) = 0;
+  // One step of decoding (see DecodeStep); fills `out`.
+  virtual void decode_step(const DecodeStep& step, DecodeStepResult& out) = 0;
+  // Bytes of host memory a forward over n_tokens with n_rows logits rows needs, checked before it runs.
+  virtual int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const = 0;
+
+  // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
+  // no training yet).
+  virtual std::unique_ptr<Training> make_training(bool checkpoint_activations) = 0;
+
+  // Bumped whenever the weights change (loading, initialising, setting a tensor, an optimizer step),
+  // so activations kept from a forward pass can be checked against the weights that made them.
+  uint64_t weights_version() const { return weights_version_.load(); }
+  void weights_changed() { weights_version_++; }
+
+ private:
+  std::atomic<uint64_t> weights_version_{0};
+};
+
+}  // namespace jg

@@ -1,0 +1,158 @@
+// The CPU's entry in the op table's test harness: each op of native/common/ops.h on small host
+// arrays, the reference every other backend is compared with (test/gpu/parity.mjs).
+#include <limits>
+#include <vector>
+
+#include "../common/decode.h"
+#include "../common/ops.h"
+#include "../common/rope.h"
+#include "ops.h"
+#include "sampling.h"
+
+namespace jg::cpu {
+
+bool test_op(Op op, const OpArgs& a, OpOutputs& o) {
+  switch (op) {
+    case OP_EMBEDDING: {
+      const int64_t N = a.i("N"), C = a.i("C");
+      std::vector<float> out(N * C);
+      embedding_forward(out.data(), a.i32s("tokens").data(), a.f32s("wte").data(), N, C);
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_RMSNORM: {
+      const int64_t N = a.i("N"), C = a.i("C");
+      auto inp = a.f32n("inp", N * C);
+      std::vector<float> out(N * C);
+      rmsnorm_forward(out.data(), nullptr, inp.data(), a.f32n("weight", C).data(), N, C, static_cast<float>(a.num("eps")));
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_MATMUL: {
+      const int64_t N = a.i("N"), C = a.i("C"), OC = a.i("OC");
+      std::vector<float> out(N * OC);
+      matmul_forward(out.data(), a.f32n("inp", N * C).data(), a.f32n("weight", OC * C).data(), N, C, OC);
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_ROPE: {
+      const int64_t N = a.i("N"), H = a.i("H"), hd = a.i("hd"), max_len = a.i("maxLen");
+      auto x = a.f32n("x", N * H * hd);
+      std::vector<float> cos_t(max_len * hd / 2), sin_t(max_len * hd / 2);
+      rope_table(cos_t.data(), sin_t.data(), max_len, hd, a.num("theta"));
+      rope_forward(x.data(), a.i32s("pos").data(), cos_t.data(), sin_t.data(), N, H, hd);
+      o.f32["out"] = x;
+      return true;
+    }
+    case OP_ATTENTION: {
+      const int64_t H = a.i("H"), KV = a.i("KV"), hd = a.i("hd");
+      const auto& starts = a.i32s("seqStarts");
+      const int64_t S = static_cast<int64_t>(starts.size()) - 1, N = starts.back();
+      std::vector<float> out(N * H * hd);
+      attention_forward(out.data(), nullptr, a.f32n("q", N * H * hd).data(), a.f32n("k", N * KV * hd).data(),
+                        a.f32n("v", N * KV * hd).data(), starts.data(), S, H, KV, hd);
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_SWIGLU: {
+      const int64_t N = a.i("N"), M = a.i("M");
+      std::vector<float> out(N * M);
+      swiglu_forward(out.data(), a.f32n("gate", N * M).data(), a.f32n("up", N * M).data(), N, M);
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_RESIDUAL: {
+      auto x = a.f32s("x");
+      residual_forward(x.data(), a.f32n("y", static_cast<int64_t>(x.size())).data(), static_cast<int64_t>(x.size()));
+      o.f32["out"] = x;
+      return true;
+    }
+    case OP_LOGSOFTMAX: {
+      const int64_t R = a.i("R"), V = a.i("V");
+      std::vector<float> lp(R), lse(R);
+      logsoftmax_forward(lp.data(), lse.data(), a.f32n("logits", R * V).data(), a.i32s("targets").data(), R, V);
+      o.f32["out"] = lp;
+      o.f32["lse"] = lse;
+      return true;
+    }
+    case OP_ADAMW: {
+      auto param = a.f32s("param");
+      const int64_t n = static_cast<int64_t>(param.size());
+      auto m = a.f32n("m", n), v = a.f32n("v", n);
+      const AdamWParams hp{a.num("lr"), a.num("beta1"), a.num("beta2"), a.num("eps"), a.num("weightDecay"), a.i("step")};
+      adamw_update(param.data(), m.data(), v.data(), a.f32n("grad", n).data(), n, hp);
+      o.f32["param"] = param;
+      o.f32["m"] = m;
+      o.f32["v"] = v;
+      return true;
+    }
+    case OP_SAMPLE: {
+      const int64_t R = a.i("R"), V = a.i("V"), ld = a.i("ld"), n_all = a.i("nAll");
+      const auto& logits = a.f32n("logits", R * ld);
+      const auto& ex = a.i32s("excluded");
+      const auto& early = a.i32s("early");
+      const uint64_t seed = static_cast<uint64_t>(a.i("seed"));
+      std::vector<int32_t> token(R);
+      std::vector<float> lp(R), ent(R);
+      std::vector<double> prob(R), margin(R), cert(R);
+      for (int64_t r = 0; r < R; r++) {
+        RowSample s;
+        sample_row(&s, logits.data() + r * ld, V, ex.data(), early[r] ? static_cast<int64_t>(ex.size()) : n_all,
+                   a.num("temperature"), row_key(seed, 0, r));
+        token[r] = s.token;
+        lp[r] = s.logprob;
+        ent[r] = s.entropy;
+        prob[r] = s.prob;
+        margin[r] = s.margin;
+        cert[r] = s.certainty;
+      }
+      o.i32["token"] = token;
+      o.f32["logprob"] = lp;
+      o.f32["entropy"] = ent;
+      o.f64["prob"] = prob;
+      o.f64["margin"] = margin;
+      o.f64["certainty"] = cert;
+      return true;
+    }
+    case OP_LOGPROB: {
+      const int64_t R = a.i("R"), V = a.i("V");
+      auto logits = a.f32n("logits", R * V);
+      for (int32_t id : a.i32s("excluded"))
+        for (int64_t r = 0; r < R; r++) logits[r * V + id] = -std::numeric_limits<float>::infinity();
+      std::vector<float> out(R), lse(R);
+      logsoftmax_forward(out.data(), lse.data(), logits.data(), a.i32s("targets").data(), R, V);
+      o.f32["out"] = out;
+      return true;
+    }
+    case OP_SELECT: {
+      const auto& row_begin = a.i32s("rowBegin");
+      const auto& k_sched = a.i32s("kSched");
+      const int64_t S = static_cast<int64_t>(row_begin.size()) - 1, R = row_begin.back();
+      const auto kind = static_cast<ConfidenceKind>(a.i("kind"));
+      const uint64_t seed = static_cast<uint64_t>(a.num_or("seed", 0));
+      std::vector<RowSample> samples(R);
+      std::vector<uint64_t> keys(R);
+      for (int64_t r = 0; r < R; r++) keys[r] = row_key(seed, 0, r);
+      if (kind != ConfidenceKind::RANDOM) {
+        const auto &p = a.f64s("prob"), &m = a.f64s("margin"), &c = a.f64s("certainty");
+        JG_CHECK(static_cast<int64_t>(p.size()) == R && static_cast<int64_t>(m.size()) == R &&
+                     static_cast<int64_t>(c.size()) == R,
+                 "testOp: confidences must have R entries");
+        for (int64_t r = 0; r < R; r++) samples[r] = RowSample{0, 0.0f, 0.0f, p[r], m[r], c[r]};
+      }
+      std::vector<uint8_t> commit(R);
+      std::vector<int32_t> k(S);
+      select_commits(commit.data(), k.data(), samples.data(), keys.data(), row_begin.data(), S, kind,
+                     static_cast<uint64_t>(a.num_or("randomIndex", 0)), a.num("useThreshold") != 0, a.num("threshold"),
+                     k_sched.data());
+      o.i32["commit"] = std::vector<int32_t>(commit.begin(), commit.end());
+      o.i32["k"] = k;
+      return true;
+    }
+    case OP_COUNT:
+      break;
+  }
+  return false;
+}
+
+}  // namespace jg::cpu

@@ -1,0 +1,147 @@
+#include "training.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../common/check.h"
+#include "../common/memory.h"
+#include "loss.h"
+#include "ops.h"
+
+namespace jg::cpu {
+
+std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations) {
+  return std::make_unique<Training>(*this, checkpoint_activations);
+}
+
+Training::Training(Model& model, bool checkpoint_activations) : model_(model), workspace_(checkpoint_activations) {
+  const int64_t total = model.layout().total();
+  // Checked together first: three buffers that each fit can still not fit side by side.
+  check_fits(checked_mul(3 * total, static_cast<int64_t>(sizeof(float))), "gradients and AdamW moments");
+  grads_.resize(total, "gradients");
+  m_.resize(total, "AdamW first moments");
+  v_.resize(total, "AdamW second moments");
+}
+
+float* Training::live_grads() {
+  if (grads_zeroed_) {
+    std::memset(grads_.data(), 0, static_cast<size_t>(grads_.size()) * sizeof(float));
+    grads_zeroed_ = false;
+  }
+  return grads_.data();
+}
+
+double Training::loss(bool backward, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
+                      const LossSpec& spec, float* logprobs, uint8_t* region) {
+  auto loss = make_row_loss(spec, region);
+  return model_.loss(backward ? live_grads() : nullptr, workspace_, batch, rows, targets, n_rows, *loss, logprobs);
+}
+
+// A step after zero_grad() with no backward in between sees zero gradients: the moments decay and
+// the update and weight decay still apply, as in PyTorch with zero-filled (not None) gradients.
+// gradNorm is the global L2 norm after non-finite values are zeroed and before clipping (as
+// torch.nn.utils.clip_grad_norm_ returns it); with max_grad_norm > 0 the gradients are scaled in
+// place by max_grad_norm / (norm + 1e-6) when that is below 1, and left clipped.
+StepStats Training::step(const AdamWOptions& o) {
+  StepStats out;
+  // Kept activations are stale from here on, even when the update is skipped.
+  model_.weights_changed();
+  const int64_t total = model_.layout().total();
+  float* g = live_grads();
+  out.non_finite = nonfinite_zero(g, total);
+  // skip_non_finite: one bad value drops the whole update (weights, moments, step count unchanged).
+  if (o.skip_non_finite && out.non_finite > 0) {
+    out.skipped = true;
+    return out;
+  }
+  out.grad_norm = std::sqrt(grad_sumsq(g, total));
+  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
+    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
+    if (coef < 1.0) {
+      grad_scale(g, static_cast<float>(coef), total);
+      out.clipped = true;
+    }
+  }
+  step_++;
+  for (const ParamInfo& p : model_.layout().params()) {
+    const bool matrix = p.shape.size() == 2;
+    const AdamWParams hp{o.lr, o.beta1, o.beta2, o.eps, matrix ? o.weight_decay : 0.0, step_};
+    adamw_update(model_.params() + p.offset, m_.data() + p.offset, v_.data() + p.offset, g + p.offset, p.numel, hp);
+  }
+  return out;
+}
+
+int64_t Training::workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
+  return model_.train_workspace_bytes(n_tokens, n_rows, true, workspace_.checkpoint_activations());
+}
+
+void Training::get_grad(float* dst, const ParamInfo& p) {
+  if (grads_zeroed_) std::memset(dst, 0, static_cast<size_t>(p.numel) * sizeof(float));
+  else std::memcpy(dst, grads_.data() + p.offset, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Training::set_grad(const ParamInfo& p, const float* src) {
+  std::memcpy(live_grads() + p.offset, src, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Training::get_moment(float* dst, const ParamInfo& p, Moment which) {
+  std::memcpy(dst, moment(which) + p.offset, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Training::set_moment(const ParamInfo& p, Moment which, const float* src) {
+  std::memcpy(moment(which) + p.offset, src, static_cast<size_t>(p.numel) * sizeof(float));
+}
+
+void Training::write_moment(TensorWriter& w, const ParamInfo& p, Moment which) {
+  w.write_tensor(moment(which) + p.offset, p.numel, DType::F32);
+}
+
+void Training::read_moment(const ParamInfo& p, Moment which, DType dtype, const std::string& path, int64_t offset) {
+  read_tensor(moment(which) + p.offset, p.numel, dtype, path, offset, p.name);
+}
+
+ForwardHook Training::keeping_forward(double budget) {
+  // Runs in the worker with the engine claimed, so nothing else touches the kept state.
+  return [this, budget](float* logits, const Batch& b, const int32_t* rows, int64_t R, int64_t step) {
+    if (step == 0) {
+      kept_steps_ = 0;
+      kept_bytes_ = 0;
+      kept_version_ = model_.weights_version();
+    }
+    if (step == kept_steps_) {
+      const int64_t need = model_.kept_bytes(b.n_tokens(), R);
+      if (static_cast<double>(kept_bytes_ + need) <= budget) {
+        if (static_cast<int64_t>(kept_.size()) <= step) kept_.resize(step + 1);
+        try {
+          model_.forward_keep(kept_[step], workspace_, logits, b, rows, R);
+          kept_steps_ = step + 1;
+          // Less than `need` when identical sequences were kept once.
+          kept_bytes_ += model_.kept_bytes(kept_[step].n_tokens(), R);
+          return;
+        } catch (const OutOfMemoryError&) {
+          // The machine cannot hold this step's activations (forward_keep allocates before it
+          // computes anything): keep the steps so far and run the rest as plain forwards.
+          kept_[step].release();
+        }
+      }
+    }
+    model_.forward(logits, b, rows, R);
+  };
+}
+
+int64_t Training::kept_steps() const { return kept_version_ == model_.weights_version() ? kept_steps_ : 0; }
+
+double Training::backward_kept(int64_t step, const int32_t* targets, const LossSpec& spec, float* logprobs,
+                               uint8_t* region) {
+  auto loss = make_row_loss(spec, region);
+  return model_.backward_kept(live_grads(), kept_[step], workspace_, targets, *loss, logprobs);
+}
+
+void Training::release_kept() {
+  for (KeptForward& k : kept_) k.release();
+  kept_.clear();
+  kept_steps_ = 0;
+  kept_bytes_ = 0;
+}
+
+}  // namespace jg::cpu

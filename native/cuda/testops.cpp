@@ -1,0 +1,204 @@
+// The CUDA backend's entry in the op table's test harness: each op of native/common/ops.h on small
+// host arrays, uploaded, converted to the requested dtype, run, and converted back to fp32, so
+// test/gpu/parity.mjs can compare it with the CPU's (native/cpu/testops.cpp). Synchronous; small
+// shapes only.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "../common/ops.h"
+#include "../common/rope.h"
+#include "../common/sampling.h"
+#include "buffer.h"
+#include "matmul.h"
+#include "model.h"
+#include "ops.h"
+#include "sampling.h"
+
+namespace jg::cuda {
+
+namespace {
+
+// Device copies of test inputs, freed when the call ends.
+struct Dev {
+  DType t;
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+
+  void* alloc(size_t bytes) {
+    bufs.push_back(std::make_unique<DeviceBuffer>());
+    return bufs.back()->reserve(std::max<size_t>(bytes, 1), "test data");
+  }
+  template <typename T>
+  T* raw(const std::vector<T>& v) {
+    T* d = static_cast<T*>(alloc(v.size() * sizeof(T)));
+    JG_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+  }
+  // An activation or weight: fp32 on the host, the test's dtype on the device.
+  void* act(const std::vector<float>& v) {
+    float* f = raw(v);
+    void* d = alloc(v.size() * act_size(t));
+    convert_from_f32(d, t, f, static_cast<int64_t>(v.size()), nullptr);
+    return d;
+  }
+  void* act_empty(int64_t n) { return alloc(n * act_size(t)); }
+  std::vector<float> act_back(const void* d, int64_t n) {
+    float* f = static_cast<float*>(alloc(n * sizeof(float)));
+    convert_to_f32(f, d, t, n, nullptr);
+    return back(f, n);
+  }
+  template <typename T>
+  std::vector<T> back(const T* d, int64_t n) {
+    std::vector<T> h(n);
+    JG_CUDA_CHECK(cudaDeviceSynchronize());
+    JG_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+}  // namespace
+
+bool test_op(Op op, const OpArgs& a, OpOutputs& o) {
+  const DType t = a.dtype;
+  std::string why;
+  JG_CHECK(device_count(&why) > 0, "testOp: no CUDA device: ", why);
+  DeviceScope scope(static_cast<int>(a.num_or("device", 0)));
+  Dev dev{t, {}};
+  const cudaStream_t s = nullptr;
+  if (op == OP_EMBEDDING) {
+    const int64_t N = a.i("N"), C = a.i("C");
+    float* out = static_cast<float*>(dev.alloc(N * C * 4));
+    embedding_forward(out, dev.raw(a.i32s("tokens")), dev.act(a.f32s("wte")), t, N, C, s);
+    o.f32["out"] = dev.back(out, N * C);
+  } else if (op == OP_RMSNORM) {
+    const int64_t N = a.i("N"), C = a.i("C");
+    void* out = dev.act_empty(N * C);
+    rmsnorm_forward(out, dev.raw(a.f32s("inp")), dev.act(a.f32s("weight")), t, N, C,
+                          static_cast<float>(a.num("eps")), s);
+    o.f32["out"] = dev.act_back(out, N * C);
+  } else if (op == OP_MATMUL) {
+    const int64_t N = a.i("N"), C = a.i("C"), OC = a.i("OC");
+    float* out = static_cast<float*>(dev.alloc(N * OC * 4));
+    Blas blas(s);
+    blas.matmul_forward(out, DType::F32, OC, dev.act(a.f32s("inp")), dev.act(a.f32s("weight")), t, N, C, OC);
+    o.f32["out"] = dev.back(out, N * OC);
+  } else if (op == OP_ROPE) {
+    const int64_t N = a.i("N"), H = a.i("H"), hd = a.i("hd"), max_len = a.i("maxLen");
+    std::vector<float> table(max_len * hd);
+    rope_table(table.data(), table.data() + max_len * hd / 2, max_len, hd, a.num("theta"));
+    const float* d_table = dev.raw(table);
+    void* x = dev.act(a.f32s("x"));
+    rope_forward(x, t, H * hd, dev.raw(a.i32s("pos")), d_table, d_table + max_len * hd / 2, N, H, hd, s);
+    o.f32["out"] = dev.act_back(x, N * H * hd);
+  } else if (op == OP_ATTENTION) {
+    const int64_t H = a.i("H"), KV = a.i("KV"), hd = a.i("hd");
+    auto starts = a.i32s("seqStarts");
+    const int64_t S = static_cast<int64_t>(starts.size()) - 1, N = starts.back();
+    int64_t max_len = 0;
+    for (int64_t i = 0; i < S; i++) max_len = std::max<int64_t>(max_len, starts[i + 1] - starts[i]);
+    // q|k|v side by side in one buffer, rows (H + 2 KV) * hd apart, as the model's fused projection
+    // lays them out; the output likewise strided by a padded row.
+    const int64_t qd = H * hd, kd = KV * hd, stride = qd + 2 * kd, out_stride = qd + 8;
+    auto q = a.f32s("q"), k = a.f32s("k"), v = a.f32s("v");
+    std::vector<float> packed(N * stride);
+    for (int64_t n = 0; n < N; n++) {
+      std::copy(q.begin() + n * qd, q.begin() + (n + 1) * qd, packed.begin() + n * stride);
+      std::copy(k.begin() + n * kd, k.begin() + (n + 1) * kd, packed.begin() + n * stride + qd);
+      std::copy(v.begin() + n * kd, v.begin() + (n + 1) * kd, packed.begin() + n * stride + qd + kd);
+    }
+    char* qkv = static_cast<char*>(dev.act(packed));
+    const int es = act_size(t);
+    void* out = dev.act_empty(N * out_stride);
+    attention_forward(out, out_stride, qkv, stride, qkv + qd * es, qkv + (qd + kd) * es, stride, t,
+                            dev.raw(starts), S, max_len, H, KV, hd, s,
+                            static_cast<AttentionImpl>(static_cast<int>(a.num_or("impl", 0))));
+    auto full = dev.act_back(out, N * out_stride);
+    std::vector<float> res(N * qd);
+    for (int64_t n = 0; n < N; n++)
+      std::copy(full.begin() + n * out_stride, full.begin() + n * out_stride + qd, res.begin() + n * qd);
+    o.f32["out"] = res;
+  } else if (op == OP_SWIGLU) {
+    const int64_t N = a.i("N"), M = a.i("M");
+    auto g = a.f32s("gate"), u = a.f32s("up");
+    std::vector<float> gu(N * 2 * M);
+    for (int64_t n = 0; n < N; n++) {
+      std::copy(g.begin() + n * M, g.begin() + (n + 1) * M, gu.begin() + n * 2 * M);
+      std::copy(u.begin() + n * M, u.begin() + (n + 1) * M, gu.begin() + n * 2 * M + M);
+    }
+    char* d_gu = static_cast<char*>(dev.act(gu));
+    void* out = dev.act_empty(N * M);
+    swiglu_forward(out, d_gu, d_gu + M * act_size(t), 2 * M, t, N, M, s);
+    o.f32["out"] = dev.act_back(out, N * M);
+  } else if (op == OP_RESIDUAL) {
+    auto x = a.f32s("x");
+    const int64_t n = static_cast<int64_t>(x.size());
+    float* dx = dev.raw(x);
+    residual_forward(dx, dev.act(a.f32s("y")), t, n, s);
+    o.f32["out"] = dev.back(dx, n);
+  } else if (op == OP_SAMPLE) {
+    const int64_t R = a.i("R"), V = a.i("V"), ld = a.i("ld");
+    auto ex = a.i32s("excluded");
+    auto early32 = a.i32s("early");
+    std::vector<uint8_t> early(early32.begin(), early32.end());
+    const uint64_t seed = static_cast<uint64_t>(a.i("seed"));
+    std::vector<uint64_t> keys(R);
+    for (int64_t r = 0; r < R; r++) keys[r] = row_key(seed, 0, r);
+    auto* out = static_cast<RowSample*>(dev.alloc(R * sizeof(RowSample)));
+    sample_rows(out, dev.raw(a.f32s("logits")), ld, R, V, dev.raw(ex), static_cast<int>(a.i("nAll")),
+                      static_cast<int>(ex.size()), dev.raw(early), a.num("temperature"), dev.raw(keys), s);
+    auto h = dev.back(out, R);
+    std::vector<int32_t> token(R);
+    std::vector<float> lp(R), ent(R);
+    std::vector<double> prob(R), margin(R), cert(R);
+    for (int64_t r = 0; r < R; r++) {
+      token[r] = h[r].token;
+      lp[r] = h[r].logprob;
+      ent[r] = h[r].entropy;
+      prob[r] = h[r].prob;
+      margin[r] = h[r].margin;
+      cert[r] = h[r].certainty;
+    }
+    o.i32["token"] = token;
+    o.f32["logprob"] = lp;
+    o.f32["entropy"] = ent;
+    o.f64["prob"] = prob;
+    o.f64["margin"] = margin;
+    o.f64["certainty"] = cert;
+  } else if (op == OP_LOGPROB) {
+    const int64_t R = a.i("R"), V = a.i("V");
+    auto ex = a.i32s("excluded");
+    float* out = static_cast<float*>(dev.alloc(R * 4));
+    logprob_rows(out, dev.raw(a.f32s("logits")), dev.raw(a.i32s("targets")), R, V, dev.raw(ex),
+                       static_cast<int>(ex.size()), s);
+    o.f32["out"] = dev.back(out, R);
+  } else if (op == OP_SELECT) {
+    auto row_begin = a.i32s("rowBegin");
+    auto k_sched = a.i32s("kSched");
+    const int64_t S = static_cast<int64_t>(row_begin.size()) - 1, R = row_begin.back();
+    const int kind = static_cast<int>(a.i("kind"));
+    std::vector<RowSample> samples(R);
+    std::vector<uint64_t> keys(R);
+    const uint64_t seed = static_cast<uint64_t>(a.num_or("seed", 0));
+    for (int64_t r = 0; r < R; r++) keys[r] = row_key(seed, 0, r);
+    if (kind != 3) {
+      auto p = a.f64s("prob"), m = a.f64s("margin"), c = a.f64s("certainty");
+      for (int64_t r = 0; r < R; r++) samples[r] = RowSample{0, 0.0f, 0.0f, p[r], m[r], c[r]};
+    }
+    auto* commit = static_cast<uint8_t*>(dev.alloc(R));
+    auto* k = static_cast<int32_t*>(dev.alloc(S * 4));
+    select_commits(commit, k, dev.raw(samples), dev.raw(keys), dev.raw(row_begin), S,
+                         static_cast<ConfidenceKind>(kind), static_cast<uint64_t>(a.num_or("randomIndex", 0)),
+                         a.num("useThreshold") != 0, a.num("threshold"), dev.raw(k_sched), s);
+    auto hc = dev.back(commit, R);
+    o.i32["commit"] = std::vector<int32_t>(hc.begin(), hc.end());
+    o.i32["k"] = dev.back(k, S);
+  } else {
+    return false;  // logsoftmax and adamw: training on the GPU is not built yet
+  }
+  JG_CUDA_CHECK(cudaDeviceSynchronize());
+  return true;
+}
+
+}  // namespace jg::cuda
