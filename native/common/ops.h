@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "sampling.h"
 #include "tensor_io.h"
 
 namespace jg {
@@ -76,6 +77,23 @@ struct OpOutputs {
   std::map<std::string, std::vector<float>> f32;
   std::map<std::string, std::vector<int32_t>> i32;
   std::map<std::string, std::vector<double>> f64;
+
+  // The `sample` op's outputs: each field of R rows' samples as its own array.
+  void set_samples(const std::vector<RowSample>& s) {
+    const size_t R = s.size();
+    std::vector<int32_t>& token = i32["token"];
+    std::vector<float>&lp = f32["logprob"], &ent = f32["entropy"];
+    std::vector<double>&prob = f64["prob"], &margin = f64["margin"], &cert = f64["certainty"];
+    token.resize(R), lp.resize(R), ent.resize(R), prob.resize(R), margin.resize(R), cert.resize(R);
+    for (size_t r = 0; r < R; r++) {
+      token[r] = s[r].token;
+      lp[r] = s[r].logprob;
+      ent[r] = s[r].entropy;
+      prob[r] = s[r].prob;
+      margin[r] = s[r].margin;
+      cert[r] = s[r].certainty;
+    }
+  }
 };
 
 }  // namespace jg

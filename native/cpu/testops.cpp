@@ -92,26 +92,11 @@ bool test_op(Op op, const OpArgs& a, OpOutputs& o) {
       const auto& ex = a.i32s("excluded");
       const auto& early = a.i32s("early");
       const uint64_t seed = static_cast<uint64_t>(a.i("seed"));
-      std::vector<int32_t> token(R);
-      std::vector<float> lp(R), ent(R);
-      std::vector<double> prob(R), margin(R), cert(R);
-      for (int64_t r = 0; r < R; r++) {
-        RowSample s;
-        sample_row(&s, logits.data() + r * ld, V, ex.data(), early[r] ? static_cast<int64_t>(ex.size()) : n_all,
+      std::vector<RowSample> samples(R);
+      for (int64_t r = 0; r < R; r++)
+        sample_row(&samples[r], logits.data() + r * ld, V, ex.data(), early[r] ? static_cast<int64_t>(ex.size()) : n_all,
                    a.num("temperature"), row_key(seed, 0, r));
-        token[r] = s.token;
-        lp[r] = s.logprob;
-        ent[r] = s.entropy;
-        prob[r] = s.prob;
-        margin[r] = s.margin;
-        cert[r] = s.certainty;
-      }
-      o.i32["token"] = token;
-      o.f32["logprob"] = lp;
-      o.f32["entropy"] = ent;
-      o.f64["prob"] = prob;
-      o.f64["margin"] = margin;
-      o.f64["certainty"] = cert;
+      o.set_samples(samples);
       return true;
     }
     case OP_LOGPROB: {

@@ -148,24 +148,7 @@ bool test_op(Op op, const OpArgs& a, OpOutputs& o) {
     auto* out = static_cast<RowSample*>(dev.alloc(R * sizeof(RowSample)));
     sample_rows(out, dev.raw(a.f32s("logits")), ld, R, V, dev.raw(ex), static_cast<int>(a.i("nAll")),
                       static_cast<int>(ex.size()), dev.raw(early), a.num("temperature"), dev.raw(keys), s);
-    auto h = dev.back(out, R);
-    std::vector<int32_t> token(R);
-    std::vector<float> lp(R), ent(R);
-    std::vector<double> prob(R), margin(R), cert(R);
-    for (int64_t r = 0; r < R; r++) {
-      token[r] = h[r].token;
-      lp[r] = h[r].logprob;
-      ent[r] = h[r].entropy;
-      prob[r] = h[r].prob;
-      margin[r] = h[r].margin;
-      cert[r] = h[r].certainty;
-    }
-    o.i32["token"] = token;
-    o.f32["logprob"] = lp;
-    o.f32["entropy"] = ent;
-    o.f64["prob"] = prob;
-    o.f64["margin"] = margin;
-    o.f64["certainty"] = cert;
+    o.set_samples(dev.back(out, R));
   } else if (op == OP_LOGPROB) {
     const int64_t R = a.i("R"), V = a.i("V");
     auto ex = a.i32s("excluded");
