@@ -56,7 +56,7 @@ export type NativeDeviceInfo = {
   backend: 'cpu' | 'cuda';
   device: number;
   name: string;
-  /** Bytes of device memory; 0 where not known (the CPU). */
+  /** Bytes of device memory (on the CPU: what this process can still allocate); 0 where not known. */
   totalMemory: number;
   /** CUDA only; empty on the CPU. */
   computeCapability: string;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <random>
 
@@ -80,7 +81,17 @@ Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_((check_model_config(cf
   rope_table(rope_cos_.data(), rope_sin_.data(), cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta);
 }
 
-DeviceInfo Model::device_info() const { return {"cpu", "CPU", "F32", 0, 0, ""}; }
+DeviceInfo Model::device_info() const {
+  // The processor's name as the kernel reports it (Linux), else a plain "CPU".
+  std::string name = "CPU";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      name = line.substr(line.find(':') + 2);
+      break;
+    }
+  return {"cpu", name, "F32", 0, static_cast<double>(std::max<int64_t>(0, available_memory_bytes())), ""};
+}
 
 void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) {
   JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
