@@ -6,6 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
+import { normalizeConfigKeys, type ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
@@ -27,13 +28,14 @@ export const initSchema = z.strictObject({
 
 export const modelSchema = z.union([z.string(), z.strictObject({ init: initSchema })]);
 
-/** Validates a parsed config; the error names the file and the field. */
-export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string): z.output<S> {
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new ConfigError(`${source}: \`${issue.path.join('.') || '(root)'}\`: ${issue.message}`);
-  }
+/**
+ * Validates a parsed config: keys in camelCase or TRL's snake_case (`extras`: TRL names that differ
+ * more); one error names the file and every field at fault.
+ */
+export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string, extras: Record<string, ExtraAlias> = {}): z.output<S> {
+  const r = schema.safeParse(normalizeConfigKeys(schema, raw, source, extras));
+  if (!r.success)
+    throw new ConfigError(`${source}: ${r.error.issues.map((issue) => `\`${issue.path.join('.') || '(root)'}\`: ${issue.message}`).join('; ')}`);
   return r.data;
 }
 
