@@ -399,7 +399,7 @@ addRunOptions(
           else {
             const line = `reward ${m.reward.toFixed(3)} | loss ${m.loss.toExponential(2)} | ${m.tokens_per_second?.toFixed(0)} tok/s`;
             if (run) run.update(m.step, { info: line });
-            else console.error(`step ${m.step}: ${line}, grad_norm ${m.grad_norm.toFixed(3)}, zero-std ${m.frac_reward_zero_std.toFixed(2)}`);
+            else console.error(`step ${m.step}: ${line}, grad_norm ${m.grad_norm.toFixed(3)}, zero-std groups ${(100 * m.frac_reward_zero_std).toFixed(0)}%`);
           }
         },
         onEval: (e) => {

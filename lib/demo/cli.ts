@@ -76,7 +76,7 @@ export function registerDemoCommands(program: Command): void {
             break;
           case 'trainStep': {
             const m = e.metrics;
-            const line = `reward ${m.reward.toFixed(3)} | zero-std groups ${m.frac_reward_zero_std.toFixed(2)} | ${m.step_time.toFixed(1)} s/step`;
+            const line = `reward ${m.reward.toFixed(3)} | zero-std groups ${pct(m.frac_reward_zero_std)} | ${m.step_time.toFixed(1)} s/step`;
             if (trainBar) trainBar.update(m.step, { info: line });
             else if (!opts.json && (m.step - lastLogged >= 5 || m.step === settings.grpoSteps)) {
               lastLogged = m.step;
