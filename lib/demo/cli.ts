@@ -104,7 +104,7 @@ export function registerDemoCommands(program: Command): void {
         console.log(`plots       ${r.files.plots.filter((f) => f.endsWith('.png')).join(', ')}`);
         console.log(`samples     ${r.files.samples.join(', ')}`);
         if (opts.quick)
-          console.log(`\nThis was a smoke test: ${settings.grpoSteps} steps and ${settings.evalItems} problems check that every stage runs; ` +
+          console.log(`\nThis was a smoke test: ${settings.grpoSteps} step${settings.grpoSteps === 1 ? '' : 's'} and ${settings.evalItems} problems check that every stage runs; ` +
             'the before/after difference at this size is noise. Run `justgrpo demo` (no --quick) for the full run that measures the gain.');
       } finally {
         bars?.stop();
