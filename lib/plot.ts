@@ -53,6 +53,13 @@ export function axisFormat(values: readonly number[], percent = false): string |
   return big > 0 && (big < 1e-2 || big >= 1e5) ? '.2~e' : undefined;
 }
 
+/** The axis of a panel: `axisFormat`'s format, with 0 written as 0 on a scientific axis (not 0e+0). */
+function valueAxis(values: readonly number[], percent = false): Record<string, string> {
+  const format = axisFormat(values, percent);
+  if (format === undefined) return {};
+  return format.endsWith('e') ? { labelExpr: `datum.value === 0 ? '0' : format(datum.value, '${format}')` } : { format };
+}
+
 /** The step axis: whole steps only. */
 export const STEP_AXIS = { format: 'd', tickMinStep: 1 } as const;
 /** The step scale: the run's steps, not from 0. */
@@ -112,7 +119,7 @@ export async function plotRun(runDir: string, options: PlotOptions = {}): Promis
   const panels = CURVES.filter((c) => series(c.key).length > 0).map((c) => {
     const encoding = {
       x: { field: 'step', type: 'quantitative', title: 'step', axis: STEP_AXIS, scale: STEP_SCALE },
-      y: { field: 'value', type: 'quantitative', title: c.unit, scale: { zero: false }, axis: { format: axisFormat(series(c.key).map((d) => d.value), c.percent) } },
+      y: { field: 'value', type: 'quantitative', title: c.unit, scale: { zero: false }, axis: valueAxis(series(c.key).map((d) => d.value), c.percent) },
     };
     if (c.key === 'reward') {
       const raw = 'per step', smooth = `EMA (${EMA_WEIGHT})`;
@@ -132,7 +139,7 @@ export async function plotRun(runDir: string, options: PlotOptions = {}): Promis
       width: 560, height: 300, title: 'reward during training',
       encoding: {
         x: { field: 'step', type: 'quantitative', title: 'step', axis: STEP_AXIS, scale: STEP_SCALE },
-        y: { field: 'value', type: 'quantitative', title: 'mean reward', axis: { format: axisFormat(all) } },
+        y: { field: 'value', type: 'quantitative', title: 'mean reward', axis: valueAxis(all) },
         color: {
           field: 'series', type: 'nominal', title: null, legend: { labelLimit: 400, orient: 'bottom' },
           scale: { domain: [...(series('reward').length ? [raw, smooth] : []), ...(series('eval/reward').length ? [held] : [])] },

@@ -145,7 +145,7 @@ program
 program
   .command('init')
   .description('Write a random tiny LLaDA-format model with a character-level tokenizer')
-  .requiredOption('--out <dir>', 'directory to write (replaced atomically if it exists)')
+  .requiredOption('--out <dir>', "directory to write (the model's files are replaced, each atomically; other files there stay)")
   .option('--d-model <n>', 'model width', intArg('--d-model'), TINY_SIZE.dModel)
   .option('--layers <n>', 'number of transformer blocks', intArg('--layers'), TINY_SIZE.nLayers)
   .option('--heads <n>', 'attention heads', intArg('--heads'), TINY_SIZE.nHeads)
