@@ -61,9 +61,13 @@ function distance(a: string, b: string): number {
  * (`data`, `eval`) are rewritten the same way. Both spellings of one field, and keys that are
  * neither, are errors; all unknown keys are reported at once, each with the nearest known names.
  */
-export function normalizeConfigKeys(schema: z.ZodType, raw: unknown, source: string, extras: Record<string, ExtraAlias> = {}): unknown {
+export function normalizeConfigKeys(
+  schema: z.ZodType, raw: unknown, source: string, extras: Record<string, ExtraAlias> = {},
+): { value: unknown; spelling: Map<string, string> } {
   const problems: string[] = [];
-  const walk = (s: z.ZodType, value: unknown, at: string, extra: Record<string, ExtraAlias>): unknown => {
+  // Each field's dotted path as the file spelled it (errors then name the key the user wrote).
+  const spelling = new Map<string, string>();
+  const walk = (s: z.ZodType, value: unknown, at: string, written: string, extra: Record<string, ExtraAlias>): unknown => {
     const shape = objectShape(s);
     if (!shape || typeof value !== 'object' || value === null || Array.isArray(value)) return value;
     const fields = Object.keys(shape);
@@ -91,7 +95,8 @@ export function normalizeConfigKeys(schema: z.ZodType, raw: unknown, source: str
         continue;
       }
       spelledAs.set(field, key);
-      out[field] = walk(shape[field]!, v, `${at}${field}.`, {});
+      spelling.set(`${at}${field}`, `${written}${key}`);
+      out[field] = walk(shape[field]!, v, `${at}${field}.`, `${written}${key}.`, {});
     }
     for (const [key, v] of later) {
       const { to, convert } = extra[key]!;
@@ -100,11 +105,12 @@ export function normalizeConfigKeys(schema: z.ZodType, raw: unknown, source: str
         continue;
       }
       spelledAs.set(to, key);
+      spelling.set(`${at}${to}`, `${written}${key}`);
       out[to] = convert ? convert(v, out, source) : v;
     }
     return out;
   };
-  const result = walk(schema, raw, '', extras);
+  const value = walk(schema, raw, '', '', extras);
   if (problems.length) throw new ConfigError(`${source}: ${problems.join('; ')}`);
-  return result;
+  return { value, spelling };
 }

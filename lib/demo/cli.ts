@@ -129,6 +129,8 @@ export function registerDemoCommands(program: Command): void {
     .option('--out <dir>', 'write passk.json and the plots (SVG and PNG) here')
     .option('--json', 'print the report as JSON')
     .action(async (opts) => {
+      if (opts.samples > 1 && opts.temperature === 0)
+        throw new ConfigError(`--samples ${opts.samples} at --temperature 0 draws ${opts.samples} identical greedy completions per problem, so pass@k is pass@1; give a --temperature > 0`);
       const L: number = opts.genLength;
       const blockLengths: number[] = opts.blockLengths ?? [...new Set([L, L % 3 === 0 ? L / 3 : L])];
       const specs = passKSpecs({ genLength: L, blockLengths, random: opts.random });

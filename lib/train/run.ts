@@ -33,9 +33,19 @@ export const modelSchema = z.union([z.string(), z.strictObject({ init: initSchem
  * more); one error names the file and every field at fault.
  */
 export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string, extras: Record<string, ExtraAlias> = {}): z.output<S> {
-  const r = schema.safeParse(normalizeConfigKeys(schema, raw, source, extras));
-  if (!r.success)
-    throw new ConfigError(`${source}: ${r.error.issues.map((issue) => `\`${issue.path.join('.') || '(root)'}\`: ${issue.message}`).join('; ')}`);
+  const { value, spelling } = normalizeConfigKeys(schema, raw, source, extras);
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    // The longest prefix of the path the file spelled its own way (array indices keep theirs).
+    const name = (p: PropertyKey[]) => {
+      for (let n = p.length; n > 0; n--) {
+        const written = spelling.get(p.slice(0, n).join('.'));
+        if (written !== undefined) return [written, ...p.slice(n)].join('.');
+      }
+      return p.join('.') || '(root)';
+    };
+    throw new ConfigError(`${source}: ${r.error.issues.map((issue) => `\`${name(issue.path)}\`: ${issue.message}`).join('; ')}`);
+  }
   return r.data;
 }
 

@@ -86,6 +86,13 @@ describe("TRL's names in an SFT config", () => {
     expect(c).toMatchObject({ batchSize: 4, numEpochs: 2, learningRate: 1e-5, weightDecay: 0.1 });
   });
 
+  it('a field in TRL spelling is named that way in errors', () => {
+    const msg = configError(() => parseGrpoConfig({ ...minimal, learning_rate: 'fast', reward_weights: [1, 'x'] }, 'c.yaml'));
+    expect(msg).toMatch(/^c\.yaml: /);
+    expect(msg).toMatch(/`learning_rate`: Invalid input/);
+    expect(msg).toMatch(/`reward_weights\.1`: Invalid input/);
+  });
+
   it('type errors name every field at fault', () => {
     const msg = configError(() => parseSftConfig({ ...minimal, batchSize: 'eight', seed: -1 }, 's.json'));
     expect(msg).toMatch(/^s\.json: `batchSize`: .*; `seed`: /);
