@@ -31,6 +31,16 @@ export async function readConfigFile(file: string): Promise<{ raw: unknown; base
  */
 export type ExtraAlias = { to: string; convert?: (value: unknown, config: Record<string, unknown>, source: string) => unknown };
 
+/** TRL names with no meaning here, and why (said instead of a did-you-mean). */
+const TRL_ONLY: Record<string, string> = {
+  bf16: 'the CPU trainer computes in fp32 (there is no precision setting)',
+  fp16: 'the CPU trainer computes in fp32 (there is no precision setting)',
+  use_vllm: 'rollouts run in the engine itself',
+  max_prompt_length: "prompts over the model's length are an error or skipped (data.overlong)",
+  report_to: 'metrics go to metrics.jsonl in the output directory',
+  optim: 'the optimizer is AdamW',
+};
+
 /** `learningRate` -> `learning_rate`. */
 export function snakeCase(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -86,7 +96,8 @@ export function normalizeConfigKeys(
         const best = candidates.map((c) => [c, distance(key, c)] as const).sort((a, b) => a[1] - b[1])[0];
         const near = best && best[1] <= Math.max(2, Math.floor(key.length / 3)) ? best[0] : null;
         const named = near ? (bySnake.get(near) ?? near) : null;
-        const hint = named ? ` (did you mean \`${named}\`${snakeCase(named) !== named ? ` / \`${snakeCase(named)}\`` : ''}?)` : '';
+        const hint = TRL_ONLY[key] && at === '' ? ` (TRL's; not used here: ${TRL_ONLY[key]})`
+          : named ? ` (did you mean \`${named}\`${snakeCase(named) !== named ? ` / \`${snakeCase(named)}\`` : ''}?)` : '';
         problems.push(`unknown key \`${at}${key}\`${hint}`);
         continue;
       }

@@ -113,6 +113,7 @@ export const grpoConfigSchema = z.strictObject({
  */
 const GRPO_TRL_NAMES: Record<string, ExtraAlias> = {
   model_name_or_path: { to: 'model' },
+  gradient_checkpointing: { to: 'checkpointActivations' },
   per_device_train_batch_size: {
     to: 'promptsPerStep',
     convert: (value, config, source) => {

@@ -66,6 +66,7 @@ export type SftConfigInput = z.input<typeof sftConfigSchema>;
 /** TRL's SFTConfig names that are more than the snake_case spelling of a field here. */
 const SFT_TRL_NAMES: Record<string, ExtraAlias> = {
   per_device_train_batch_size: { to: 'batchSize' },
+  gradient_checkpointing: { to: 'checkpointActivations' },
   num_train_epochs: { to: 'numEpochs' },
   model_name_or_path: { to: 'model' },
 };

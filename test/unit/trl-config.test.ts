@@ -67,6 +67,12 @@ describe("TRL's names in a GRPO config", () => {
     expect(msg).not.toContain('`zzz` (did you mean');
   });
 
+  it("TRL names without a meaning here say why; gradient_checkpointing is checkpointActivations", () => {
+    expect(configError(() => parseGrpoConfig({ ...minimal, bf16: true }, 'c'))).toBe("c: unknown key `bf16` (TRL's; not used here: the CPU trainer computes in fp32 (there is no precision setting))");
+    expect(parseGrpoConfig({ ...minimal, gradient_checkpointing: true }, 'c').checkpointActivations).toBe(true);
+    expect(parseSftConfig({ ...minimal, gradient_checkpointing: true }, 'c').checkpointActivations).toBe(true);
+  });
+
   it("lossType takes TRL's values and JustGRPO's, 'justgrpo' by default", () => {
     expect(parseGrpoConfig(minimal, 'c').lossType).toBe('justgrpo');
     for (const t of ['justgrpo', 'grpo', 'bnpo', 'dr_grpo', 'dapo']) expect(parseGrpoConfig({ ...minimal, loss_type: t }, 'c').lossType).toBe(t);
