@@ -21,7 +21,7 @@ import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
-import { choiceArg, intArg, listArg, numberArg } from './args.js';
+import { choiceArg, intArg, listArg, numberArg, withFlagNames } from './args.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -74,27 +74,6 @@ function evalGenLength(model: LladaModel, promptLengths: number[], block: number
   if (fit < 1) throw new InputError(`The longest prompt has ${longest} tokens; the model's maximum length ${max} leaves no room for a block of ${block} (--block-length)`);
   console.error(`justgrpo: --gen-length ${fit} (the default ${preferred} does not fit: the model's maximum length is ${max} and the longest prompt has ${longest} tokens)`);
   return fit;
-}
-
-// Library option names as the CLI flags that set them, for errors about decoding options.
-const FLAG_OF: Record<string, string> = {
-  genLength: '--gen-length', blockLength: '--block-length', steps: '--steps', temperature: '--temperature',
-  threshold: '--threshold', cfgScale: '--cfg-scale', numSamples: '--samples', confidence: '--confidence', decoder: '--decoder', seed: '--seed',
-};
-
-/** Rejects with the same error, its message naming CLI flags instead of generate()'s option names. */
-async function withFlagNames<T>(p: Promise<T>): Promise<T> {
-  try {
-    return await p;
-  } catch (err) {
-    if (!(err instanceof InputError)) throw err;
-    // Quoted names are options wherever they appear; bare ones only where camelCase (never prose).
-    const message = err.message
-      .replace(/`(\w+)`/g, (m, n: string) => (FLAG_OF[n] ? `\`${FLAG_OF[n]}\`` : m))
-      .replace(/\b(genLength|blockLength|cfgScale|numSamples)\b/g, (_m, n: string) => FLAG_OF[n]!)
-      .replace(/^decode: /, '');
-    throw new InputError(message, { cause: err });
-  }
 }
 
 /** Numerical faults of a step, reported on stderr whatever the output mode (they are in metrics.jsonl too). */
@@ -233,7 +212,7 @@ program
     const model = await loadModel(opts.model);
     try {
       const prompt = encodePrompt(model, opts.prompt, opts.raw);
-      const genLength = opts.genLength ?? defaultGenLength(model, prompt.length, opts.blockLength);
+      const genLength = opts.genLength ?? defaultGenLength(model, prompt.length, opts.decoder === 'ar' ? 1 : opts.blockLength);
       const live = !opts.json && process.stdout.isTTY;
       let shownLines = 0;
       const show = (text: string) => {

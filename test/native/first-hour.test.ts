@@ -58,6 +58,9 @@ describe('CLI errors name CLI flags', () => {
     expect(block.status).toBe(1);
     expect(block.stderr).toContain('--block-length');
     expect(block.stderr).not.toMatch(/blockLength|genLength|\.cpp:\d+/);
+    const passk = justgrpo('passk', '--limit', '2', '--samples', '2', '--gen-length', '30', '--block-lengths', '7');
+    expect(passk.status).toBe(1);
+    expect(passk.stderr).toMatch(/for `--block-lengths` but received/);
   });
 });
 
