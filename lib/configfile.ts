@@ -39,6 +39,7 @@ const TRL_ONLY: Record<string, string> = {
   max_prompt_length: "prompts over the model's length are an error or skipped (data.overlong)",
   report_to: 'metrics go to metrics.jsonl in the output directory',
   optim: 'the optimizer is AdamW',
+  num_train_epochs: 'a JustGRPO run lasts maxSteps (max_steps) steps',
 };
 
 /** `learningRate` -> `learning_rate`. */
