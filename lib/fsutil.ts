@@ -1,6 +1,6 @@
 // File-system helpers: durable writes and directories that appear whole or not at all.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 export async function exists(file: string): Promise<boolean> {
@@ -45,5 +45,36 @@ export async function atomicDirectory(dir: string, fill: (tmp: string) => Promis
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/**
+ * Writes files into an existing directory the way save_pretrained does: `fill` writes them into a
+ * temporary directory inside `dir`, then each is renamed over its namesake (each file appears whole
+ * or not at all). Files `fill` did not write are kept, except those `stale(name)` claims (an
+ * earlier save's weight shards that would otherwise be loaded in place of the new ones).
+ * Returns the names written.
+ */
+export async function replaceFiles(dir: string, fill: (tmp: string) => Promise<void>, stale: (name: string) => boolean = () => false): Promise<string[]> {
+  const tmp = path.join(dir, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await mkdir(tmp);
+  try {
+    await fill(tmp);
+    const written = await readdir(tmp);
+    for (const name of written) await rename(path.join(tmp, name), path.join(dir, name));
+    const keep = new Set(written);
+    for (const name of await readdir(dir)) if (!keep.has(name) && stale(name)) await rm(path.join(dir, name), { force: true });
+    return written;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Whether `dir` is a directory with at least one entry. */
+export async function isNonEmptyDirectory(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0;
+  } catch {
+    return false;
   }
 }

@@ -16,3 +16,18 @@ export { nativeInfo } from './native/binding.js';
 export type { NativeInfo } from './native/binding.js';
 export * from './rewards/index.js';
 export * from './eval/index.js';
+// Training from code: the trainers, their configs (the schemas `justgrpo sft` / `train` validate
+// files with, defaults included), reward functions and prompts.
+export { GRPOTrainer, runGrpo, promptRecords, BUILTIN_REWARDS, COMPLETIONS_FILE } from './train/grpo.js';
+export type {
+  CompletionLog, GrpoHooks, GrpoStepMetrics, PromptInput, PromptRecord, PromptRecordOptions, RewardArgs, RewardFunction, Rollouts, TrainOptions,
+} from './train/grpo.js';
+export { grpoConfigSchema, parseGrpoConfig, parseTrainerConfig } from './train/grpo-config.js';
+export type { GrpoConfig, GrpoConfigInput, GrpoTrainerConfig, GrpoTrainerConfigInput } from './train/grpo-config.js';
+export { runSft, parseSftConfig, sftConfigSchema } from './train/sft.js';
+export type { SftConfig, SftConfigInput, SftHooks, SftResult, SftStepMetrics } from './train/sft.js';
+export { TrainingSession } from './train/session.js';
+export type { OptimizerOptions, StepResult } from './train/session.js';
+export { LOSS_TYPES, groupAdvantages, tokenWeights } from './train/advantages.js';
+export type { LossType, ScaleRewards } from './train/advantages.js';
+export { readConfigFile } from './configfile.js';

@@ -3,9 +3,9 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
+import { atomicDirectory, exists, isNonEmptyDirectory, replaceFiles, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
-import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
+import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, JustGRPOError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
 import { createNativeEngine, native, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
@@ -60,6 +60,8 @@ export type RandomModelOptions = {
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 const WEIGHTS_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
+/** The weight files `save` writes: model.safetensors, or shards and their index. */
+const WEIGHT_FILE_RE = /^model(-\d{5}-of-\d{5})?\.safetensors$|^model\.safetensors\.index\.json$/;
 
 /** What the training code needs of a model beyond the public surface; not exported from the package. */
 export type ModelInternals = {
@@ -288,7 +290,13 @@ export class LladaModel {
       for (let g = 0; g < numSamples; g++) packed.set(p, starts[i * numSamples + g]!);
     });
     const { signal, onProgress } = options;
-    const progress = onProgress && ((done: number, total: number, canvas: Int32Array) => onProgress(done / total, canvas));
+    // The engine reports progress through a thread-safe function whose last call can reach the
+    // event loop after the decode settled; from then on (the caller may have disposed the model)
+    // progress is dropped.
+    let settled = false;
+    const progress = onProgress && ((done: number, total: number, canvas: Int32Array) => {
+      if (!settled) onProgress(done / total, canvas);
+    });
     return this.#run(async () => {
       if (signal?.aborted) throw new AbortError();
       const cancel = () => this.#engine.cancel();
@@ -298,6 +306,7 @@ export class LladaModel {
         const r = await decode(packed, starts, seeds, opts, progress);
         return splitDecodeResult(r, rows, opts.genLength, performance.now() - t0);
       } finally {
+        settled = true;
         signal?.removeEventListener('abort', cancel);
       }
     });
@@ -322,14 +331,25 @@ export class LladaModel {
   }
 
   /**
-   * Writes the model as a Hugging Face directory (config.json, weights, tokenizer files), atomically:
-   * into a temporary sibling directory first, then renamed over `dir`.
+   * Writes the model as a Hugging Face directory (config.json, weights, tokenizer files). A new (or
+   * empty) `dir` appears whole: written as a temporary sibling, then renamed. In an existing
+   * directory, as save_pretrained does, only the files this writes are replaced, each atomically;
+   * other files stay, except an earlier save's weight files this one does not write (stale shards
+   * or a model.safetensors that would be loaded instead of the new weights).
    */
   async save(dir: string, options: SaveOptions = {}): Promise<void> {
     this.#check();
+    if (typeof dir !== 'string' || dir === '') throw expected('a directory path', 'dir', dir);
     const dtype = options.dtype ?? this.#dtype;
     if (!['F32', 'BF16', 'F16'].includes(dtype)) throw expected("'F32', 'BF16' or 'F16'", 'dtype', dtype);
-    await atomicDirectory(dir, (tmp) => this.#writeInto(tmp, dtype, options.maxShardBytes ?? 5 * 1024 ** 3));
+    const write = (tmp: string) => this.#writeInto(tmp, dtype, options.maxShardBytes ?? 5 * 1024 ** 3);
+    if (!(await isNonEmptyDirectory(dir))) return atomicDirectory(dir, write);
+    try {
+      await replaceFiles(path.resolve(dir), write, (name) => WEIGHT_FILE_RE.test(name));
+    } catch (err) {
+      if (err instanceof JustGRPOError) throw err;
+      throw new CheckpointError(`Cannot save the model into ${dir}: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   // The files of a Hugging Face directory, into an existing (temporary) directory.

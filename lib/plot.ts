@@ -9,11 +9,61 @@ import * as vl from 'vega-lite';
 
 import { InputError } from './errors.js';
 
-/** Metrics drawn, in order, when a run has them. */
-const CURVES = [
-  'reward', 'eval/reward', 'loss', 'grad_norm', 'learning_rate', 'entropy', 'completions/mean_length',
-  'frac_reward_zero_std', 'clip_ratio/region_mean', 'kl', 'tokens_per_second', 'step_time',
+/** A metric drawn when a run has it: its panel title and the unit of its axis. */
+type Curve = { key: string; title: string; unit: string; percent?: boolean };
+
+/** Metrics drawn, in order, when a run has them. Fractions are drawn in percent, as the CLI prints them. */
+const CURVES: Curve[] = [
+  { key: 'reward', title: 'rollout reward (mean per completion)', unit: 'reward' },
+  { key: 'eval/reward', title: 'held-out reward', unit: 'reward' },
+  { key: 'loss', title: 'loss', unit: 'loss' },
+  { key: 'grad_norm', title: 'gradient norm', unit: 'L2 norm' },
+  { key: 'learning_rate', title: 'learning rate', unit: 'learning rate' },
+  { key: 'entropy', title: 'sampling entropy', unit: 'nats per token' },
+  { key: 'completions/mean_length', title: 'completion length', unit: 'tokens' },
+  { key: 'frac_reward_zero_std', title: 'groups with equal rewards (no learning signal)', unit: '% of groups', percent: true },
+  { key: 'clip_ratio/region_mean', title: 'clipped tokens', unit: '% of tokens', percent: true },
+  { key: 'kl', title: 'KL to the reference model', unit: 'nats per token' },
+  { key: 'tokens_per_second', title: 'throughput', unit: 'tokens/s' },
+  { key: 'step_time', title: 'step time', unit: 's' },
 ];
+
+/** The smoothing weight of the reward's EMA line (TensorBoard's default). */
+export const EMA_WEIGHT = 0.6;
+
+/**
+ * TensorBoard's smoothing: s_t = w s_(t-1) + (1 - w) x_t from s_0 = 0, divided by 1 - w^t so the
+ * first points are not pulled toward 0.
+ */
+export function ema(xs: readonly number[], weight = EMA_WEIGHT): number[] {
+  let s = 0;
+  return xs.map((x, i) => {
+    s = weight * s + (1 - weight) * x;
+    return s / (1 - weight ** (i + 1));
+  });
+}
+
+/**
+ * The d3 format of an axis: percent for fractions, scientific for values too small or large to
+ * read in fixed point (a learning rate of 5e-5 would print as 0), the default otherwise.
+ */
+export function axisFormat(values: readonly number[], percent = false): string | undefined {
+  if (percent) return '.0%';
+  const big = Math.max(0, ...values.map(Math.abs));
+  return big > 0 && (big < 1e-2 || big >= 1e5) ? '.2~e' : undefined;
+}
+
+/** The axis of a panel: `axisFormat`'s format, with 0 written as 0 on a scientific axis (not 0e+0). */
+function valueAxis(values: readonly number[], percent = false): Record<string, string> {
+  const format = axisFormat(values, percent);
+  if (format === undefined) return {};
+  return format.endsWith('e') ? { labelExpr: `datum.value === 0 ? '0' : format(datum.value, '${format}')` } : { format };
+}
+
+/** The step axis: whole steps only. */
+export const STEP_AXIS = { format: 'd', tickMinStep: 1 } as const;
+/** The step scale: the run's steps, not from 0. */
+const STEP_SCALE = { zero: false, nice: false, padding: 8 } as const;
 
 export type PlotOptions = {
   /** Where to write the files. Defaults to `RUN_DIR/plots`. */
@@ -50,40 +100,57 @@ export async function plotRun(runDir: string, options: PlotOptions = {}): Promis
     }
   }
   const long = rows.flatMap((r) =>
-    CURVES.filter((k) => typeof r[k] === 'number' && Number.isFinite(r[k])).map((k) => ({ step: r.step, metric: k, value: r[k]! })),
+    CURVES.filter((c) => typeof r[c.key] === 'number' && Number.isFinite(r[c.key])).map((c) => ({ step: r.step!, metric: c.key, value: r[c.key]! })),
   );
   if (long.length === 0) throw new InputError(`${file} has no metrics to plot`);
-  const metrics = CURVES.filter((k) => long.some((d) => d.metric === k));
   const out = options.out ?? path.join(runDir, 'plots');
   const formats = options.formats ?? ['svg', 'png'];
   await mkdir(out, { recursive: true });
-  const charts: [string, vl.TopLevelSpec][] = [
-    ['metrics', {
-      data: { values: long },
-      facet: { row: { field: 'metric', type: 'nominal', sort: metrics, title: null } },
-      spec: {
-        width: 480, height: 110,
-        mark: { type: 'line', point: { size: 12 } },
-        encoding: {
-          x: { field: 'step', type: 'quantitative', title: 'step' },
-          y: { field: 'value', type: 'quantitative', title: null, scale: { zero: false } },
+  const series = (key: string) => long.filter((d) => d.metric === key);
+  const smoothed = (key: string) => {
+    const xs = series(key);
+    return ema(xs.map((d) => d.value)).map((value, i) => ({ step: xs[i]!.step, value }));
+  };
+  // The raw reward of each step as points (a step's batch is noisy), its EMA as the line to read.
+  const rewardLayers = (raw: string, smooth: string) => [
+    { data: { values: series('reward').map((d) => ({ ...d, series: raw })) }, mark: { type: 'point', filled: true, size: 30, opacity: 0.6 } },
+    { data: { values: smoothed('reward').map((d) => ({ ...d, series: smooth })) }, mark: { type: 'line', strokeWidth: 2 } },
+  ];
+  const panels = CURVES.filter((c) => series(c.key).length > 0).map((c) => {
+    const encoding = {
+      x: { field: 'step', type: 'quantitative', title: 'step', axis: STEP_AXIS, scale: STEP_SCALE },
+      y: { field: 'value', type: 'quantitative', title: c.unit, scale: { zero: false }, axis: valueAxis(series(c.key).map((d) => d.value), c.percent) },
+    };
+    if (c.key === 'reward') {
+      const raw = 'per step', smooth = `EMA (${EMA_WEIGHT})`;
+      return {
+        title: c.title, width: 480, height: 120,
+        encoding: { ...encoding, color: { field: 'series', type: 'nominal', title: null, scale: { domain: [raw, smooth] } } },
+        layer: rewardLayers(raw, smooth),
+      };
+    }
+    return { title: c.title, width: 480, height: 110, data: { values: series(c.key) }, mark: { type: 'line', point: { size: 16 } }, encoding };
+  });
+  const charts: [string, vl.TopLevelSpec][] = [['metrics', { vconcat: panels, spacing: 24, resolve: { scale: { color: 'independent' } } } as vl.TopLevelSpec]];
+  if (series('reward').length > 0 || series('eval/reward').length > 0) {
+    const raw = 'rollout reward, per step', smooth = `rollout reward, EMA (${EMA_WEIGHT})`, held = 'held-out reward';
+    const all = [...series('reward'), ...series('eval/reward')].map((d) => d.value);
+    charts.push(['reward', {
+      width: 560, height: 300, title: 'reward during training',
+      encoding: {
+        x: { field: 'step', type: 'quantitative', title: 'step', axis: STEP_AXIS, scale: STEP_SCALE },
+        y: { field: 'value', type: 'quantitative', title: 'mean reward', axis: valueAxis(all) },
+        color: {
+          field: 'series', type: 'nominal', title: null, legend: { labelLimit: 400, orient: 'bottom' },
+          scale: { domain: [...(series('reward').length ? [raw, smooth] : []), ...(series('eval/reward').length ? [held] : [])] },
         },
       },
-      resolve: { scale: { y: 'independent' } },
-    }],
-  ];
-  const rewardRows = long.filter((d) => d.metric === 'reward' || d.metric === 'eval/reward');
-  if (rewardRows.length > 0)
-    charts.push(['reward', {
-      data: { values: rewardRows },
-      width: 560, height: 300, title: 'reward',
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'step', type: 'quantitative' },
-        y: { field: 'value', type: 'quantitative', title: 'mean reward' },
-        color: { field: 'metric', type: 'nominal', title: null },
-      },
-    }]);
+      layer: [
+        ...rewardLayers(raw, smooth),
+        { data: { values: series('eval/reward').map((d) => ({ ...d, series: held })) }, mark: { type: 'line', point: true, strokeDash: [6, 3] } },
+      ],
+    } as vl.TopLevelSpec]);
+  }
   const written: string[] = [];
   for (const [name, spec] of charts) written.push(...(await writeChart(spec, out, name, formats)));
   return written;

@@ -9,7 +9,7 @@ import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 
 import { readConfigFile } from '../configfile.js';
-import { ConfigError, JustGRPOError } from '../errors.js';
+import { ConfigError, InputError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { registerDemoCommands } from '../demo/cli.js';
@@ -21,7 +21,7 @@ import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
-import { choiceArg, intArg, listArg, numberArg } from './args.js';
+import { choiceArg, intArg, listArg, numberArg, withFlagNames } from './args.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -44,6 +44,38 @@ function formatCount(n: number): string {
   return String(n);
 }
 
+/** A prompt's ids: a user message in the model's chat template when its tokenizer has one and `raw` is off, else as is. */
+function encodePrompt(model: LladaModel, text: string, raw = false): number[] {
+  const tok = model.tokenizer;
+  return !raw && tok.hasChatTemplate ? tok.encodeChat([{ role: 'user', content: text }]) : tok.encode(text);
+}
+
+/**
+ * `generate`'s gen length when --gen-length is not given: the library's default, or, for a model
+ * whose maximum length leaves less room after the prompt, what fits (in whole blocks), said on stderr.
+ */
+function defaultGenLength(model: LladaModel, promptLength: number, blockLength?: number): number {
+  const room = model.config.maxSequenceLength - promptLength;
+  if (room < 1) throw new InputError(`The prompt has ${promptLength} tokens; the model's maximum length is ${model.config.maxSequenceLength}, which leaves no room to generate`);
+  if (room >= GENERATE_DEFAULTS.genLength) return GENERATE_DEFAULTS.genLength;
+  const block = blockLength ?? GENERATE_DEFAULTS.blockLength;
+  const fit = room >= block ? room - (room % block) : room;
+  console.error(`justgrpo: --gen-length ${fit} (the default ${GENERATE_DEFAULTS.genLength} does not fit: the model's maximum length is ${model.config.maxSequenceLength} and the prompt has ${promptLength} tokens)`);
+  return fit;
+}
+
+/** `eval`'s gen length when --gen-length is not given: 256, or what fits after the longest prompt (in whole blocks), said on stderr. */
+function evalGenLength(model: LladaModel, promptLengths: number[], block: number): number {
+  const preferred = 256, max = model.config.maxSequenceLength;
+  const longest = Math.max(...promptLengths);
+  const room = max - longest;
+  if (room >= preferred) return preferred;
+  const fit = room - (room % block);
+  if (fit < 1) throw new InputError(`The longest prompt has ${longest} tokens; the model's maximum length ${max} leaves no room for a block of ${block} (--block-length)`);
+  console.error(`justgrpo: --gen-length ${fit} (the default ${preferred} does not fit: the model's maximum length is ${max} and the longest prompt has ${longest} tokens)`);
+  return fit;
+}
+
 /** Numerical faults of a step, reported on stderr whatever the output mode (they are in metrics.jsonl too). */
 function warnFaults(m: Record<string, unknown>): void {
   const notes: string[] = [];
@@ -58,7 +90,7 @@ function addRunOptions(cmd: Command, command: string): Command {
   for (const option of [
     new Option('--config <file>', `JSON or YAML config (fields: see README, "justgrpo ${command}")`),
     new Option('--out <dir>', 'output directory (overrides outputDir)'),
-    new Option('--max-steps <n>', 'optimizer steps (overrides maxSteps)').argParser(intArg('--max-steps')),
+    new Option('--max-steps <n>', 'optimizer steps (overrides maxSteps)').argParser(intArg('--max-steps', 1)),
     new Option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)'),
     new Option('--seed <n>', 'seed (overrides seed)').argParser(intArg('--seed')),
     new Option('--json', 'print one JSON line per logged step and a final summary'),
@@ -92,7 +124,7 @@ program
 program
   .command('init')
   .description('Write a random tiny LLaDA-format model with a character-level tokenizer')
-  .requiredOption('--out <dir>', 'directory to write (replaced atomically if it exists)')
+  .requiredOption('--out <dir>', "directory to write (the model's files are replaced, each atomically; other files there stay)")
   .option('--d-model <n>', 'model width', intArg('--d-model'), TINY_SIZE.dModel)
   .option('--layers <n>', 'number of transformer blocks', intArg('--layers'), TINY_SIZE.nLayers)
   .option('--heads <n>', 'attention heads', intArg('--heads'), TINY_SIZE.nHeads)
@@ -163,11 +195,11 @@ program
   .command('generate')
   .description('Generate a completion; in a terminal, watch the canvas fill in')
   .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
-  .requiredOption('--prompt <text>', 'the prompt (a user message, unless --raw)')
+  .requiredOption('--prompt <text>', "the prompt (a user message in the model's chat template, if its tokenizer has one, unless --raw)")
   .option('--raw', 'use the prompt text as is, without the chat template')
   .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), GENERATE_DEFAULTS.decoder as Decoder)
-  .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length'), GENERATE_DEFAULTS.genLength)
-  .option('--block-length <n>', 'block size of semi-autoregressive decoding (default: min(32, gen length))', intArg('--block-length'))
+  .option('--gen-length <n>', `tokens to generate (default: ${GENERATE_DEFAULTS.genLength}, or what fits in the model's maximum length after the prompt, in whole blocks)`, intArg('--gen-length', 1))
+  .option('--block-length <n>', 'block size of semi-autoregressive decoding (default: min(32, gen length))', intArg('--block-length', 1))
   .option('--steps <n>', 'total decoding steps (default: gen length; ignored by threshold)', intArg('--steps'))
   .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberArg('--temperature'), GENERATE_DEFAULTS.temperature)
   .option('--threshold <p>', 'confidence threshold of the threshold decoder', numberArg('--threshold'), GENERATE_DEFAULTS.threshold)
@@ -179,9 +211,8 @@ program
   .action(async (opts) => {
     const model = await loadModel(opts.model);
     try {
-      const prompt = opts.raw
-        ? model.tokenizer.encode(opts.prompt)
-        : model.tokenizer.encodeChat([{ role: 'user', content: opts.prompt }]);
+      const prompt = encodePrompt(model, opts.prompt, opts.raw);
+      const genLength = opts.genLength ?? defaultGenLength(model, prompt.length, opts.decoder === 'ar' ? 1 : opts.blockLength);
       const live = !opts.json && process.stdout.isTTY;
       let shownLines = 0;
       const show = (text: string) => {
@@ -189,12 +220,12 @@ program
         process.stdout.write(text + '\n');
         shownLines = text.split('\n').length;
       };
-      const result = await model.generate(prompt, {
-        decoder: opts.decoder, genLength: opts.genLength, blockLength: opts.blockLength, steps: opts.steps,
+      const result = await withFlagNames(model.generate(prompt, {
+        decoder: opts.decoder, genLength, blockLength: opts.blockLength, steps: opts.steps,
         temperature: opts.temperature, threshold: opts.threshold, confidence: opts.confidence, cfgScale: opts.cfgScale,
         numSamples: opts.samples, seed: opts.seed,
         onProgress: live ? (_f, canvas) => show(canvasText(model, canvas)) : undefined,
-      });
+      }));
       const texts = result.tokens.map((t) => model.completionText(t));
       if (opts.json) {
         console.log(JSON.stringify({
@@ -220,20 +251,23 @@ program
   .requiredOption('--task <name>', 'gsm8k | math500 | humaneval | mbpp | FILE.jsonl')
   .option('--data-dir <dir>', 'where the benchmark data lives (default: $JUSTGRPO_DATA or ../shared/data)')
   .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), 'low_confidence' as Decoder)
-  .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length'), 256)
-  .option('--block-length <n>', 'block size of semi-autoregressive decoding', intArg('--block-length'), 32)
+  .option('--gen-length <n>', "tokens to generate (default: 256, or what fits in the model's maximum length after the longest prompt, in whole blocks)", intArg('--gen-length', 1))
+  .option('--block-length <n>', 'block size of semi-autoregressive decoding', intArg('--block-length', 1), 32)
   .option('--steps <n>', 'total decoding steps (default: gen length)', intArg('--steps'))
   .option('--threshold <p>', 'confidence threshold of the threshold decoder', numberArg('--threshold'), 0.9)
   .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberArg('--temperature'), 0)
-  .option('--limit <n>', 'evaluate the first N items', intArg('--limit'))
-  .option('--samples <k>', 'completions per item (pass@k for k up to this); use a temperature > 0', intArg('--samples'), 1)
-  .option('--batch-size <n>', 'prompts per generate call', intArg('--batch-size'), 8)
+  .option('--limit <n>', 'evaluate the first N items', intArg('--limit', 1))
+  .option('--samples <k>', 'completions per item (pass@k for k up to this); needs a --temperature > 0', intArg('--samples', 1), 1)
+  .option('--batch-size <n>', 'prompts per generate call', intArg('--batch-size', 1), 8)
   .option('--raw', 'feed the task prompt as is, without the chat template')
   .option('--seed <n>', 'seed', intArg('--seed'), 0)
   .option('--out <dir>', 'write results.json and samples.jsonl here')
   .option('--json', 'print the results as JSON')
   .action(async (opts) => {
+    if (opts.samples > 1 && opts.temperature === 0)
+      throw new ConfigError(`--samples ${opts.samples} at --temperature 0 draws ${opts.samples} identical greedy completions per item; give a --temperature > 0 (e.g. 1) for pass@k, or drop --samples`);
     const task = await loadTask(opts.task, { dataDir: opts.dataDir });
+    if (task.items.length === 0) throw new InputError(`${opts.task}: the task has no items to evaluate`);
     const model = await loadModel(opts.model);
     const ac = new AbortController();
     const onSignal = () => ac.abort();
@@ -245,17 +279,19 @@ program
     // Each generate call continues the seed sequence, so repeated prompts (pass@k) never share a stream.
     let seedOffset = opts.seed;
     try {
+      const block = opts.decoder === 'ar' ? 1 : opts.blockLength;
+      const genLength: number = opts.genLength ?? evalGenLength(model, task.items.slice(0, opts.limit).map((item) => encodePrompt(model, item.prompt, opts.raw).length), block);
       const report = await runEval({
         task, limit: opts.limit, samples: opts.samples, batchSize: opts.batchSize, signal: ac.signal,
         onProgress: (f, p) => bar?.update(Math.round(f * 100), { correct: p.correct, scored: p.scored }),
         generate: async (prompts) => {
-          const ids = prompts.map((p) => (opts.raw ? model.tokenizer.encode(p) : model.tokenizer.encodeChat([{ role: 'user', content: p }])));
-          const r = await model.generate(ids, {
-            decoder: opts.decoder, genLength: opts.genLength, blockLength: opts.decoder === 'ar' ? undefined : opts.blockLength,
+          const ids = prompts.map((p) => encodePrompt(model, p, opts.raw));
+          const r = await withFlagNames(model.generate(ids, {
+            decoder: opts.decoder, genLength, blockLength: opts.decoder === 'ar' ? undefined : opts.blockLength,
             steps: opts.steps, threshold: opts.threshold, temperature: opts.temperature, seed: seedOffset, signal: ac.signal,
-          });
+          }));
           seedOffset += prompts.length;
-          return r.tokens.map((t, i) => ({ text: model.completionText(t), nfe: r.nfe[i], tokens: opts.genLength }));
+          return r.tokens.map((t, i) => ({ text: model.completionText(t), nfe: r.nfe[i], tokens: genLength }));
         },
       });
       bar?.stop();
@@ -342,7 +378,7 @@ addRunOptions(
           else {
             const line = `reward ${m.reward.toFixed(3)} | loss ${m.loss.toExponential(2)} | ${m.tokens_per_second?.toFixed(0)} tok/s`;
             if (run) run.update(m.step, { info: line });
-            else console.error(`step ${m.step}: ${line}, grad_norm ${m.grad_norm.toFixed(3)}, zero-std ${m.frac_reward_zero_std.toFixed(2)}`);
+            else console.error(`step ${m.step}: ${line}, grad_norm ${m.grad_norm.toFixed(3)}, zero-std groups ${(100 * m.frac_reward_zero_std).toFixed(0)}%`);
           }
         },
         onEval: (e) => {

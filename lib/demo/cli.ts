@@ -4,12 +4,15 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
-import { intArg, intListArg, numberArg } from '../cli/args.js';
+import { intArg, intListArg, numberArg, withFlagNames } from '../cli/args.js';
 import { ConfigError } from '../errors.js';
 import { loadModel } from '../model.js';
 import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
 import { forkingTable, passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
 import { DEMO_GEN_LENGTH, DEMO_MODEL_DIR, taskItems } from './shipped.js';
+
+// passk's flags for the library's option names, in its errors.
+const PASSK_FLAGS = { blockLength: '--block-lengths', blockLengths: '--block-lengths', numSamples: '--samples', samples: '--samples' };
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
@@ -76,7 +79,7 @@ export function registerDemoCommands(program: Command): void {
             break;
           case 'trainStep': {
             const m = e.metrics;
-            const line = `reward ${m.reward.toFixed(3)} | zero-std groups ${m.frac_reward_zero_std.toFixed(2)} | ${m.step_time.toFixed(1)} s/step`;
+            const line = `reward ${m.reward.toFixed(3)} | zero-std groups ${pct(m.frac_reward_zero_std)} | ${m.step_time.toFixed(1)} s/step`;
             if (trainBar) trainBar.update(m.step, { info: line });
             else if (!opts.json && (m.step - lastLogged >= 5 || m.step === settings.grpoSteps)) {
               lastLogged = m.step;
@@ -103,6 +106,9 @@ export function registerDemoCommands(program: Command): void {
         console.log(`checkpoint  ${r.files.checkpoint}`);
         console.log(`plots       ${r.files.plots.filter((f) => f.endsWith('.png')).join(', ')}`);
         console.log(`samples     ${r.files.samples.join(', ')}`);
+        if (opts.quick)
+          console.log(`\nThis was a smoke test: ${settings.grpoSteps} step${settings.grpoSteps === 1 ? '' : 's'} and ${settings.evalItems} problems check that every stage runs; ` +
+            'the before/after difference at this size is noise. Run `justgrpo demo` (no --quick) for the full run that measures the gain.');
       } finally {
         bars?.stop();
         process.off('SIGINT', onSignal);
@@ -126,9 +132,11 @@ export function registerDemoCommands(program: Command): void {
     .option('--out <dir>', 'write passk.json and the plots (SVG and PNG) here')
     .option('--json', 'print the report as JSON')
     .action(async (opts) => {
+      if (opts.samples > 1 && opts.temperature === 0)
+        throw new ConfigError(`--samples ${opts.samples} at --temperature 0 draws ${opts.samples} identical greedy completions per problem, so pass@k is pass@1; give a --temperature > 0`);
       const L: number = opts.genLength;
       const blockLengths: number[] = opts.blockLengths ?? [...new Set([L, L % 3 === 0 ? L / 3 : L])];
-      const specs = passKSpecs({ genLength: L, blockLengths, random: opts.random });
+      const specs = await withFlagNames(Promise.resolve().then(() => passKSpecs({ genLength: L, blockLengths, random: opts.random })), PASSK_FLAGS);
       const { name, items, chatTemplate } = await taskItems(opts.task, { dataDir: opts.dataDir });
       if (items.length === 0) throw new ConfigError(`Task ${opts.task} has no problems`);
       const model = await loadModel(opts.model ?? DEMO_MODEL_DIR);
@@ -140,11 +148,11 @@ export function registerDemoCommands(program: Command): void {
         : null;
       const perSpec = specs.map((s) => bars?.create(100, 0, { name: s.name.padEnd(20) }));
       try {
-        const report = await runPassK(model, name, items.slice(0, opts.limit), {
+        const report = await withFlagNames(runPassK(model, name, items.slice(0, opts.limit), {
           genLength: L, samples: opts.samples, temperature: opts.temperature, seed: opts.seed, blockLengths, random: opts.random,
           chatTemplate: opts.raw ? false : chatTemplate, signal: ac.signal,
           onProgress: (_s, i, _n, f) => perSpec[i]?.update(Math.round(100 * f)),
-        });
+        }), PASSK_FLAGS);
         bars?.stop();
         const files = opts.out ? await writePassK(report, path.resolve(opts.out)) : [];
         if (opts.json) {

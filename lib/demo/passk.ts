@@ -9,7 +9,7 @@ import path from 'node:path';
 import { expected } from '../errors.js';
 import type { EvalItem } from '../eval/tasks.js';
 import type { LladaModel } from '../model.js';
-import { writeChart } from '../plot.js';
+import { STEP_AXIS, writeChart } from '../plot.js';
 import { sampleTask, type DecodeSpec, type SampleRun } from './sampling.js';
 
 export type PassKOptions = {
@@ -132,8 +132,8 @@ export async function writePassK(r: PassKReport, out: string, formats: ('svg' | 
     width: 420, height: 280,
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'k', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: tableKs(r.samples) } },
-      y: { field: 'value', type: 'quantitative', title: 'pass@k', scale: { zero: false } },
+      x: { field: 'k', type: 'quantitative', title: 'k (samples per problem)', scale: { type: 'log', base: 2 }, axis: { values: tableKs(r.samples), format: 'd' } },
+      y: { field: 'value', type: 'quantitative', title: 'pass@k (%)', scale: { zero: false }, axis: { format: '.0%' } },
       color: { field: 'decoder', type: 'nominal' },
     },
   }, out, 'passk', formats)));
@@ -145,7 +145,7 @@ export async function writePassK(r: PassKReport, out: string, formats: ('svg' | 
       width: 420, height: 260,
       mark: { type: 'line', point: true },
       encoding: {
-        x: { field: x, type: 'quantitative', title: xTitle },
+        x: { field: x, type: 'quantitative', title: xTitle, axis: STEP_AXIS },
         y: { field: 'value', type: 'quantitative', title: 'entropy (nats)' },
         color: { field: 'decoder', type: 'nominal' },
       },

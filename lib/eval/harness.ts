@@ -4,7 +4,7 @@
  */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { expected } from '../errors.js';
+import { expected, InputError } from '../errors.js';
 import { scoreCode } from '../rewards/code.js';
 import { extractGsm8kAnswer, gsm8k } from '../rewards/gsm8k.js';
 import { extractMathAnswer, math } from '../rewards/math.js';
@@ -169,9 +169,11 @@ export async function runEval(options: RunEvalOptions): Promise<EvalReport> {
   const batchSize = options.batchSize ?? 8;
   if (!Number.isInteger(samples) || samples < 1) throw expected('a positive integer', 'samples', samples);
   if (!Number.isInteger(batchSize) || batchSize < 1) throw expected('a positive integer', 'batchSize', batchSize);
-  if (options.limit !== undefined && (!Number.isInteger(options.limit) || options.limit < 0)) {
-    throw expected('a non-negative integer', 'limit', options.limit);
+  // An evaluation of nothing would report an empty table.
+  if (options.limit !== undefined && (!Number.isInteger(options.limit) || options.limit < 1)) {
+    throw expected('a positive integer', 'limit', options.limit);
   }
+  if (task.items.length === 0) throw new InputError(`Task ${task.name} has no items to evaluate`);
   const ks = options.ks ?? defaultKs(samples);
   for (const k of ks) if (!Number.isInteger(k) || k < 1 || k > samples) throw expected(`integers from 1 to samples (${samples})`, 'ks', ks);
 

@@ -108,8 +108,9 @@ export async function readTrainerState(dir: string, kind: string): Promise<Train
 export class MetricsLog {
   readonly file: string;
 
-  constructor(outputDir: string) {
-    this.file = path.join(outputDir, METRICS_FILE);
+  /** `file`: the log's name in outputDir (completions.jsonl is one too). */
+  constructor(outputDir: string, file: string = METRICS_FILE) {
+    this.file = path.join(outputDir, file);
   }
 
   async truncateAfter(step: number): Promise<void> {

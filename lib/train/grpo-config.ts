@@ -1,7 +1,9 @@
 // The config of `justgrpo train` (JustGRPO): names after TRL's GRPOConfig, defaults after JustGRPO.
 import { z } from 'zod';
 
+import type { ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
+import { LOSS_TYPES } from './advantages.js';
 import { modelSchema, parseConfig } from './run.js';
 
 export const grpoConfigSchema = z.strictObject({
@@ -59,7 +61,13 @@ export const grpoConfigSchema = z.strictObject({
   beta: z.number().min(0).default(0),
   /** The reference model for beta > 0; defaults to the starting model. */
   refModel: z.string().optional(),
-  lossType: z.enum(['grpo', 'dr_grpo']).default('grpo'),
+  /**
+   * How per-token terms are summed into the loss: 'justgrpo' (the paper's: 1 / (L x completions with
+   * a nonzero advantage)), or TRL's 'grpo' (per-sequence token mean, then the mean), 'bnpo' (active
+   * tokens of the local batch), 'dr_grpo' (L x batch size), 'dapo' (active tokens of the whole
+   * accumulated batch). Formulas: lib/train/advantages.ts, tokenWeights.
+   */
+  lossType: z.enum(LOSS_TYPES).default('justgrpo'),
   scaleRewards: z.enum(['group', 'batch', 'none']).default('group'),
   /** Completions that never end (no end-of-text / end-of-turn token) get advantage 0. */
   maskTruncatedCompletions: z.boolean().default(false),
@@ -81,6 +89,8 @@ export const grpoConfigSchema = z.strictObject({
   saveSteps: z.number().int().positive().default(25),
   saveTotalLimit: z.number().int().positive().default(2),
   loggingSteps: z.number().int().positive().default(1),
+  /** Every logging step, append each completion with its prompt, rewards and advantage to completions.jsonl in outputDir (TRL's log_completions). */
+  logCompletions: z.boolean().default(false),
   /** Held-out evaluation with a parallel decoder every evalSteps steps (and at the end). */
   eval: z
     .strictObject({
@@ -96,11 +106,44 @@ export const grpoConfigSchema = z.strictObject({
     .optional(),
 });
 
+/**
+ * TRL's GRPOConfig names that are more than the snake_case spelling of a field here. TRL's
+ * per_device_train_batch_size counts completions (a multiple of num_generations); promptsPerStep
+ * counts prompts, so it is that divided by numGenerations.
+ */
+const GRPO_TRL_NAMES: Record<string, ExtraAlias> = {
+  model_name_or_path: { to: 'model' },
+  gradient_checkpointing: { to: 'checkpointActivations' },
+  per_device_train_batch_size: {
+    to: 'promptsPerStep',
+    convert: (value, config, source) => {
+      const G = config.numGenerations ?? grpoConfigSchema.shape.numGenerations.parse(undefined);
+      if (typeof value !== 'number' || typeof G !== 'number' || !Number.isInteger(value / G) || value <= 0)
+        throw new ConfigError(`${source}: \`per_device_train_batch_size\` counts completions and must be a positive multiple of numGenerations (${String(G)}) but is ${JSON.stringify(value)}; promptsPerStep = per_device_train_batch_size / numGenerations`);
+      return value / G;
+    },
+  },
+};
+
 export type GrpoConfig = z.output<typeof grpoConfigSchema>;
 export type GrpoConfigInput = z.input<typeof grpoConfigSchema>;
 
+/** The config `GRPOTrainer.create` takes: a GrpoConfig whose `model` and `data` are optional (a trainer gets its model and prompts from code). */
+export const grpoTrainerConfigSchema = grpoConfigSchema.partial({ model: true, data: true });
+export type GrpoTrainerConfig = z.output<typeof grpoTrainerConfigSchema>;
+export type GrpoTrainerConfigInput = z.input<typeof grpoTrainerConfigSchema>;
+
+/** Validates a trainer config from code, applying the same defaults as a config file. */
+export function parseTrainerConfig(raw: unknown, source: string): GrpoTrainerConfig {
+  return checkGrpoConfig(parseConfig(grpoTrainerConfigSchema, raw ?? {}, source, GRPO_TRL_NAMES), source);
+}
+
 export function parseGrpoConfig(raw: unknown, source: string): GrpoConfig {
-  const c = parseConfig(grpoConfigSchema, raw, source);
+  return checkGrpoConfig(parseConfig(grpoConfigSchema, raw, source, GRPO_TRL_NAMES), source);
+}
+
+// What the schema cannot say: fields that must agree with each other.
+function checkGrpoConfig<C extends GrpoTrainerConfig>(c: C, source: string): C {
   if (c.rewardWeights && c.rewardWeights.length !== c.rewardFunctions.length)
     throw new ConfigError(`${source}: \`rewardWeights\` has ${c.rewardWeights.length} entries for ${c.rewardFunctions.length} reward functions`);
   if (c.lossPositions !== undefined && c.lossPositions > c.maxCompletionLength)

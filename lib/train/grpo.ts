@@ -10,11 +10,11 @@ import { internals, LladaModel, loadModel } from '../model.js';
 import { ClipRegion } from '../native/binding.js';
 import { rewards as builtinRewards } from '../rewards/index.js';
 import type { Tokenizer } from '../tokenizer.js';
-import { groupAdvantages, tokenWeight } from './advantages.js';
-import { saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { groupAdvantages, tokenWeights } from './advantages.js';
+import { MetricsLog, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl } from './data.js';
-import { parseGrpoConfig, type GrpoConfig } from './grpo-config.js';
+import { parseGrpoConfig, parseTrainerConfig, type GrpoConfig, type GrpoConfigInput, type GrpoTrainerConfig, type GrpoTrainerConfigInput } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
 import { epochSampler, openMetrics, openModel, openRun } from './run.js';
 import { learningRateAt } from './schedule.js';
@@ -48,6 +48,53 @@ function goldOf(a: RewardArgs, i: number, name: string): string {
 /** A prompt of the training set: its token ids and text, and its other columns for the rewards. */
 export type PromptRecord = { ids: number[]; text: string; columns: Record<string, unknown>; source: string };
 
+/**
+ * What `trainer.step()` and `promptRecords()` take as a prompt: a record, the prompt text, or a
+ * dataset row whose `prompt` (or `question`) is the text and whose other columns reach the rewards
+ * (e.g. `{ question, answer }` for the `gsm8k` reward).
+ */
+export type PromptInput = PromptRecord | string | Record<string, unknown>;
+
+export type PromptRecordOptions = {
+  /** Wrap each prompt in the chat template as a user message. Defaults to whether the tokenizer has one. */
+  chatTemplate?: boolean;
+};
+
+function isPromptRecord(p: unknown): p is PromptRecord {
+  const r = p as PromptRecord;
+  return typeof r === 'object' && r !== null && Array.isArray(r.ids) && typeof r.text === 'string' && typeof r.columns === 'object';
+}
+
+/** Prompt strings or dataset rows as PromptRecords (records pass through unchanged). */
+export function promptRecords(tokenizer: Tokenizer, prompts: readonly PromptInput[], options: PromptRecordOptions = {}): PromptRecord[] {
+  if (!Array.isArray(prompts)) throw new InputError(`Expected an array of prompts for \`prompts\` but received ${typeof prompts}`);
+  const useTemplate = options.chatTemplate ?? tokenizer.hasChatTemplate;
+  return prompts.map((p, i) => {
+    if (isPromptRecord(p)) return p;
+    let text: unknown, columns: Record<string, unknown> = {};
+    if (typeof p === 'string') text = p;
+    else if (typeof p === 'object' && p !== null && !Array.isArray(p)) {
+      const { prompt, question, ...rest } = p as Record<string, unknown>;
+      text = prompt ?? question;
+      columns = rest;
+    }
+    if (typeof text !== 'string')
+      throw new InputError(`Expected a string, a PromptRecord or a row with a string \`prompt\` (or \`question\`) for \`prompts[${i}]\` but received ${JSON.stringify(p)?.slice(0, 80)}`);
+    const ids = useTemplate ? tokenizer.encodeChat([{ role: 'user', content: text }]) : tokenizer.encode(text);
+    return { ids, text, columns, source: `prompts[${i}]` };
+  });
+}
+
+/** A step's prompts, completions, rewards and advantages (one entry per completion), for logCompletions. */
+export type CompletionLog = {
+  step: number;
+  prompts: string[];
+  completions: string[];
+  rewards: (number | null)[];
+  advantages: number[];
+  perFunction: Record<string, (number | null)[]>;
+};
+
 /** The rollouts of one step, as `trainOnRollouts` takes them. */
 export type Rollouts = {
   /** Prompt token ids, one per group. */
@@ -77,15 +124,18 @@ type LossStats = { loss: number; clipped: number; clippedLow: number; clippedHig
  */
 export class GRPOTrainer {
   readonly model: LladaModel;
-  readonly config: GrpoConfig;
+  readonly config: GrpoTrainerConfig;
   readonly #session: TrainingSession;
   readonly #ref: LladaModel | null;
   readonly #rewardFns: { name: string; fn: RewardFunction; weight: number }[];
   readonly #stopIds: Set<number>;
   /** Ids outside the policy's distribution, as the sampler sees it: the mask token and embedding padding. */
   readonly excludedIds: Int32Array;
+  /** Optimizer steps done: the default `step` argument of the next `step()` / `trainOnRollouts()`. */
+  stepsDone = 0;
+  #lastAdvantages: number[] = [];
 
-  private constructor(model: LladaModel, config: GrpoConfig, session: TrainingSession, ref: LladaModel | null,
+  private constructor(model: LladaModel, config: GrpoTrainerConfig, session: TrainingSession, ref: LladaModel | null,
     rewardFns: { name: string; fn: RewardFunction; weight: number }[]) {
     this.model = model;
     this.config = config;
@@ -97,22 +147,28 @@ export class GRPOTrainer {
     this.excludedIds = Int32Array.from([mc.maskTokenId, ...Array.from({ length: mc.embeddingSize - mc.vocabSize }, (_, i) => mc.vocabSize + i)]);
   }
 
-  /** A trainer for `model`; `rewardFunctions` by name (in metrics) and function. */
+  /**
+   * A trainer for `model`. `config` holds any GrpoConfig fields (not `model` or `data`); the rest
+   * take the defaults `justgrpo train` uses. `rewardFunctions` by name (the name is the metric's).
+   */
   static async create(
     model: LladaModel,
-    config: GrpoConfig,
+    config: GrpoTrainerConfigInput = {},
     options: { rewardFunctions?: Record<string, RewardFunction>; refModel?: LladaModel } = {},
   ): Promise<GRPOTrainer> {
+    if (!(model instanceof LladaModel)) throw new InputError('Expected a LladaModel for `model` (from loadModel)');
     const fns = options.rewardFunctions ?? {};
-    const names = Object.keys(fns).length ? Object.keys(fns) : config.rewardFunctions;
-    const rewardFns = names.map((name, i) => {
+    // Functions given here name the rewards (their order is rewardWeights').
+    const given = typeof config === 'object' && config !== null ? config : {};
+    const c = parseTrainerConfig(Object.keys(fns).length ? { ...given, rewardFunctions: Object.keys(fns) } : given, 'GRPOTrainer.create config');
+    const rewardFns = c.rewardFunctions.map((name, i) => {
       const fn = fns[name] ?? BUILTIN_REWARDS[name];
-      if (!fn) throw new ConfigError(`Unknown reward function \`${name}\` (built-in: ${Object.keys(BUILTIN_REWARDS).join(', ')}; or export it from rewardModule)`);
-      return { name, fn, weight: config.rewardWeights?.[i] ?? 1 };
+      if (!fn) throw new ConfigError(`Unknown reward function \`${name}\` (built-in: ${Object.keys(BUILTIN_REWARDS).join(', ')}; or pass it in \`rewardFunctions\`)`);
+      return { name, fn, weight: c.rewardWeights?.[i] ?? 1 };
     });
-    if (config.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
-    const session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
-    return new GRPOTrainer(model, config, session, options.refModel ?? null, rewardFns);
+    if (c.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
+    const session = TrainingSession.create(model, { checkpointActivations: c.checkpointActivations });
+    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns);
   }
 
   get session(): TrainingSession {
@@ -168,11 +224,22 @@ export class GRPOTrainer {
     return { total, perFunction, errors };
   }
 
-  /** One JustGRPO step on these prompts: rollouts, rewards, advantages, loss, AdamW. */
-  async step(batch: PromptRecord[], step: number, options: {
+  /**
+   * One JustGRPO step on these prompts: rollouts, rewards, advantages, loss, AdamW. Prompts are
+   * records, strings or dataset rows (see `promptRecords`). Step numbering, here and in
+   * `trainOnRollouts`: `step` is the number of optimizer steps done before this one (0 for the
+   * first; defaults to `stepsDone`); it seeds the rollout and sets the learning rate. The metrics'
+   * `step` is `step + 1`, the step just done, as in metrics.jsonl and checkpoint-N.
+   */
+  async step(inputs: readonly PromptInput[], step: number = this.stepsDone, options: {
     onPhase?: (phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
     onGradients?: (session: TrainingSession) => void | Promise<void>;
+    /** Receives the step's prompts, completions, rewards and advantages (logCompletions). */
+    onCompletions?: (log: CompletionLog) => void | Promise<void>;
   } = {}): Promise<GrpoStepMetrics> {
+    if (!Number.isInteger(step) || step < 0) throw new InputError(`Expected an integer >= 0 for \`step\` but received ${step}`);
+    const batch = inputs.every(isPromptRecord) ? [...inputs] : promptRecords(this.model.tokenizer, inputs);
+    if (batch.length === 0) throw new InputError('Expected at least one prompt for `prompts` but received none');
     const c = this.config, G = c.numGenerations, L = c.maxCompletionLength;
     const t0 = performance.now();
     options.onPhase?.('rollout');
@@ -189,7 +256,12 @@ export class GRPOTrainer {
     const tReward = performance.now();
     const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
     const skip = c.onRewardError === 'skip' && Object.values(scored.errors).some((n) => n > 0);
+    this.#lastAdvantages = rollouts.completionIds.map(() => 0);
     const m = skip ? this.#skippedStep(rollouts, step) : await this.#train(rollouts, step, options, keepBytes > 0);
+    await options.onCompletions?.({
+      step: step + 1, prompts: texts.map((_, i) => batch[Math.floor(i / G)]!.text), completions: texts,
+      rewards: scored.total, advantages: this.#lastAdvantages, perFunction: scored.perFunction,
+    });
     const entropy = roll.entropies.flat().reduce((a, b) => a + b, 0) / (roll.entropies.length * L);
     for (const [name, scores] of Object.entries(scored.perFunction)) {
       const xs = scores.filter((s): s is number => s !== null);
@@ -214,6 +286,7 @@ export class GRPOTrainer {
 
   // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip').
   #skippedStep(r: Rollouts, step: number): GrpoStepMetrics {
+    this.stepsDone = step + 1;
     const rs = r.rewards.filter((x): x is number => x !== null);
     return {
       step: step + 1, loss: 0, skipped: 1, non_finite: 0, grad_norm: 0,
@@ -223,8 +296,8 @@ export class GRPOTrainer {
     };
   }
 
-  /** One optimizer step (or numIterations of them) on rollouts the caller supplies. */
-  trainOnRollouts(r: Rollouts, step: number, options: TrainOptions = {}): Promise<GrpoStepMetrics> {
+  /** One optimizer step (or numIterations of them) on rollouts the caller supplies; `step` as in `step()`. */
+  trainOnRollouts(r: Rollouts, step: number = this.stepsDone, options: TrainOptions = {}): Promise<GrpoStepMetrics> {
     return this.#train(r, step, options, false);
   }
 
@@ -239,9 +312,16 @@ export class GRPOTrainer {
     });
     const ended = r.completionIds.map((t) => t.some((x) => this.#stopIds.has(x)));
     const adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    this.#lastAdvantages = adv.advantages;
     const old = r.oldLogprobs ?? (await this.#logprobs(this.model, r));
-    const keep = c.lossPositions ?? L;
-    const weight = tokenWeight({ lossType: c.lossType, genLength: L, validCount: adv.valid.filter(Boolean).length, total: N, positionsKept: keep });
+    const lengths = r.completionIds.map((t) => {
+      const end = t.findIndex((x) => this.#stopIds.has(x));
+      return end < 0 ? L : end + 1;
+    });
+    const weights = tokenWeights({
+      lossType: c.lossType, maxCompletionLength: L, valid: adv.valid, localBatch: c.promptsPerStep * G, positionsKept: c.lossPositions ?? L,
+      maskLengths: lengths.map((n, i) => (c.maskTruncatedCompletions && !ended[i] ? 0 : n)),
+    });
     const lr = learningRateAt(step, { ...c, totalSteps: c.maxSteps });
     let stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     let gradNorm = 0, nonFinite = 0, skipped = 0;
@@ -253,7 +333,7 @@ export class GRPOTrainer {
       // Kept activations are valid for the first pass only (the session also refuses stale ones).
       const keptSteps = kept && iter === 0 ? this.#session.keptSteps().steps : 0;
       if (iter === 0) reused = new Set(positions.flat().filter((t) => t < keptSteps)).size;
-      stats = await this.#lossBackward(r, adv.advantages, old, weight, positions, keptSteps);
+      stats = await this.#lossBackward(r, adv.advantages, old, weights, positions, keptSteps);
       checkLoss(stats.loss, step + 1, c.maxLoss);
       await options.onGradients?.(this.#session);
       options.onPhase?.('optimizer');
@@ -263,10 +343,6 @@ export class GRPOTrainer {
       if (res.skipped) skipped = 1;
     }
     const rs = r.rewards.filter((x): x is number => x !== null);
-    const lengths = r.completionIds.map((t) => {
-      const end = t.findIndex((x) => this.#stopIds.has(x));
-      return end < 0 ? L : end + 1;
-    });
     // TRL's clip ratios and KL are means over every completion token, whichever rows the loss
     // visited (zero-advantage completions are skipped unless beta > 0).
     const trained = positions.reduce((a, p) => a + p.length, 0);
@@ -289,6 +365,7 @@ export class GRPOTrainer {
       valid_samples: adv.valid.filter(Boolean).length,
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
+    this.stepsDone = step + 1;
     // Rollout steps (positions) whose loss ran backward through their kept activations, no forward.
     metrics.reused_positions = reused;
     return metrics;
@@ -352,7 +429,7 @@ export class GRPOTrainer {
     return out;
   }
 
-  async #lossBackward(r: Rollouts, advantages: number[], old: number[][], weight: number, positions: number[][], keptSteps: number): Promise<LossStats> {
+  async #lossBackward(r: Rollouts, advantages: number[], old: number[][], weights: number[][], positions: number[][], keptSteps: number): Promise<LossStats> {
     const c = this.config, N = r.completionIds.length;
     const stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     // Zero-advantage completions add nothing to the gradient unless the KL term is on.
@@ -381,7 +458,7 @@ export class GRPOTrainer {
       const pairs = Array.from({ length: N }, (_, i): [number, number] => [i, t]);
       const res = await this.#session.policyLossBackwardKept(t, {
         targets: Int32Array.from(r.completionIds, (x) => x[t]!),
-        weights: Float32Array.from(use, (u) => (u ? weight : 0)),
+        weights: Float32Array.from(use, (u, i) => (u ? weights[i]![t]! : 0)),
         oldLogprobs: Float32Array.from(old, (lp) => lp[t]!),
         advantages: Float32Array.from(advantages),
         refLogprobs: ref ? Float32Array.from(ref, (lp) => lp[t]!) : null,
@@ -391,11 +468,10 @@ export class GRPOTrainer {
     // The rest recompute: packed (completion, t) inputs, forward and backward.
     const rest = keptSteps > 0 ? positions.map((ts) => ts.filter((t) => t >= keptSteps)) : positions;
     for (const ch of this.#chunks(r, include, rest)) {
-      const n = ch.rows.length;
       const res = await this.#session.policyLossBackward(
         {
           tokens: Int32Array.from(ch.tokens), seqStarts: Int32Array.from(ch.starts), rows: Int32Array.from(ch.rows), targets: Int32Array.from(ch.targets),
-          weights: new Float32Array(n).fill(weight), numTokens: ch.tokens.length,
+          weights: Float32Array.from(ch.pairs, ([i, t]) => weights[i]![t]!), numTokens: ch.tokens.length,
           oldLogprobs: Float32Array.from(ch.pairs, ([i, t]) => old[i]![t]!),
           advantages: Float32Array.from(ch.pairs, ([i]) => advantages[i]!),
           refLogprobs: ref ? Float32Array.from(ch.pairs, ([i, t]) => ref[i]![t]!) : null,
@@ -415,17 +491,15 @@ export class GRPOTrainer {
 /** Reads the prompts of a training set: `prompt` or `question`, other columns kept for the rewards. */
 export async function readPrompts(file: string, tokenizer: Tokenizer, o: { onBadLine: 'stop' | 'skip'; chatTemplate?: boolean; maxPromptLength: number; overlong: 'error' | 'skip' }): Promise<PromptRecord[]> {
   const { records } = await readJsonl(file, { onBadLine: o.onBadLine, require: [['prompt', 'question']] });
-  const useTemplate = o.chatTemplate ?? tokenizer.hasChatTemplate;
   const out: PromptRecord[] = [];
   for (const { line, value } of records) {
-    const text = (value.prompt ?? value.question) as string;
-    const ids = useTemplate ? tokenizer.encodeChat([{ role: 'user', content: text }]) : tokenizer.encode(text);
-    if (ids.length > o.maxPromptLength) {
+    if (typeof (value.prompt ?? value.question) !== 'string') throw new InputError(`${file}:${line}: \`prompt\` (or \`question\`) must be a string`);
+    const [record] = promptRecords(tokenizer, [value], { chatTemplate: o.chatTemplate });
+    if (record!.ids.length > o.maxPromptLength) {
       if (o.overlong === 'skip') continue;
-      throw new InputError(`${file}:${line}: the prompt has ${ids.length} tokens; with maxCompletionLength the model allows at most ${o.maxPromptLength}`);
+      throw new InputError(`${file}:${line}: the prompt has ${record!.ids.length} tokens; with maxCompletionLength the model allows at most ${o.maxPromptLength}`);
     }
-    const { prompt: _p, question: _q, ...columns } = value;
-    out.push({ ids, text, columns, source: `${file}:${line}` });
+    out.push({ ...record!, source: `${file}:${line}` });
   }
   if (out.length === 0) throw new InputError(`${file}: no prompts`);
   return out;
@@ -453,12 +527,32 @@ async function loadRewardModule(file: string): Promise<Record<string, RewardFunc
   return fns;
 }
 
+/** The completions log of a run (logCompletions): kept up to `step` (a resume), anything later dropped. */
+async function openCompletionsLog(outputDir: string, step: number): Promise<MetricsLog> {
+  const log = new MetricsLog(outputDir, COMPLETIONS_FILE);
+  await log.truncateAfter(step);
+  return log;
+}
+
+// One line per completion, TRL's log_completions table as JSONL.
+async function appendCompletions(log: MetricsLog, l: CompletionLog): Promise<void> {
+  for (let i = 0; i < l.completions.length; i++) {
+    const rewards = Object.fromEntries(Object.entries(l.perFunction).map(([name, xs]) => [name, xs[i] ?? null]));
+    await log.append({ step: l.step, prompt: l.prompts[i], completion: l.completions[i], reward: l.rewards[i], advantage: l.advantages[i], rewards });
+  }
+}
+
+/** The file in a GRPO run directory that logCompletions appends to. */
+export const COMPLETIONS_FILE = 'completions.jsonl';
+
 /** Runs JustGRPO from a config, or resumes a run (config from its checkpoint, `overrides` on top). */
 export async function runGrpo(
-  args: { config?: GrpoConfig; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
+  args: { config?: GrpoConfig | GrpoConfigInput; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
   hooks: GrpoHooks = {},
 ): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
-  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, args);
+  // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
+  const parsed = args.config && parseGrpoConfig(args.config, 'runGrpo config');
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, { ...args, config: parsed });
   const resolved: GrpoConfig = {
     ...config,
     data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
@@ -483,6 +577,7 @@ export async function runGrpo(
     }
     if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
     const metrics = await openMetrics(outputDir, state, restart);
+    const completionsLog = config.logCompletions ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
     trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
     if (ckpt) await trainer.session.loadOptimizer(ckpt);
     const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
@@ -508,9 +603,16 @@ export async function runGrpo(
     while (step < config.maxSteps) {
       const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
       const s = step;
-      const m = await trainer.step(batch, step, { onPhase: (p) => hooks.onPhase?.(s + 1, p), onGradients: (session) => hooks.onGradients?.(s + 1, session) });
+      let logged: CompletionLog | null = null;
+      const m = await trainer.step(batch, step, {
+        onPhase: (p) => hooks.onPhase?.(s + 1, p), onGradients: (session) => hooks.onGradients?.(s + 1, session),
+        onCompletions: (l) => void (logged = l),
+      });
       step++;
-      if (step % config.loggingSteps === 0 || step === config.maxSteps) await metrics.append(m);
+      if (step % config.loggingSteps === 0 || step === config.maxSteps) {
+        await metrics.append(m);
+        if (completionsLog && logged) await appendCompletions(completionsLog, logged);
+      }
       hooks.onStep?.(m);
       if (resolved.eval && (step % resolved.eval.evalSteps === 0 || step === config.maxSteps)) await evaluate(step);
       const stop = hooks.signal?.aborted ?? false;

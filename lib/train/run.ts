@@ -6,6 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
+import { normalizeConfigKeys, type ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
@@ -27,12 +28,23 @@ export const initSchema = z.strictObject({
 
 export const modelSchema = z.union([z.string(), z.strictObject({ init: initSchema })]);
 
-/** Validates a parsed config; the error names the file and the field. */
-export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string): z.output<S> {
-  const r = schema.safeParse(raw);
+/**
+ * Validates a parsed config: keys in camelCase or TRL's snake_case (`extras`: TRL names that differ
+ * more); one error names the file and every field at fault.
+ */
+export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string, extras: Record<string, ExtraAlias> = {}): z.output<S> {
+  const { value, spelling } = normalizeConfigKeys(schema, raw, source, extras);
+  const r = schema.safeParse(value);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new ConfigError(`${source}: \`${issue.path.join('.') || '(root)'}\`: ${issue.message}`);
+    // The longest prefix of the path the file spelled its own way (array indices keep theirs).
+    const name = (p: PropertyKey[]) => {
+      for (let n = p.length; n > 0; n--) {
+        const written = spelling.get(p.slice(0, n).join('.'));
+        if (written !== undefined) return [written, ...p.slice(n)].join('.');
+      }
+      return p.join('.') || '(root)';
+    };
+    throw new ConfigError(`${source}: ${r.error.issues.map((issue) => `\`${name(issue.path)}\`: ${issue.message}`).join('; ')}`);
   }
   return r.data;
 }

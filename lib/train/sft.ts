@@ -4,6 +4,7 @@ import path from 'node:path';
 
 import { z } from 'zod';
 
+import type { ExtraAlias } from '../configfile.js';
 import { InputError } from '../errors.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { checkLoss, withLastCheckpoint } from './faults.js';
@@ -62,9 +63,17 @@ export const sftConfigSchema = z.strictObject({
 export type SftConfig = z.output<typeof sftConfigSchema>;
 export type SftConfigInput = z.input<typeof sftConfigSchema>;
 
+/** TRL's SFTConfig names that are more than the snake_case spelling of a field here. */
+const SFT_TRL_NAMES: Record<string, ExtraAlias> = {
+  per_device_train_batch_size: { to: 'batchSize' },
+  gradient_checkpointing: { to: 'checkpointActivations' },
+  num_train_epochs: { to: 'numEpochs' },
+  model_name_or_path: { to: 'model' },
+};
+
 /** Validates a parsed config; errors name the file and the field. */
 export function parseSftConfig(raw: unknown, source: string): SftConfig {
-  return parseConfig(sftConfigSchema, raw, source);
+  return parseConfig(sftConfigSchema, raw, source, SFT_TRL_NAMES);
 }
 
 export type SftStepMetrics = {
@@ -101,10 +110,12 @@ export type SftResult = { outputDir: string; checkpoint: string | null; steps: n
  * or run directory): the config stored in the checkpoint, with `overrides` applied on top.
  */
 export async function runSft(
-  args: { config?: SftConfig; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
+  args: { config?: SftConfig | SftConfigInput; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
   hooks: SftHooks = {},
 ): Promise<SftResult> {
-  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, args);
+  // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
+  const parsed = args.config && parseSftConfig(args.config, 'runSft config');
+  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, { ...args, config: parsed });
   // Paths are stored absolute so a resumed run finds them from anywhere.
   const trainFile = path.resolve(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);

@@ -55,7 +55,8 @@ describe('justgrpo CLI', () => {
     expect(ar.completions.map((c: { nfe: number }) => c.nfe)).toEqual([4, 4, 4]);
     const bad = spawnSync(process.execPath, [cli, 'generate', '--model', out, '--prompt', 'x', '--gen-length', '10', '--block-length', '4'], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
-    expect(bad.stderr).toMatch(/^justgrpo: Expected a blockLength that divides genLength \(10\)/);
+    // The CLI names its flags, not generate()'s option names.
+    expect(bad.stderr).toMatch(/^justgrpo: Expected a --block-length that divides --gen-length \(10\)/);
   });
 
   it('eval scores a JSONL task and writes results.json and samples.jsonl', () => {

@@ -103,7 +103,7 @@ describe('sft', () => {
     [{ learningRate: 'fast' }, /`learningRate`: Invalid input: expected number, received string/],
     [{ batchSize: 0 }, /`batchSize`/],
     [{ lrSchedulerType: 'step' }, /`lrSchedulerType`/],
-    [{ unknownField: 1 }, /Unrecognized key/],
+    [{ unknownField: 1 }, /unknown key `unknownField`/],
   ])('refuses a bad config %o', (patch, message) => {
     expect(() => parseSftConfig({ ...config(), ...patch }, 'cfg.json')).toThrow(message);
   });

@@ -212,6 +212,12 @@ describe('runEval', () => {
     await expect(runEval({ task, generate: async () => [], samples: 0 })).rejects.toThrow(/`samples`/);
   });
 
+  it('refuses to evaluate nothing (limit 0, or a task without items) instead of reporting an empty table', async () => {
+    const task = await jsonlTask([{ question: 'q', answer: '#### 1' }]);
+    await expect(runEval({ task, generate: async (ps) => ps.map(() => ({ text: '1' })), limit: 0 })).rejects.toThrow(/a positive integer for `limit`/);
+    await expect(runEval({ task: { ...task, items: [] }, generate: async () => [] })).rejects.toThrow(/has no items to evaluate/);
+  });
+
   it.skipIf(!sandbox || !haveData)('scores HumanEval and MBPP items in the sandbox, with per-sample failures', async () => {
     const he = await loadTask('humaneval', { dataDir });
     const mbpp = await loadTask('mbpp', { dataDir });
