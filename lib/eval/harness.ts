@@ -144,6 +144,8 @@ async function score(item: EvalItem, completion: string, opts: RunEvalOptions, s
         sandbox: await sandbox(),
         timeoutMs: opts.codeTimeoutMs,
         transformCode: (code) => humanevalProgram(code, item),
+        testContext: item.codeContext,
+        entryPoint: item.entryPoint,
         signal: opts.signal,
       });
       return {

@@ -12,6 +12,7 @@
  * each mode can and cannot stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -75,6 +76,12 @@ export type SandboxRunOptions = {
   memoryMb?: number;
   /** Kills the program when aborted. */
   signal?: AbortSignal;
+  /**
+   * Talks to the program instead of writing `stdin` and collecting stdout: called once it has
+   * started, with its stdin (left open) and its stdout (then not collected: the result's `stdout`
+   * is empty). Defaults to none.
+   */
+  io?: (stdin: Writable, stdout: Readable) => void;
 };
 
 /** What a finished program did. */
@@ -329,6 +336,16 @@ export class Sandbox {
     throw new SandboxError(`The code sandbox could not start: ${reasons.join('; ')}`);
   }
 
+  /** The default wall-clock limit per program, in milliseconds. */
+  get timeoutMs(): number {
+    return this.opts.timeoutMs;
+  }
+
+  /** The `prlimit` binary the sandbox uses (also for the code reward's judge). */
+  get prlimit(): string {
+    return this.tools.prlimit;
+  }
+
   /** What isolation is in force. */
   get capabilities(): SandboxCapabilities {
     return { ...this.caps, fallbackReasons: [...this.caps.fallbackReasons] };
@@ -449,7 +466,7 @@ export class Sandbox {
         chunks.push(part);
         add(part.length);
       };
-      child.stdout!.on('data', collect(out, () => outBytes, (n) => (outBytes += n)));
+      if (!options.io) child.stdout!.on('data', collect(out, () => outBytes, (n) => (outBytes += n)));
       child.stderr!.on('data', collect(err, () => errBytes, (n) => (errBytes += n)));
       const killGroup = () => {
         if (child.pid !== undefined) killQuietly(-child.pid);
@@ -465,7 +482,8 @@ export class Sandbox {
       if (options.signal?.aborted) onAbort();
       options.signal?.addEventListener('abort', onAbort, { once: true });
       child.stdin!.on('error', () => {}); // the program may exit without reading its stdin
-      child.stdin!.end(options.stdin ?? '');
+      if (options.io) options.io(child.stdin!, child.stdout!);
+      else child.stdin!.end(options.stdin ?? '');
       child.on('error', (e) => {
         clearTimeout(timer);
         reject(new SandboxError(`Could not start the sandbox: ${e.message}`));
