@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { expected } from '../errors.js';
 import { JUDGE, RUNNER } from './judge.js';
-import { defaultSandbox, type Sandbox } from './sandbox.js';
+import { defaultSandbox, type Sandbox, type SandboxCapabilities } from './sandbox.js';
 
 /** Options for {@link scoreCode} and {@link code}. */
 export type CodeRewardOptions = {
@@ -62,6 +62,8 @@ export type CodeScore = {
   failures: string[];
   /** The program's stderr (its own prints go there too), for debugging. */
   stderr: string;
+  /** The sandbox mode that ran the program (`bwrap` unless the machine forced a fallback). */
+  isolation: SandboxCapabilities['isolation'];
 };
 
 const SINGLE_BLOCK = /^\s*```(?:python3?|py)[ \t]*\r?\n([\s\S]*?)\r?\n?[ \t]*```\s*$/i;
@@ -216,6 +218,7 @@ export async function scoreCode(completion: string, tests: string | readonly str
     code,
     failures,
     stderr: run.stderr + (judgeErr ? `\n[judge] ${judgeErr}\n` : ''),
+    isolation: sandbox.capabilities.isolation,
   };
 }
 
