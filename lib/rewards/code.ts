@@ -112,7 +112,7 @@ type JudgeOutcome = { verdicts: string; stderr: string; error?: string };
 function startJudge(prlimit: string, python: string, timeoutMs: number): { child: ChildProcess; done: Promise<JudgeOutcome> } {
   const cpu = Math.ceil(timeoutMs / 1000) + 1;
   const as = JUDGE_MEMORY_MB * 1024 * 1024;
-  const child = spawn(prlimit, [`--cpu=${cpu}:${cpu}`, `--as=${as}:${as}`, '--core=0:0', '--', python, '-I', '-c', JUDGE], {
+  const child = spawn(prlimit, [`--cpu=${cpu}:${cpu}`, `--as=${as}:${as}`, '--core=0:0', '--', python, '-I', '-S', '-c', JUDGE], {
     env: {},
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
   });

@@ -410,8 +410,8 @@ export class Sandbox {
     let nproc = o.maxProcesses;
     // Without a uid or user namespace of its own, RLIMIT_NPROC counts every task of our user.
     if (uid === undefined && (!userNs || mode === 'bwrap')) nproc += await countUserTasks(process.getuid?.() ?? -1);
-    // bwrap's two processes (the one that set up the namespaces and the PID namespace's init) count too.
-    if (mode === 'bwrap') nproc += 2;
+    // bwrap's own process counts too (with --as-pid-1 the program is the PID namespace's init).
+    if (mode === 'bwrap') nproc += 1;
     const limits = [
       this.tools.prlimit,
       `--cpu=${cpu}:${cpu}`,
@@ -442,12 +442,14 @@ export class Sandbox {
    * holds /usr (read-only, with the usual /bin, /lib* links), a fresh /proc and a minimal /dev, both
    * read-only, and a size-capped tmpfs as /tmp (the cwd), all gone with the sandbox; no /etc beyond
    * the loader cache, no /run, no /home, no project directory; no new user namespaces inside
-   * (`--disable-userns`) and the seccomp filter on fd 4 where there is one.
+   * (`--disable-userns`) and the seccomp filter on fd 4 where there is one. `--as-pid-1`: with its
+   * own init, bwrap exits without reaping it, and the zombie (left to a host init that may never
+   * reap it) keeps counting against the uid's process limit, so the next run on that uid cannot fork.
    */
   private bwrapArgs(): string[] {
     const args = [
       '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try',
-      '--disable-userns', '--die-with-parent', '--new-session', '--clearenv',
+      '--disable-userns', '--die-with-parent', '--new-session', '--clearenv', '--as-pid-1',
       '--ro-bind', '/usr', '/usr',
     ];
     for (const dir of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
