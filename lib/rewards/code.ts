@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { expected } from '../errors.js';
 import { JUDGE, RUNNER } from './judge.js';
-import { defaultSandbox, type Sandbox, type SandboxCapabilities } from './sandbox.js';
+import { defaultSandbox, SandboxError, type Sandbox, type SandboxCapabilities } from './sandbox.js';
 
 /** Options for {@link scoreCode} and {@link code}. */
 export type CodeRewardOptions = {
@@ -103,7 +103,7 @@ function frame(parts: string[]): string {
 }
 
 /** The judge's verdicts (fd 3) and stderr, once it has exited. */
-type JudgeOutcome = { verdicts: string; stderr: string; error?: string };
+type JudgeOutcome = { verdicts: string; stderr: string; exitCode: number | null; error?: string };
 
 /**
  * Starts the judge (outside the sandbox: it runs only the tests and the test context, never the
@@ -114,7 +114,10 @@ function startJudge(prlimit: string, python: string, timeoutMs: number): { child
   const as = JUDGE_MEMORY_MB * 1024 * 1024;
   const child = spawn(prlimit, [`--cpu=${cpu}:${cpu}`, `--as=${as}:${as}`, '--core=0:0', '--', python, '-I', '-S', '-c', JUDGE], {
     env: {},
+    cwd: '/',
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+    // The tests are trusted, but need no privilege: as root, the judge runs as nobody.
+    ...(process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {}),
   });
   const verdicts: Buffer[] = [];
   const stderr: Buffer[] = [];
@@ -130,13 +133,16 @@ function startJudge(prlimit: string, python: string, timeoutMs: number): { child
   const done = new Promise<JudgeOutcome>((resolve) => {
     let error: string | undefined;
     child.on('error', (e) => (error = `could not start the judge: ${e.message}`));
-    child.on('close', () => {
+    child.on('close', (exitCode) => {
       clearTimeout(timer);
-      resolve({ verdicts: Buffer.concat(verdicts).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), error });
+      resolve({ verdicts: Buffer.concat(verdicts).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), exitCode, error });
     });
   });
   return { child, done };
 }
+
+/** The uid and gid the judge runs as when the parent is root. */
+const NOBODY = 65534;
 
 /** Memory of the judge process (it holds the tests' values and the decoded replies). */
 const JUDGE_MEMORY_MB = 2048;
@@ -177,7 +183,13 @@ export async function scoreCode(completion: string, tests: string | readonly str
       stdout.pipe(j.stdin!);
     },
   });
-  const outcome: JudgeOutcome = judge ? await judge.done : { verdicts: '', stderr: '', error: 'the program did not start' };
+  const outcome: JudgeOutcome = judge ? await judge.done : { verdicts: '', stderr: '', exitCode: 0, error: 'the program did not start' };
+  // A judge that could not run at all is the machine's fault, not the completion's: say so rather
+  // than score every completion 0. (Whatever the program does, the judge exits 0 or is killed.)
+  if (judge && outcome.verdicts === '' && (outcome.error || (outcome.exitCode !== null && outcome.exitCode !== 0))) {
+    const why = outcome.error ?? (outcome.stderr.trim().split('\n').pop() || `exit code ${outcome.exitCode}`);
+    throw new SandboxError(`The code reward's judge (${sandbox.capabilities.python}) failed: ${why}`);
+  }
   let parses = false;
   const failures: string[] = [];
   const verdicts = new Map<number, boolean>();

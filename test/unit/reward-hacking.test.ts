@@ -251,3 +251,18 @@ describe.skipIf(!sandbox)('reward hacking: a wrong solution never scores', () =>
     expect(s.passRate).toBe(1);
   });
 });
+
+describe.skipIf(!sandbox)('the judge itself', () => {
+  it('a judge that cannot start is an error, not a score of 0', async () => {
+    // The sandbox's python is the judge's too; one that is not there (as after an upgrade) must
+    // not quietly score every completion 0.
+    const broken = await Sandbox.create({ isolation: 'none', python: '/usr/bin/python3' });
+    Object.defineProperty(broken, 'capabilities', { value: { ...broken.capabilities, python: '/nonexistent/python3' } });
+    await expect(scoreCode(py('def f():\n    return 1'), ['assert f() == 1'], { sandbox: broken })).rejects.toThrow(/judge .* failed/);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('runs as nobody when the parent is root', async () => {
+    const s = await scoreCode(py('def f():\n    return 1'), ['import os\nassert os.getuid() == 65534 and f() == 1'], { sandbox: sandbox! });
+    expect(s.failures).toEqual([]);
+  });
+});
