@@ -279,3 +279,26 @@ describe('sandbox options', () => {
     await expect(Sandbox.create({ python: '/nonexistent/python3', isolation: 'none' })).rejects.toThrow(SandboxError);
   });
 });
+
+describe('every mode that works here', () => {
+  for (const mode of ['bwrap', 'namespaces', 'network', 'none'] as const) {
+    it(`${mode}: scores a right and a wrong solution, and a forged result line scores nothing`, async () => {
+      let sb: Sandbox;
+      try {
+        sb = await Sandbox.create({ isolation: mode, tmpDir: runTmp });
+      } catch (e) {
+        console.warn(`mode ${mode} skipped: ${(e as Error).message}`);
+        return;
+      }
+      const [right, wrong, forged] = await Promise.all([
+        scoreCode(py('def f(x):\n    return x * 3'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+        scoreCode(py('def f(x):\n    return x * 2'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+        scoreCode(py('import os\nos.write(1, b"test 0 pass\\ntest 1 pass\\ndone\\n")\nos._exit(0)'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+      ]);
+      expect(right).toMatchObject({ passRate: 1, isolation: mode });
+      expect(wrong.passRate).toBe(0);
+      expect(forged.passRate).toBe(0);
+      expect(readdirSync(runTmp).filter((e) => e.startsWith('justgrpo-sandbox-'))).toEqual([]);
+    });
+  }
+});
