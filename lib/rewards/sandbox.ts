@@ -18,6 +18,7 @@ import { chmod, chown, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/
 import os from 'node:os';
 import path from 'node:path';
 import { expected, JustGRPOError } from '../errors.js';
+import { enterCgroup, MemoryCgroups } from './cgroup.js';
 import { seccompFilter } from './seccomp.js';
 
 /** How much isolation to use. `auto` picks the strongest mode that works on this machine. */
@@ -49,6 +50,12 @@ export type SandboxOptions = {
   fileSizeMb?: number;
   /** All the files the program may hold at once (`bwrap`: the size of its /tmp tmpfs) in MiB. Defaults to `64`. */
   diskMb?: number;
+  /**
+   * All the memory the program's processes may hold together, its /tmp files included, in MiB:
+   * a memory cgroup per run where one can be made (`bwrap` with the parent as root); the OOM killer
+   * ends the run past it. Defaults to the run's `memoryMb` plus `diskMb`.
+   */
+  totalMemoryMb?: number;
   /**
    * Processes and threads the program may have (RLIMIT_NPROC). With no cgroup, this times
    * `memoryMb` bounds a hostile program's total memory, so keep the product well under the
@@ -117,6 +124,8 @@ export type SandboxCapabilities = {
   userNamespace: boolean;
   /** True when the seccomp filter of lib/rewards/seccomp.ts is loaded (`bwrap` on x86-64). */
   seccomp: boolean;
+  /** The memory cgroup version capping all of a run's processes together, or null (then why, in `fallbackReasons`). */
+  memoryCgroup: 'v1' | 'v2' | null;
   /** The interpreter in use. */
   python: string;
   /** Why stronger modes were not used, one line per mode tried; empty when the first worked. */
@@ -304,7 +313,7 @@ function killQuietly(pid: number, sig: NodeJS.Signals = 'SIGKILL'): void {
 export class Sandbox {
   private readonly limiter: Limiter;
   private constructor(
-    private readonly opts: Required<Omit<SandboxOptions, 'isolation'>>,
+    private readonly opts: Required<Omit<SandboxOptions, 'isolation' | 'totalMemoryMb'>> & Pick<SandboxOptions, 'totalMemoryMb'>,
     private readonly tools: { unshare?: string; bwrap?: string; prlimit: string },
     private caps: SandboxCapabilities,
   ) {
@@ -326,6 +335,9 @@ export class Sandbox {
     const prlimit = which('prlimit');
     if (!prlimit) throw new SandboxError('The code sandbox needs `prlimit` (util-linux); install util-linux');
     if (!Number.isInteger(o.diskMb) || o.diskMb < 1) throw expected('a positive integer number of MiB', 'diskMb', o.diskMb);
+    if (o.totalMemoryMb !== undefined && (!Number.isInteger(o.totalMemoryMb) || o.totalMemoryMb < 64)) {
+      throw expected('an integer number of MiB, at least 64', 'totalMemoryMb', o.totalMemoryMb);
+    }
     const tools = { unshare: which('unshare'), bwrap: which('bwrap'), prlimit };
     const python = o.python ?? defaultPython();
     const { isolation, ...rest } = o;
@@ -509,7 +521,12 @@ export class Sandbox {
     const uid = this.caps.dropsPrivileges ? this.allocateUid() : undefined;
     try {
       // Nothing on the host's disk: the program's files live in the sandbox's tmpfs.
-      const argv = await this.command('/tmp', uid, timeoutMs, memoryMb);
+      let argv = await this.command('/tmp', uid, timeoutMs, memoryMb);
+      const cgroups = this.caps.memoryCgroup && uid !== undefined ? MemoryCgroups.shared() : undefined;
+      if (cgroups instanceof MemoryCgroups) {
+        const total = this.opts.totalMemoryMb ?? memoryMb + this.opts.diskMb;
+        argv = [...enterCgroup(cgroups.prepare(uid!, total * 1024 * 1024)), ...argv];
+      }
       const child = spawn(argv[0]!, argv.slice(1), {
         cwd: '/',
         env: {},
@@ -654,13 +671,15 @@ function sendProgram(child: ChildProcess, code: string): void {
 }
 
 function capsFor(mode: Exclude<SandboxIsolation, 'auto'>, python: string, fallbackReasons: string[]): SandboxCapabilities {
+  const cgroups = mode === 'bwrap' ? MemoryCgroups.shared() : undefined;
   return {
     isolation: mode,
     dropsPrivileges: isRoot(),
     userNamespace: mode === 'bwrap' || (mode !== 'none' && !isRoot()),
     seccomp: mode === 'bwrap' && seccompFilter() !== undefined,
+    memoryCgroup: cgroups instanceof MemoryCgroups ? cgroups.version : null,
     python,
-    fallbackReasons,
+    fallbackReasons: typeof cgroups === 'string' ? [...fallbackReasons, `memory cgroup: ${cgroups}`] : fallbackReasons,
   };
 }
 

@@ -206,6 +206,35 @@ describe.skipIf(!sandbox)('sandbox escapes and leaks', () => {
     expect(lines).toEqual(['memfd_create -1 Operation not permitted', 'mount -1', 'heap capped']);
   });
 
+  it.skipIf(!bwrapped)('all processes of a run together stay under the total memory cap (a memory cgroup)', async () => {
+    if (!sandbox!.capabilities.memoryCgroup) {
+      console.warn(`total memory cap: skipped, no memory cgroup here (${sandbox!.capabilities.fallbackReasons.join('; ')})`);
+      return;
+    }
+    // Three children of 500 MiB each are each under the 1 GiB address-space limit; together they
+    // pass the 1 GiB + 64 MiB the run may hold, so the OOM killer ends one.
+    const lines = await run(
+      [
+        'import os',
+        'pids = []',
+        'for i in range(3):',
+        '    pid = os.fork()',
+        '    if pid == 0:',
+        '        x = bytearray(500 << 20)',
+        '        for j in range(0, len(x), 4096):',
+        '            x[j] = 1',
+        '        import time',
+        '        time.sleep(1)',
+        '        os._exit(0)',
+        '    pids.append(pid)',
+        'print(sorted(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids))',
+      ].join('\n'),
+      20_000,
+    );
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^\[-9, /); // at least one child killed (SIGKILL), the parent unharmed
+  }, 30_000);
+
   it.skipIf(!bwrapped)('the program dies with the process that runs the sandbox', async () => {
     const dist = path.resolve('dist/rewards/sandbox.js');
     if (!existsSync(dist)) {
