@@ -182,6 +182,27 @@ describe.skipIf(!sandbox)('reward hacking: a wrong solution never scores', () =>
     });
   }
 
+  it('hostile replies written straight to the reply channel are refused, and the judge survives them', async () => {
+    // The runner's reply descriptor is a dup of its stdout (fd 3 once the launcher has closed the
+    // rest). Each reply below is what `add` "returns".
+    const junk = [
+      '["ok", ' + '['.repeat(100_000) + ']'.repeat(100_000) + ']', // deeper than any decoder recursion
+      '["ok", ' + '9'.repeat(100_000) + ']', // an int past the digit limit
+      '["ok", {"d": [[[1, 2], 3]]}]', // an unhashable dict key
+      '["ok", {"t": [1], "s": [2]}]', // two tags in one object
+      '["ok", {"__class__": "int"}]', // an unknown tag
+      '["ok", 1234] trailing', // junk after the value
+      '["raise", "AssertionError\u0000 pass"]', // an exception name with a payload
+      '["ok", "' + 'x'.repeat(70 << 20) + '"]', // past the 64 MiB reply limit
+    ];
+    for (const line of junk) {
+      const code = ['import os', 'def add(a, b):', `    os.write(3, ${JSON.stringify(line)}.encode() + b"\\n")`, '    os._exit(0)'].join('\n');
+      const s = await scoreCode(py(code), ['assert add(1000, 234) == 1234', 'assert add(2000, 22) == 2022'], { sandbox: sandbox! });
+      expect(s.passRate, line.slice(0, 40)).toBe(0);
+      expect(s.failures[0], line.slice(0, 40)).toMatch(/^test 0: /);
+    }
+  }, 60_000);
+
   it('the honest solution still scores 1 on the same tests', async () => {
     const r = await both('def add(a, b):\n    return a + b');
     expect(r).toMatchObject({ mbpp: 1, humaneval: 1 });
