@@ -7,8 +7,7 @@ import type { EvalItem } from '../eval/tasks.js';
 import { meanPassAtK } from '../eval/passk.js';
 import type { Decoder } from '../generate.js';
 import { internals, type LladaModel } from '../model.js';
-import { gsm8k } from '../rewards/gsm8k.js';
-import { math } from '../rewards/math.js';
+import { verifyAnswer } from '../rewards/registry.js';
 
 /** One decoding setting, with a short name for tables and legends. */
 export type DecodeSpec = {
@@ -71,9 +70,7 @@ export type SampleRun = {
 
 /** 1 when the completion's answer matches the item's gold answer (GSM8K or MATH rules). */
 export function scoreItem(item: EvalItem, completion: string): number {
-  if (item.kind === 'gsm8k') return gsm8k(completion, item.gold ?? '');
-  if (item.kind === 'math') return math(completion, item.gold ?? '');
-  throw expected("a task of kind 'gsm8k' or 'math' (code tasks are not supported here)", 'task', item.id);
+  return verifyAnswer(item, completion).reward;
 }
 
 /** Samples every item `samples` times with one decoder and summarises the result. */

@@ -5,9 +5,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expected, InputError } from '../errors.js';
-import { scoreCode } from '../rewards/code.js';
-import { extractGsm8kAnswer, gsm8k } from '../rewards/gsm8k.js';
-import { extractMathAnswer, math } from '../rewards/math.js';
+import { humanevalProgram, verify } from '../rewards/registry.js';
 import { defaultSandbox, type Sandbox } from '../rewards/sandbox.js';
 import { defaultKs, meanPassAtK } from './passk.js';
 import type { EvalItem, EvalTask, TaskKind } from './tasks.js';
@@ -112,50 +110,13 @@ export type EvalResults = {
 /** Results plus one record per completion. */
 export type EvalReport = { results: EvalResults; records: EvalRecord[] };
 
-/**
- * HumanEval completions often restate the whole function, sometimes only its body: run the body
- * after the original prompt, and a full function after the prompt's imports (which it may rely on).
- */
-export function humanevalProgram(code: string, item: Pick<EvalItem, 'entryPoint' | 'codeContext'>): string {
-  if (!item.entryPoint || item.codeContext === undefined) return code;
-  const defines = new RegExp(String.raw`^\s*def\s+${item.entryPoint}\s*\(`, 'm').test(code);
-  if (!defines) return item.codeContext + code;
-  const imports = item.codeContext
-    .split('\n')
-    .filter((l) => /^(?:import|from)\s/.test(l))
-    .join('\n');
-  return imports ? `${imports}\n${code}` : code;
-}
+export { humanevalProgram };
 
 type Scored = Pick<EvalRecord, 'extracted' | 'correct' | 'reward' | 'passRate' | 'format' | 'failures'>;
 
 async function score(item: EvalItem, completion: string, opts: RunEvalOptions, sandbox: () => Promise<Sandbox>): Promise<Scored> {
-  switch (item.kind) {
-    case 'gsm8k': {
-      const reward = gsm8k(completion, item.gold ?? '');
-      return { extracted: extractGsm8kAnswer(completion)?.text ?? null, correct: reward === 1, reward };
-    }
-    case 'math': {
-      const reward = math(completion, item.gold ?? '');
-      return { extracted: extractMathAnswer(completion) ?? null, correct: reward === 1, reward };
-    }
-    case 'code': {
-      const s = await scoreCode(completion, item.tests ?? [], {
-        sandbox: await sandbox(),
-        timeoutMs: opts.codeTimeoutMs,
-        transformCode: (code) => humanevalProgram(code, item),
-        signal: opts.signal,
-      });
-      return {
-        extracted: s.code,
-        correct: s.passRate === 1,
-        reward: s.reward,
-        passRate: s.passRate,
-        format: s.format,
-        failures: s.failures,
-      };
-    }
-  }
+  const sb = item.kind === 'code' ? await sandbox() : undefined;
+  return verify(item, completion, { sandbox: sb, timeoutMs: opts.codeTimeoutMs, signal: opts.signal });
 }
 
 /**

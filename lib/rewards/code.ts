@@ -1,6 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { expected } from '../errors.js';
-import { defaultSandbox, type Sandbox } from './sandbox.js';
+import { JUDGE, RUNNER } from './judge.js';
+import { defaultSandbox, SandboxError, type Sandbox, type SandboxCapabilities } from './sandbox.js';
 
 /** Options for {@link scoreCode} and {@link code}. */
 export type CodeRewardOptions = {
@@ -18,6 +20,18 @@ export type CodeRewardOptions = {
   transformCode?: (code: string) => string;
   /** Kills the program when aborted. */
   signal?: AbortSignal;
+  /**
+   * Python the judge runs before the tests, in the tests' globals: trusted code from the data set,
+   * e.g. a HumanEval prompt whose helper functions (`poly`, `encode_cyclic`) the tests call. The
+   * model's versions of those helpers are never used by the tests. Defaults to `''`.
+   */
+  testContext?: string;
+  /**
+   * The function under test, which the tests call through the sandbox even when `testContext`
+   * defines it. Defaults to the first name the first test calls without defining it (a builtin
+   * name only when the test calls nothing else).
+   */
+  entryPoint?: string;
 };
 
 /** Everything {@link scoreCode} found out about one completion. */
@@ -48,6 +62,8 @@ export type CodeScore = {
   failures: string[];
   /** The program's stderr (its own prints go there too), for debugging. */
   stderr: string;
+  /** The sandbox mode that ran the program (`bwrap` unless the machine forced a fallback). */
+  isolation: SandboxCapabilities['isolation'];
 };
 
 const SINGLE_BLOCK = /^\s*```(?:python3?|py)[ \t]*\r?\n([\s\S]*?)\r?\n?[ \t]*```\s*$/i;
@@ -81,62 +97,65 @@ export function extractCode(completion: string): string {
   return (last ?? any ?? completion).replace(/\s+$/, '') + '\n';
 }
 
-// Runs in the sandbox as main.py. The payload arrives on stdin, so it is in none of the program's
-// files: a nonce line, then length-prefixed UTF-8 parts (the code, then each test), parsed without
-// importing json or re to keep the start-up cheap. Results go to the original stdout tagged with
-// the nonce; the solution's own prints are sent to stderr. Each test runs after the solution in the
-// same globals; any exception, SystemExit included, fails that test only.
-const HARNESS = String.raw`
-import os, sys
-def main():
-    data = sys.stdin.buffer.read()
-    i = data.index(b'\n')
-    nonce = data[:i].decode()
-    i += 1
-    parts = []
-    while i < len(data):
-        j = data.index(b'\n', i)
-        n = int(data[i:j])
-        parts.append(data[j + 1:j + 1 + n].decode())
-        i = j + 1 + n
-    code, tests = parts[0], parts[1:]
-    report = os.fdopen(os.dup(1), 'w')
-    os.dup2(2, 1)
-    def say(*words):
-        report.write(nonce + ' ' + ' '.join(words) + '\n')
-        report.flush()
-    try:
-        compiled = compile(code, 'solution.py', 'exec')
-    except BaseException as e:
-        say('syntax', 'error', type(e).__name__)
-        return
-    say('syntax', 'ok')
-    scope = {'__name__': 'solution', '__builtins__': __builtins__}
-    try:
-        exec(compiled, scope)
-    except BaseException as e:
-        say('exec', 'error', type(e).__name__)
-        return
-    for k, test in enumerate(tests):
-        try:
-            exec(compile(test, 'test_%d.py' % k, 'exec'), scope)
-            say('test', str(k), 'pass')
-        except BaseException as e:
-            say('test', str(k), 'fail', type(e).__name__)
-    say('done')
-main()
-sys.stdout.flush()
-os._exit(0)
-`;
-
-/** Frames the harness payload: a nonce line, then each part as `<byte length>\n<bytes>`. */
-function framePayload(nonce: string, parts: string[]): string {
-  return nonce + '\n' + parts.map((p) => `${Buffer.byteLength(p)}\n${p}`).join('');
+/** Frames parts for the runner and the judge: each as `<byte length>\n<bytes>`. */
+function frame(parts: string[]): string {
+  return parts.map((p) => `${Buffer.byteLength(p)}\n${p}`).join('');
 }
 
+/** The judge's verdicts (fd 3) and stderr, once it has exited. */
+type JudgeOutcome = { verdicts: string; stderr: string; exitCode: number | null; error?: string };
+
 /**
- * Runs a completion's code against tests in the sandbox and returns the format reward, the pass
- * rate and their sum separately, so a trainer can log them or use them as two reward functions.
+ * Starts the judge (outside the sandbox: it runs only the tests and the test context, never the
+ * model's code) under its own time and memory limits, with an empty environment.
+ */
+function startJudge(prlimit: string, python: string, timeoutMs: number): { child: ChildProcess; done: Promise<JudgeOutcome> } {
+  const cpu = Math.ceil(timeoutMs / 1000) + 1;
+  const as = JUDGE_MEMORY_MB * 1024 * 1024;
+  const child = spawn(prlimit, [`--cpu=${cpu}:${cpu}`, `--as=${as}:${as}`, '--core=0:0', '--', python, '-I', '-S', '-c', JUDGE], {
+    env: {},
+    cwd: '/',
+    stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+    // The tests are trusted, but need no privilege: as root, the judge runs as nobody.
+    ...(process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {}),
+  });
+  const verdicts: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  let stderrBytes = 0;
+  (child.stdio[3] as Readable).on('data', (b: Buffer) => verdicts.push(b));
+  child.stderr!.on('data', (b: Buffer) => {
+    if (stderrBytes < 1 << 16) stderr.push(b);
+    stderrBytes += b.length;
+  });
+  for (const s of [child.stdin!, child.stdout!, child.stdio[3] as Readable]) s.on('error', () => {});
+  // The runner's wall clock bounds the calls; the slack covers the tests' own work after it ends.
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs + 5000);
+  const done = new Promise<JudgeOutcome>((resolve) => {
+    let error: string | undefined;
+    child.on('error', (e) => (error = `could not start the judge: ${e.message}`));
+    child.on('close', (exitCode) => {
+      clearTimeout(timer);
+      resolve({ verdicts: Buffer.concat(verdicts).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), exitCode, error });
+    });
+  });
+  return { child, done };
+}
+
+/** The uid and gid the judge runs as when the parent is root. */
+const NOBODY = 65534;
+
+/** Memory of the judge process (it holds the tests' values and the decoded replies). */
+const JUDGE_MEMORY_MB = 2048;
+
+/**
+ * Runs a completion's code against tests and returns the format reward, the pass rate and their
+ * sum separately, so a trainer can log them or use them as two reward functions.
+ *
+ * The solution runs in the sandbox; the tests run in a separate judge process that never runs the
+ * model's code. The judge calls the solution's functions through the sandbox with plain-data
+ * arguments and gets plain data back, so nothing the solution defines (a lying `__eq__`, a patched
+ * builtin, a forged output line, its exit code) takes part in deciding whether a test passed. See
+ * lib/rewards/README.md for the kinds of test this cannot express.
  *
  * @param completion The model's response.
  * @param tests Python test snippets, each counted separately (MBPP's asserts), or one string that
@@ -149,37 +168,57 @@ export async function scoreCode(completion: string, tests: string | readonly str
   const extracted = extractCode(completion);
   const code = options.transformCode ? options.transformCode(extracted) : extracted;
   const sandbox = options.sandbox ?? (await defaultSandbox());
-  const nonce = randomBytes(12).toString('hex');
-  const run = await sandbox.runPython(HARNESS, {
-    stdin: framePayload(nonce, [code, ...list]),
-    timeoutMs: options.timeoutMs,
+  const timeoutMs = options.timeoutMs ?? sandbox.timeoutMs;
+  let judge: ReturnType<typeof startJudge> | undefined;
+  const run = await sandbox.runPython(RUNNER, {
+    timeoutMs,
     memoryMb: options.memoryMb,
     signal: options.signal,
+    io: (stdin, stdout) => {
+      judge = startJudge(sandbox.prlimit, sandbox.capabilities.python, timeoutMs);
+      const j = judge.child;
+      j.stdin!.write(`${list.length + 2}\n` + frame([options.testContext ?? '', options.entryPoint ?? '', ...list]));
+      stdin.write(frame([code]));
+      j.stdout!.pipe(stdin);
+      stdout.pipe(j.stdin!);
+    },
   });
+  const outcome: JudgeOutcome = judge ? await judge.done : { verdicts: '', stderr: '', exitCode: 0, error: 'the program did not start' };
+  // A judge that could not run at all is the machine's fault, not the completion's: say so rather
+  // than score every completion 0. (Whatever the program does, the judge exits 0 or is killed.)
+  if (judge && outcome.verdicts === '' && (outcome.error || (outcome.exitCode !== null && outcome.exitCode !== 0))) {
+    const why = outcome.error ?? (outcome.stderr.trim().split('\n').pop() || `exit code ${outcome.exitCode}`);
+    throw new SandboxError(`The code reward's judge (${sandbox.capabilities.python}) failed: ${why}`);
+  }
   let parses = false;
   const failures: string[] = [];
   const verdicts = new Map<number, boolean>();
-  for (const line of run.stdout.split('\n')) {
-    if (!line.startsWith(nonce + ' ')) continue;
-    const [what, a, b, c] = line.slice(nonce.length + 1).split(' ');
+  let done = false;
+  for (const line of outcome.verdicts.split('\n')) {
+    const [what, a, b, c] = line.split(' ');
     if (what === 'syntax') {
       parses = a === 'ok';
       if (!parses) failures.push(`syntax: ${b}`);
     } else if (what === 'exec') {
       failures.push(`solution: ${b}`);
-    } else if (what === 'test') {
+    } else if (what === 'context') {
+      failures.push(`test context: ${b}`);
+    } else if (what === 'test' && !verdicts.has(Number(a))) {
       const ok = b === 'pass';
       if (!ok) failures.push(`test ${a}: ${c}`);
-      // A test reported twice (by a forked copy of the harness) counts only if both said pass.
-      verdicts.set(Number(a), (verdicts.get(Number(a)) ?? true) && ok);
+      verdicts.set(Number(a), ok);
+    } else if (what === 'done') {
+      done = true;
     }
   }
   let passed = 0;
   for (let i = 0; i < list.length; i++) if (verdicts.get(i) === true) passed++;
   if (run.timedOut) failures.push('timeout');
-  else if (failures.length === 0 && passed < list.length) failures.push('no result');
+  else if (failures.length === 0 && (passed < list.length || !done)) failures.push('no result');
+  if (outcome.error) failures.push(outcome.error);
   const passRate = passed / list.length;
   const format = single === undefined ? 0 : parses ? 1 : 0.5;
+  const judgeErr = outcome.stderr.trim();
   return {
     reward: format + passRate,
     format,
@@ -190,7 +229,8 @@ export async function scoreCode(completion: string, tests: string | readonly str
     timedOut: run.timedOut,
     code,
     failures,
-    stderr: run.stderr,
+    stderr: run.stderr + (judgeErr ? `\n[judge] ${judgeErr}\n` : ''),
+    isolation: sandbox.capabilities.isolation,
   };
 }
 

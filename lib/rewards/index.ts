@@ -40,3 +40,14 @@ export {
   type SandboxRunOptions,
 } from './sandbox.js';
 export type { Rational } from './numbers.js';
+export {
+  rewardFunction,
+  verify,
+  verifyAnswer,
+  type RewardArgs,
+  type RewardFunction,
+  type Verdict,
+  type VerifyItem,
+  type VerifyOptions,
+} from './registry.js';
+export { seccompFilter } from './seccomp.js';

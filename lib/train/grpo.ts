@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, InputError } from '../errors.js';
 import { internals, LladaModel, loadModel } from '../model.js';
 import { ClipRegion } from '../native/binding.js';
-import { rewards as builtinRewards } from '../rewards/index.js';
+import { rewardFunction, type RewardFunction } from '../rewards/registry.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeights } from './advantages.js';
 import { MetricsLog, saveCheckpoint, type TrainerState } from './checkpoint.js';
@@ -20,30 +20,8 @@ import { epochSampler, openMetrics, openModel, openRun } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession, type OptimizerOptions } from './session.js';
 
-export type RewardArgs = {
-  prompts: string[];
-  completions: string[];
-  completionIds: number[][];
-  [column: string]: unknown[];
-};
-
-/** A reward function: one score per completion, or null where it cannot score (advantage 0). */
-export type RewardFunction = (args: RewardArgs) => (number | null)[] | Promise<(number | null)[]>;
-
-/** The built-in reward functions, by the names configs use. */
-export const BUILTIN_REWARDS: Record<string, RewardFunction> = {
-  gsm8k: (a) => a.completions.map((c, i) => builtinRewards.gsm8k(c, goldOf(a, i, 'gsm8k'))),
-  math: (a) => a.completions.map((c, i) => builtinRewards.math(c, goldOf(a, i, 'math'))),
-};
-
-// The gold answer column of a dataset row: `answer`, else `response` / `solution` (SFT-style data).
-function goldOf(a: RewardArgs, i: number, name: string): string {
-  for (const key of ['answer', 'response', 'solution']) {
-    const v = a[key]?.[i];
-    if (typeof v === 'string' || typeof v === 'number') return String(v);
-  }
-  throw new Error(`the \`${name}\` reward needs an \`answer\` (or \`response\`/\`solution\`) column in the data`);
-}
+// The reward functions and their registry live in lib/rewards/registry.ts.
+export { BUILTIN_REWARDS, type RewardArgs, type RewardFunction } from '../rewards/registry.js';
 
 /** A prompt of the training set: its token ids and text, and its other columns for the rewards. */
 export type PromptRecord = { ids: number[]; text: string; columns: Record<string, unknown>; source: string };
@@ -161,11 +139,7 @@ export class GRPOTrainer {
     // Functions given here name the rewards (their order is rewardWeights').
     const given = typeof config === 'object' && config !== null ? config : {};
     const c = parseTrainerConfig(Object.keys(fns).length ? { ...given, rewardFunctions: Object.keys(fns) } : given, 'GRPOTrainer.create config');
-    const rewardFns = c.rewardFunctions.map((name, i) => {
-      const fn = fns[name] ?? BUILTIN_REWARDS[name];
-      if (!fn) throw new ConfigError(`Unknown reward function \`${name}\` (built-in: ${Object.keys(BUILTIN_REWARDS).join(', ')}; or pass it in \`rewardFunctions\`)`);
-      return { name, fn, weight: c.rewardWeights?.[i] ?? 1 };
-    });
+    const rewardFns = c.rewardFunctions.map((name, i) => ({ name, fn: rewardFunction(name, fns), weight: c.rewardWeights?.[i] ?? 1 }));
     if (c.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
     const session = TrainingSession.create(model, { checkpointActivations: c.checkpointActivations });
     return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns);
@@ -570,11 +544,7 @@ export async function runGrpo(
     const evalPrompts = resolved.eval ? (await readPrompts(resolved.eval.data, model.tokenizer, { ...config.data, maxPromptLength: maxPrompt })).slice(0, resolved.eval.limit) : [];
     const fns = resolved.rewardModule ? await loadRewardModule(resolved.rewardModule) : {};
     const named: Record<string, RewardFunction> = {};
-    for (const name of config.rewardFunctions) {
-      const fn = fns[name] ?? BUILTIN_REWARDS[name];
-      if (!fn) throw new ConfigError(`Unknown reward function \`${name}\`: not built in (${Object.keys(BUILTIN_REWARDS).join(', ')}) and not exported by rewardModule`);
-      named[name] = fn;
-    }
+    for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
     if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
     const metrics = await openMetrics(outputDir, state, restart);
     const completionsLog = config.logCompletions ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;

@@ -44,7 +44,8 @@ async function makeSandbox(isolation: SandboxIsolation): Promise<{ sandbox?: San
 const auto = await makeSandbox('auto');
 if (!auto.sandbox) console.warn(`sandbox tests skipped: ${auto.reason}`);
 const caps = auto.sandbox?.capabilities;
-const namespaced = caps?.isolation === 'namespaces';
+const namespaced = caps?.isolation === 'namespaces' || caps?.isolation === 'bwrap';
+const bwrapped = caps?.isolation === 'bwrap';
 const ownUid = caps?.dropsPrivileges === true || caps?.userNamespace === true;
 if (caps) {
   console.warn(
@@ -75,9 +76,14 @@ describe.skipIf(!auto.sandbox)('sandbox', () => {
     expect(r.exitCode).toBe(0);
     const [isolated, cwd, env] = r.stdout.trim().split(' ');
     expect(isolated).toBe('1');
-    expect(cwd).toContain('justgrpo-sandbox-');
     expect(env).toBe('[]');
-    expect(existsSync(cwd!)).toBe(false); // the temp dir is removed afterwards
+    if (bwrapped) {
+      expect(cwd).toBe('/tmp'); // its own tmpfs, gone with the sandbox
+    } else {
+      expect(cwd).toContain('justgrpo-sandbox-');
+      expect(existsSync(cwd!)).toBe(false); // the temp dir is removed afterwards
+    }
+    expect(readdirSync(runTmp)).toEqual([]);
   });
 
   it.skipIf(!caps?.dropsPrivileges)('runs as an unprivileged uid with no_new_privs', async () => {
@@ -145,18 +151,19 @@ describe.skipIf(!auto.sandbox)('sandbox', () => {
       'open("inside.txt", "w").write("fine")',
       'inside = os.path.abspath("inside.txt")',
     ].join('\n');
-    const s = await scoreCode(py(code), ['assert written, "nothing escaped"', 'print(inside, file=__import__("sys").stderr)'], { sandbox });
-    const inside = s.stderr.trim().split('\n').pop()!;
-    expect(inside).toContain('justgrpo-sandbox-');
-    expect(existsSync(inside)).toBe(false);
+    const r = await sandbox.runPython(code + '\nprint(inside, len(written))');
+    const [inside, written] = r.stdout.trim().split(' ');
+    if (!bwrapped) expect(inside).toContain('justgrpo-sandbox-');
+    expect(existsSync(inside!)).toBe(false);
     const escaped = [targets[0]!, targets[1]!, path.join(os.tmpdir(), `justgrpo-escape-up-${id}.txt`), targets[3]!].filter((p) => existsSync(p));
     await Promise.all(escaped.map((p) => rm(p, { force: true })));
     if (!namespaced) {
       console.warn(`write containment: skipped without a mount namespace (world-writable dirs stay writable); escaped: ${escaped.join(', ')}`);
       return;
     }
+    // Under bwrap, /tmp/... names the sandbox's own tmpfs, so a write there succeeds and vanishes.
     expect(escaped).toEqual([]);
-    expect(s.passed).toBe(1); // only the print test
+    if (!bwrapped) expect(written).toBe('0');
   });
 
   it("cannot read the parent's environment", async () => {
@@ -179,13 +186,12 @@ describe.skipIf(!auto.sandbox)('sandbox', () => {
       '            pass',
     ].join('\n');
     try {
-      const s = await scoreCode(py(code), ['assert leaked'], { sandbox });
+      const r = await sandbox.runPython(code + '\nprint(leaked)');
       if (!namespaced && !ownUid) {
         console.warn("environment: without a PID namespace or uid of its own the program can read the parent's /proc/PID/environ");
         return;
       }
-      expect(s.failures).toEqual(['test 0: AssertionError']);
-      expect(s.passRate).toBe(0);
+      expect(r.stdout.trim()).toBe('False');
     } finally {
       delete process.env.JUSTGRPO_SANDBOX_TEST_SECRET;
     }
@@ -272,4 +278,27 @@ describe('sandbox options', () => {
   it.skipIf(process.platform !== 'linux')('explains a missing interpreter', async () => {
     await expect(Sandbox.create({ python: '/nonexistent/python3', isolation: 'none' })).rejects.toThrow(SandboxError);
   });
+});
+
+describe('every mode that works here', () => {
+  for (const mode of ['bwrap', 'namespaces', 'network', 'none'] as const) {
+    it(`${mode}: scores a right and a wrong solution, and a forged result line scores nothing`, async () => {
+      let sb: Sandbox;
+      try {
+        sb = await Sandbox.create({ isolation: mode, tmpDir: runTmp });
+      } catch (e) {
+        console.warn(`mode ${mode} skipped: ${(e as Error).message}`);
+        return;
+      }
+      const [right, wrong, forged] = await Promise.all([
+        scoreCode(py('def f(x):\n    return x * 3'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+        scoreCode(py('def f(x):\n    return x * 2'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+        scoreCode(py('import os\nos.write(1, b"test 0 pass\\ntest 1 pass\\ndone\\n")\nos._exit(0)'), ['assert f(2) == 6', 'assert f(-1) == -3'], { sandbox: sb }),
+      ]);
+      expect(right).toMatchObject({ passRate: 1, isolation: mode });
+      expect(wrong.passRate).toBe(0);
+      expect(forged.passRate).toBe(0);
+      expect(readdirSync(runTmp).filter((e) => e.startsWith('justgrpo-sandbox-'))).toEqual([]);
+    });
+  }
 });
