@@ -50,7 +50,11 @@ export function matchSplit(paths: string[], config: string | undefined, split: s
       if (cfg !== undefined) return parts[0] === cfg && inSplit(parts.slice(1));
       return inSplit(parts[0] === 'data' ? parts.slice(1) : parts);
     });
-  if (config !== undefined) return pick(config).sort();
+  if (config !== undefined) {
+    const named = pick(config);
+    // `default` is also the name of the unnamed subset's files (data/<split>-*, <split>-*).
+    return (named.length === 0 && config === 'default' ? pick(undefined) : named).sort();
+  }
   let found = pick(undefined);
   if (found.length === 0) found = pick('default');
   if (found.length === 0) {

@@ -10,7 +10,7 @@ import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, modelSchema, openMetrics, openRun, parseConfig } from './run.js';
+import { epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
 
@@ -106,7 +106,7 @@ export async function runSft(
 ): Promise<SftResult> {
   const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, args);
   // Paths are stored absolute so a resumed run finds them from anywhere.
-  const trainFile = path.resolve(baseDir, config.data.train);
+  const trainFile = resolveSource(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);
   const resolved: SftConfig = { ...config, data: { ...config.data, train: trainFile }, outputDir };
   let session: TrainingSession | null = null;
