@@ -6,12 +6,15 @@
 //     snapshots/<commit>/<path>            relative symlinks to ../../blobs/<etag>
 //     refs/<revision>                      the commit a branch or tag pointed at (no newline)
 //     .no_exist/<commit>/<path>            empty: the file is known to be absent at that commit
-import { copyFile, lstat, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, lstat, mkdir, readFile, readdir, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { getRepoFolderName } from '@huggingface/hub';
 
 import { COMMIT_HASH, type RepoRef } from './settings.js';
+
+const tmpName = (file: string) => `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
 
 export type RepoCache = {
   /** `<cacheDir>/models--owner--name`. */
@@ -51,7 +54,7 @@ export async function writeRef(cache: RepoCache, revision: string, commit: strin
   if (revision === commit) return;
   const file = cache.ref(revision);
   await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = tmpName(file);
   await writeFile(tmp, commit);
   await rename(tmp, file);
 }
@@ -88,16 +91,16 @@ export async function linkSnapshot(cache: RepoCache, commit: string, file: strin
   const pointer = cache.file(commit, file);
   const blob = cache.blob(etag);
   await mkdir(path.dirname(pointer), { recursive: true });
-  await rm(pointer, { force: true });
+  // Made under a temporary name and renamed over, so concurrent loads never see a missing link.
+  const tmp = tmpName(pointer);
   try {
-    await symlink(path.relative(path.dirname(pointer), blob), pointer);
+    await symlink(path.relative(path.dirname(pointer), blob), tmp);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
-    const tmp = `${pointer}.${process.pid}.tmp`;
     await copyFile(blob, tmp);
-    await rename(tmp, pointer);
   }
+  await rename(tmp, pointer);
   return pointer;
 }
 

@@ -35,6 +35,13 @@ export function parseHfUrl(s: string): HubDatasetRef | undefined {
   return { hub: m[1]!, ...(m[2] ? { revision: decodeURIComponent(m[2]) } : {}), ...(m[3] ? { config: m[3] } : {}), ...(m[4] ? { split: m[4] } : {}) };
 }
 
+/** The `hf://datasets/...` URL of a reference (`default` stands for an unnamed subset before a split). */
+export function hfUrl(ref: HubDatasetRef): string {
+  const rev = ref.revision ? `@${encodeURIComponent(ref.revision)}` : '';
+  const config = ref.config ?? (ref.split ? 'default' : undefined);
+  return `hf://datasets/${ref.hub}${rev}${config ? `/${config}` : ''}${ref.split ? `/${ref.split}` : ''}`;
+}
+
 /**
  * The Parquet files of `config`/`split` among a repo's paths, in name order. Layouts, as the Hub
  * lays them out: `<config>/<split>-NNNNN-of-NNNNN.parquet`, `<config>/<split>/*.parquet` (the
@@ -50,14 +57,11 @@ export function matchSplit(paths: string[], config: string | undefined, split: s
       if (cfg !== undefined) return parts[0] === cfg && inSplit(parts.slice(1));
       return inSplit(parts[0] === 'data' ? parts.slice(1) : parts);
     });
-  if (config !== undefined) {
-    const named = pick(config);
-    // `default` is also the name of the unnamed subset's files (data/<split>-*, <split>-*).
-    return (named.length === 0 && config === 'default' ? pick(undefined) : named).sort();
-  }
+  // `default` is the name the Hub gives the unnamed subset (and its Parquet branch's folder).
+  if (config !== undefined && config !== 'default') return pick(config).sort();
   let found = pick(undefined);
   if (found.length === 0) found = pick('default');
-  if (found.length === 0) {
+  if (found.length === 0 && config === undefined) {
     // One named subset and no default: that one.
     const dirs = new Set(parquet.filter((p) => p.includes('/')).map((p) => p.split('/')[0]!));
     if (dirs.size === 1) found = pick([...dirs][0]);

@@ -8,7 +8,7 @@
 // cached under a branch name. The library still does the API calls (revision -> commit, file tree).
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { AbortError, HubError } from '../errors.js';
@@ -141,6 +141,56 @@ export async function downloadBlob(
   f: TreeFile,
   onBytes: (n: number) => void,
 ): Promise<string> {
+  const lock = path.join(path.dirname(cache.root), '.locks', path.basename(cache.root), `${etagOf(f)}.justgrpo.lock`);
+  return withLock(lock, async () => {
+    // Another process may have finished it while we waited.
+    if ((await sizeOnDisk(cache.blob(etagOf(f)))) === sizeOf(f)) return cache.blob(etagOf(f));
+    return transfer(s, cache, repo, commit, f, onBytes);
+  });
+}
+
+/**
+ * Runs `fn` holding a lock file that names our pid, so two justgrpo processes never write one
+ * .incomplete file at once; a lock whose process is gone is taken over. (Python's huggingface_hub
+ * locks with flock on `<etag>.lock`, which Node cannot take; ours has another name so a lock file
+ * Python leaves behind never reads as held.)
+ */
+async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  await mkdir(path.dirname(file), { recursive: true });
+  for (;;) {
+    try {
+      const fh = await open(file, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      // An empty lock is one being written this instant, unless it has been empty for a while.
+      const stale = text === '' ? Date.now() - (await stat(file).catch(() => ({ mtimeMs: 0 }))).mtimeMs > 10_000 : !alive(Number(text));
+      if (stale) await rm(file, { force: true });
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function transfer(s: HubSettings, cache: RepoCache, repo: RepoRef, commit: string, f: TreeFile, onBytes: (n: number) => void): Promise<string> {
   const blob = cache.blob(etagOf(f));
   const part = `${blob}.incomplete`;
   const size = sizeOf(f);

@@ -10,7 +10,7 @@ import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
+import { dataSourceSchema, epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
 
@@ -19,8 +19,8 @@ export const sftConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
   model: modelSchema,
   data: z.strictObject({
-    /** JSONL of {prompt, response}, {question, answer} or {text}. */
-    train: z.string(),
+    /** JSONL (or a Hub data set: hf://datasets/owner/name or {hub, config, split}) of {prompt, response}, {question, answer} or {text}. */
+    train: dataSourceSchema,
     /** Malformed lines: stop with file:line, or skip and count. */
     onBadLine: z.enum(['stop', 'skip']).default('stop'),
     /** Examples longer than maxLength: error, skip, or truncate the response. */

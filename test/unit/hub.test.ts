@@ -9,7 +9,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { HubError } from '../../lib/errors.js';
 import { loadTask, TASK_SOURCES } from '../../lib/eval/tasks.js';
-import { matchSplit, parseHfUrl, resolveModelDir, type HubOptions } from '../../lib/hub/index.js';
+import { hfUrl, matchSplit, parseHfUrl, resolveModelDir, type DownloadProgress, type HubOptions } from '../../lib/hub/index.js';
+import { readJsonl } from '../../lib/train/data.js';
+import { parseGrpoConfig } from '../../lib/train/grpo-config.js';
 import { HubServer, isLfs, type RepoFiles } from '../helpers/hub-server.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -98,6 +100,24 @@ describe('models by Hub id', () => {
     expect(await resolveModelDir(`acme/revs@${base}`, opts)).toBe(tagged);
     expect(hub.count()).toBe(before);
     await expect(resolveModelDir('acme/revs@nope', opts)).rejects.toThrow(/Revision nope of acme\/revs not found/);
+  });
+
+  it('reports progress in bytes up to the total, and shares one download between concurrent loads', async () => {
+    hub.addCommit('models/acme/progress', modelFiles);
+    const seen: DownloadProgress[] = [];
+    const [a, b] = await Promise.all([
+      resolveModelDir('acme/progress', { ...opts, onProgress: (p) => seen.push(p) }),
+      resolveModelDir('acme/progress', opts),
+    ]);
+    expect(a).toBe(b);
+    const weights = seen.filter((p) => p.file === 'model.safetensors');
+    expect(weights.length).toBeGreaterThan(0);
+    expect(weights.at(-1)!.bytes).toBe(weights.at(-1)!.totalBytes);
+    expect(weights.at(-1)!.totalBytes).toBe((modelFiles['model.safetensors'] as Buffer).length);
+    for (let i = 1; i < seen.length; i++) if (seen[i]!.totalBytes === seen[i - 1]!.totalBytes) expect(seen[i]!.bytes).toBeGreaterThanOrEqual(seen[i - 1]!.bytes);
+    // The lock made the second load wait for the first one's blob instead of fetching it again.
+    expect(hub.count('/cdn/')).toBe(1);
+    expect(readFileSync(path.join(a, 'model.safetensors')).equals(modelFiles['model.safetensors'] as Buffer)).toBe(true);
   });
 
   it('resumes an interrupted transfer with a Range request', async () => {
@@ -310,6 +330,22 @@ describe('data sets by Hub id', () => {
     await expect(loadTask('hf://datasets/openai/gsm8k/main/validation', { hub: opts })).rejects.toThrow(
       /datasets\/openai\/gsm8k \(subset main, split validation\) has no Parquet files/,
     );
+  });
+
+  it('gives training data from a Hub data set (hf:// or {hub, config, split} in a config) through the environment', async () => {
+    const config = parseGrpoConfig({ model: 'acme/tiny', data: { train: { hub: 'openai/gsm8k', config: 'main', split: 'test' } } }, 'test config');
+    expect(config.data.train).toBe('hf://datasets/openai/gsm8k/main/test');
+    const saved = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_CACHE: process.env.HF_HUB_CACHE, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
+    Object.assign(process.env, { HF_ENDPOINT: hub.url, HF_HUB_CACHE: opts.cacheDir, HF_HUB_OFFLINE: '0' });
+    try {
+      const { records } = await readJsonl(config.data.train, { require: [['prompt', 'question']] });
+      expect(records.map((r) => [r.line, r.value.question, r.value.answer])).toEqual(gsm8kRows.map((r, i) => [i + 1, r.question, r.answer]));
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+    expect(hfUrl({ hub: 'a/b', split: 'train' })).toBe('hf://datasets/a/b/default/train');
+    expect(hfUrl({ hub: 'a/b', revision: 'refs/pr/1' })).toBe('hf://datasets/a/b@refs%2Fpr%2F1');
+    expect(parseHfUrl(hfUrl({ hub: 'a/b', revision: 'refs/pr/1', config: 'c', split: 's' }))).toEqual({ hub: 'a/b', revision: 'refs/pr/1', config: 'c', split: 's' });
   });
 
   it('finds splits in the layouts the Hub uses', () => {
