@@ -86,7 +86,7 @@ export async function hubFetch(s: HubSettings, repo: RepoRef, url: string, init:
       res = await fetch(target, { ...init, headers, redirect: 'manual', signal: s.signal });
     } catch (err) {
       if (s.signal?.aborted) throw new AbortError();
-      throw new HubError(
+      throw new TransientHubError(
         `Cannot reach ${new URL(target).origin} for ${repoLabel(repo)}${file ? ` (${file})` : ''}: ${causeText(err)}; check the connection or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only`,
         { cause: err },
       );
@@ -96,11 +96,17 @@ export async function hubFetch(s: HubSettings, repo: RepoRef, url: string, init:
       target = new URL(res.headers.get('location')!, target).href;
       continue;
     }
-    if (!res.ok && res.status !== 416) throw await responseError(res, s, repo, file);
+    if (!res.ok && res.status !== 416) {
+      const err = await responseError(res, s, repo, file);
+      throw res.status >= 500 || res.status === 429 ? new TransientHubError(err.message) : err;
+    }
     return res;
   }
   throw new HubError(`Too many redirects fetching ${file ?? url} of ${repoLabel(repo)}`);
 }
+
+/** A failure worth retrying: no connection, or the server busy (5xx, 429). */
+export class TransientHubError extends HubError {}
 
 function causeText(err: unknown): string {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
@@ -210,7 +216,14 @@ async function transfer(s: HubSettings, cache: RepoCache, repo: RepoRef, commit:
     let hasher = newHasher(f);
     if (have > 0) await hashPrefix(hasher, part);
     if (have > counted) count(have - counted);
-    const res = await hubFetch(s, repo, url, have > 0 ? { headers: { range: `bytes=${have}-` } } : {}, f.path);
+    let res: Response;
+    try {
+      res = await hubFetch(s, repo, url, have > 0 ? { headers: { range: `bytes=${have}-` } } : {}, f.path);
+    } catch (err) {
+      if (!(err instanceof TransientHubError) || attempt >= MAX_RETRIES) throw err;
+      await new Promise((r) => setTimeout(r, 250 * (attempt + 1)));
+      continue;
+    }
     const range = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
     if (res.status === 416 || (res.status === 206 && Number(range?.[1]) !== have)) {
       // The server cannot continue where we stopped: start this file over.

@@ -463,7 +463,7 @@ export async function runGrpo(
     data: { ...config.data, train: resolveSource(baseDir, config.data.train) },
     outputDir: path.resolve(baseDir, config.outputDir),
     ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
-    ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel) } : {}),
+    ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel, 'model') } : {}),
     ...(config.eval ? { eval: { ...config.eval, data: resolveSource(baseDir, config.eval.data) } } : {}),
   };
   const outputDir = resolved.outputDir;

@@ -49,18 +49,19 @@ export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source
 }
 
 /**
- * A path a config gives, relative to the config's directory; a Hub id (`owner/name[@revision]`) or a
- * `hf://` URL stays as written unless a path of that name exists there (a local path wins).
+ * A path a config gives, relative to the config's directory; an `hf://` URL stays as written, and so
+ * does a model's Hub id (`owner/name[@revision]`) unless a path of that name exists there (a local
+ * path wins). Data files never read as Hub ids (`data/train.jsonl` is a path).
  */
-export function resolveSource(baseDir: string, p: string): string {
+export function resolveSource(baseDir: string, p: string, kind: 'model' | 'data' = 'data'): string {
   if (p.startsWith('hf://')) return p;
   const local = path.resolve(baseDir, p);
-  return isHubId(p) && !existsSync(local) ? p : local;
+  return kind === 'model' && isHubId(p) && !existsSync(local) ? p : local;
 }
 
 /** The model a config names: a directory (relative to baseDir) or a Hub id, or a random one. */
 export async function openModel(model: z.output<typeof modelSchema>, baseDir: string): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model));
+  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'));
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));

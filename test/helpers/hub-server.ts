@@ -32,6 +32,8 @@ export class HubServer {
   readonly #blobs = new Map<string, Buffer>();
   /** Files whose next transfer is cut half way (once each). */
   readonly cutOnce = new Set<string>();
+  /** Files whose next request is answered 503 (once each). */
+  readonly busyOnce = new Set<string>();
   /** Files served with wrong bytes (same length) for as long as they are listed. */
   readonly corrupt = new Set<string>();
   /** The token gated and private repos accept. */
@@ -182,6 +184,11 @@ export class HubServer {
   }
 
   #serveBytes(req: IncomingMessage, res: ServerResponse, blob: Buffer, file: string, headers: Record<string, string>): void {
+    const busy = [...this.busyOnce].find((c) => file.endsWith(c));
+    if (busy) {
+      this.busyOnce.delete(busy);
+      return this.#error(res, 503, '', 'Service unavailable');
+    }
     let body = blob;
     if ([...this.corrupt].some((c) => file.endsWith(c))) {
       body = Buffer.from(blob);

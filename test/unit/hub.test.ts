@@ -48,6 +48,7 @@ beforeEach(() => {
   opts = { endpoint: hub.url, cacheDir: path.join(tmp, `cache-${n++}`), offline: false, token: undefined };
   hub.requests.length = 0;
   hub.cutOnce.clear();
+  hub.busyOnce.clear();
   hub.corrupt.clear();
 });
 
@@ -130,6 +131,17 @@ describe('models by Hub id', () => {
     const from = Number(/^bytes=(\d+)-$/.exec(cdn[1]!.range ?? '')?.[1]);
     expect(from).toBeGreaterThan(0);
     expect(from).toBeLessThan((modelFiles['model.safetensors'] as Buffer).length);
+  });
+
+  it('retries a busy server (503) and names the endpoint it cannot reach', async () => {
+    hub.addCommit('models/acme/busy', modelFiles);
+    hub.busyOnce.add('model.safetensors');
+    const dir = await resolveModelDir('acme/busy', opts);
+    expect(readFileSync(path.join(dir, 'model.safetensors')).equals(modelFiles['model.safetensors'] as Buffer)).toBe(true);
+    expect(hub.count('/cdn/')).toBe(2);
+    await expect(resolveModelDir('acme/busy', { ...opts, endpoint: 'http://127.0.0.1:9', cacheDir: path.join(tmp, 'unreachable') })).rejects.toThrow(
+      /^Cannot reach http:\/\/127\.0\.0\.1:9 for acme\/busy: .+; check the connection or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only$/,
+    );
   });
 
   it('resumes the .incomplete file an earlier process left', async () => {
