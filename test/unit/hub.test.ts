@@ -4,11 +4,12 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { SchemaElement } from 'hyparquet';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { HubError } from '../../lib/errors.js';
-import { loadTask, TASK_SOURCES } from '../../lib/eval/tasks.js';
+import { loadTask, readJsonl as readTaskRows, TASK_SOURCES } from '../../lib/eval/tasks.js';
 import { hfUrl, matchSplit, parseHfUrl, resolveModelDir, type DownloadProgress, type HubOptions } from '../../lib/hub/index.js';
 import { readJsonl } from '../../lib/train/data.js';
 import { parseGrpoConfig } from '../../lib/train/grpo-config.js';
@@ -29,6 +30,20 @@ const modelFiles: RepoFiles = {
   'pytorch_model.bin': Buffer.alloc(4096, 7),
   'data/train.jsonl': '{"question":"1+1","answer":"#### 2"}\n',
 };
+
+/** Rows as a Parquet file the way the Hub's data sets store them: UTF-8 strings, INT64, lists of strings. */
+function parquetOf(rows: Record<string, unknown>[]): Buffer {
+  const names = Object.keys(rows[0]!);
+  const schema: SchemaElement[] = [{ name: 'root', num_children: names.length }];
+  for (const name of names) {
+    const v = rows[0]![name];
+    if (Array.isArray(v))
+      schema.push({ name, repetition_type: 'OPTIONAL', num_children: 1, converted_type: 'LIST' }, { name: 'list', repetition_type: 'REPEATED', num_children: 1 }, { name: 'element', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' });
+    else if (typeof v === 'bigint') schema.push({ name, type: 'INT64', repetition_type: 'OPTIONAL' });
+    else schema.push({ name, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' });
+  }
+  return Buffer.from(parquetWriteBuffer({ columnData: names.map((name) => ({ name, data: rows.map((r) => r[name]) as never })), schema }));
+}
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const gitOid = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
@@ -357,6 +372,41 @@ describe('data sets by Hub id', () => {
     expect(hfUrl({ hub: 'a/b', split: 'train' })).toBe('hf://datasets/a/b/default/train');
     expect(hfUrl({ hub: 'a/b', revision: 'refs/pr/1' })).toBe('hf://datasets/a/b@refs%2Fpr%2F1');
     expect(parseHfUrl(hfUrl({ hub: 'a/b', revision: 'refs/pr/1', config: 'c', split: 's' }))).toEqual({ hub: 'a/b', revision: 'refs/pr/1', config: 'c', split: 's' });
+  });
+
+  it("gives each benchmark's items from the Hub's columns exactly as from the local copy (the TASK_SOURCES mapping)", async (ctx) => {
+    const dataDir = process.env.JUSTGRPO_DATA;
+    if (!dataDir || !existsSync(path.join(dataDir, 'mbpp'))) {
+      console.warn(`Hub/local parity test skipped: no local benchmark data at ${dataDir} (set JUSTGRPO_DATA)`);
+      return ctx.skip();
+    }
+    // The first rows of each local copy, rewritten with the Hub data set's column names and types.
+    const toHub: Record<string, (r: Record<string, unknown>) => Record<string, unknown>> = {
+      gsm8k: (r) => ({ question: r.question, answer: r.answer }),
+      math500: (r) => ({ problem: r.question, solution: r.answer, answer: 'x' }),
+      humaneval: (r) => ({ task_id: r.task_id, prompt: r.prompt, canonical_solution: r.canonical_solution, test: r.test, entry_point: r.entry_point }),
+      mbpp: (r) => ({ task_id: BigInt(r.task_id as number), text: r.prompt, code: r.code, test_list: r.test }),
+    };
+    const saved = process.env.JUSTGRPO_DATA;
+    for (const name of ['gsm8k', 'math500', 'humaneval', 'mbpp'] as const) {
+      const local = await loadTask(name, { dataDir });
+      const src = TASK_SOURCES[name];
+      const localRows = (await readTaskRows(path.join(dataDir, src.local.replace('{split}', 'test')))).slice(0, 3).map(toHub[name]!);
+      const file = name === 'math500' ? `${src.hub.config}/test/0000.parquet` : `${src.hub.config}/test-00000-of-00001.parquet`;
+      hub.addCommit(`datasets/${src.hub.id}`, { [file]: parquetOf(localRows) }, name === 'math500' ? { branch: 'refs/convert/parquet' } : {});
+      delete process.env.JUSTGRPO_DATA;
+      try {
+        const fromHub = await loadTask(name, { hub: opts });
+        const expected = local.items.slice(0, 3);
+        if (name === 'math500') {
+          // The Hub's `answer` is the bare answer, the local copy's the worked solution.
+          expect(fromHub.items.map((i) => i.prompt)).toEqual(expected.map((i) => i.prompt));
+          expect(fromHub.items.map((i) => i.gold)).toEqual(['x', 'x', 'x']);
+        } else expect(fromHub.items).toEqual(expected);
+      } finally {
+        process.env.JUSTGRPO_DATA = saved;
+      }
+    }
   });
 
   it('finds splits in the layouts the Hub uses', () => {
