@@ -6,15 +6,18 @@ import type { DownloadProgress } from './settings.js';
 const MB = 1024 * 1024;
 
 function bytes(n: number): string {
-  return n >= 1024 * MB ? `${(n / 1024 / MB).toFixed(2)} GB` : `${(n / MB).toFixed(1)} MB`;
+  if (n >= 1024 * MB) return `${(n / 1024 / MB).toFixed(2)} GB`;
+  return n >= MB ? `${(n / MB).toFixed(1)} MB` : `${(n / 1024).toFixed(0)} kB`;
 }
 
 /**
- * A progress callback that draws a bar on stderr when it is a terminal (and `enabled`), else does
- * nothing; `stop()` clears the line. The rate is over the whole download, which smooths bursts.
+ * A progress callback that draws a bar on stderr when it is a terminal (and `enabled`, and
+ * HF_HUB_DISABLE_PROGRESS_BARS is not set), else does nothing; `stop()` clears the line. The rate is over the whole download, which smooths bursts.
  */
 export function downloadProgressBar(enabled = true): { onProgress?: (p: DownloadProgress) => void; stop: () => void } {
-  if (!enabled || !process.stderr.isTTY) return { stop: () => {} };
+  // HF_HUB_DISABLE_PROGRESS_BARS turns Python's bars off; it turns this one off too.
+  const disabled = ['1', 'true', 'yes', 'on'].includes((process.env.HF_HUB_DISABLE_PROGRESS_BARS ?? '').toLowerCase());
+  if (!enabled || disabled || !process.stderr.isTTY) return { stop: () => {} };
   const bar = new cliProgress.SingleBar(
     { format: 'download {repo} |{bar}| {done} / {all} | {rate}/s | {file}', hideCursor: true, clearOnComplete: true, stream: process.stderr },
     cliProgress.Presets.shades_classic,
