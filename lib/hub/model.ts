@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { HubError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { cachedCommit, hasFile, knownAbsent, repoCache, type RepoCache } from './cache.js';
+import { TransientHubError } from './download.js';
 import { fetchFiles, offlineError, remoteTree, resolveOnline } from './snapshot.js';
 import { hubSettings, isHubId, parseHubId, repoLabel, type HubOptions, type HubSettings, type RepoRef } from './settings.js';
 
@@ -35,12 +36,20 @@ export async function resolveModelDir(dirOrHubId: string, options: ResolveModelO
   const s = hubSettings(options);
   const cache = repoCache(s.cacheDir, repo);
   const known = await cachedCommit(cache, repo.revision);
+  const loadable = known !== undefined && (await missingModelFiles(cache, known, false)).length === 0;
   if (known) {
     const missing = await missingModelFiles(cache, known, !s.offline);
     if (missing.length === 0) return cache.snapshot(known);
     if (s.offline) throw offlineError(s, repo, await missingModelFiles(cache, known, false));
   } else if (s.offline) throw offlineError(s, repo);
-  return downloadModel(s, cache, repo);
+  try {
+    return await downloadModel(s, cache, repo);
+  } catch (err) {
+    // As Python does: with the Hub out of reach, a cached snapshot that has what loading needs
+    // (it only lacks an answer about an optional file) serves.
+    if (loadable && err instanceof TransientHubError) return cache.snapshot(known);
+    throw err;
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 // Models and data sets by Hub id, against a Hub served on 127.0.0.1 (test/helpers/hub-server.ts).
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -264,6 +264,11 @@ describe('models by Hub id', () => {
     writeFileSync(path.join(repo, 'refs', 'main'), commit);
     expect(await resolveModelDir('pyorg/pymodel', opts)).toBe(path.join(repo, 'snapshots', commit));
     expect(hub.count()).toBe(0);
+    // Without Python's record that generation_config.json is absent, the Hub is asked once; out of
+    // reach, the snapshot (which has all loading needs) still serves, as Python falls back.
+    rmSync(path.join(repo, '.no_exist'), { recursive: true });
+    expect(await resolveModelDir('pyorg/pymodel', { ...opts, endpoint: 'http://127.0.0.1:9' })).toBe(path.join(repo, 'snapshots', commit));
+    await expect(resolveModelDir('pyorg/pymodel', opts)).rejects.toThrow(/pyorg\/pymodel not found on/);
   });
 
   it('keeps a local directory that exists over a Hub id, and leaves non-ids alone', async () => {
