@@ -6,9 +6,9 @@ import path from 'node:path';
 import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
+import { resolveModelDir, type HubOptions } from './hub/index.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
 import { native, type NativeEngine } from './native/binding.js';
-import { resolveModelDir, type HubOptions } from './hub/index.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
