@@ -54,6 +54,11 @@ export async function fetchFiles(
   absent: string[] = [],
 ): Promise<void> {
   const todo: TreeFile[] = [];
+  for (const name of [...files, ...absent]) {
+    // Names come from the Hub (its tree, a shard index): none may climb out of the snapshot.
+    if (name.startsWith('/') || name.includes('\\') || name.split('/').some((part) => part === '..' || part === ''))
+      throw new HubError(`${repoLabel(repo)} names a file ${JSON.stringify(name)} that is not a plain path inside the repo; refusing to write it`);
+  }
   for (const name of files) {
     if (await hasFile(cache, commit, name)) continue;
     const f = tree.get(name);

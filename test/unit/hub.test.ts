@@ -245,6 +245,9 @@ describe('models by Hub id', () => {
     await expect(resolveModelDir('acme/broken', opts)).rejects.toThrow(
       /acme\/broken \(commit [0-9a-f]{10}\): model\.safetensors\.index\.json names model-00002-of-00002\.safetensors, which is not in the repo/,
     );
+    // An index may not name a file outside the repo.
+    hub.addCommit('models/acme/climb', { ...rest, 'model.safetensors.index.json': JSON.stringify({ weight_map: { a: '../../../evil.safetensors' } }) });
+    await expect(resolveModelDir('acme/climb', opts)).rejects.toThrow(/tensor a maps to "\.\.\/\.\.\/\.\.\/evil\.safetensors", not a file of the repo/);
   });
 
   it("uses a cache that Python's huggingface_hub wrote, as it is, without a request", async () => {
