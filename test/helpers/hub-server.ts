@@ -53,10 +53,12 @@ export class HubServer {
     this.#servers = [createServer(handler), createServer(handler)];
   }
 
-  static async start(): Promise<HubServer> {
+  /** `storageHost`: the address of the storage server (another host, e.g. 127.0.0.2 on Linux, for clients that compare host names). */
+  static async start(options: { storageHost?: string } = {}): Promise<HubServer> {
     const hub = new HubServer();
-    const urls = await Promise.all(hub.#servers.map((srv) => new Promise<string>((resolve) =>
-      srv.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`)))));
+    const hosts = ['127.0.0.1', options.storageHost ?? '127.0.0.1'];
+    const urls = await Promise.all(hub.#servers.map((srv, i) => new Promise<string>((resolve) =>
+      srv.listen(0, hosts[i], () => resolve(`http://${hosts[i]}:${(srv.address() as AddressInfo).port}`)))));
     [hub.url, hub.cdnUrl] = urls as [string, string];
     return hub;
   }
@@ -98,8 +100,8 @@ export class HubServer {
     res.end(body);
   }
 
-  #error(res: ServerResponse, status: number, code: string, message: string): void {
-    this.#send(res, status, JSON.stringify({ error: message }), { 'content-type': 'application/json', 'x-error-code': code });
+  #error(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
+    this.#send(res, status, JSON.stringify({ error: message }), { 'content-type': 'application/json', 'x-error-code': code, ...headers });
   }
 
   /** The repo and commit a request names, or an error already sent. */
@@ -168,7 +170,8 @@ export class HubServer {
       if (!found) return;
       const file = p.slice(4).join('/');
       const blob = found.files.get(file);
-      if (!blob) return this.#error(res, 404, 'EntryNotFound', `${file} does not exist on "${p[3]}"`);
+      // The Hub names the commit on a missing file too (Python records the absence under it).
+      if (!blob) return this.#error(res, 404, 'EntryNotFound', `${file} does not exist on "${p[3]}"`, { 'x-repo-commit': found.commit });
       if (isLfs(file)) {
         const h = sha256(blob);
         res.writeHead(302, {
