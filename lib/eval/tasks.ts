@@ -333,7 +333,7 @@ export async function loadTask(nameOrFile: string | HubDatasetRef, options: Load
     return genericTask(rows, source, hubRef.hub.replace(/@.*$/, '').split('/')[1]!, options.kind);
   }
   const name = nameOrFile as string;
-  const builtin: BuiltinTaskName | undefined = name === 'math' ? 'math500' : name in TASK_SOURCES ? (name as BuiltinTaskName) : undefined;
+  const builtin: BuiltinTaskName | undefined = name === 'math' ? 'math500' : Object.hasOwn(TASK_SOURCES, name) ? (name as BuiltinTaskName) : undefined;
   if (builtin) {
     const dataDir = options.dataDir ?? defaultDataDir();
     if (dataDir !== undefined) return loadBuiltinLocal(builtin, dataDir, options.split ?? 'test');
