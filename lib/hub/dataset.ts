@@ -85,8 +85,8 @@ async function cachedSplit(cache: RepoCache, revision: string, config: string | 
 
 /**
  * The local Parquet files of a split: from the cache when it holds them whole (no request), else
- * found in the repo at the revision or, when the repo has no Parquet files for it, in its Parquet
- * branch (`refs/convert/parquet`), and downloaded.
+ * found in the repo at the revision or, when the repo has no Parquet files for it and the revision
+ * is `main`, in its Parquet branch (`refs/convert/parquet`, which converts main), and downloaded.
  */
 export async function resolveDatasetSplit(ref: HubDatasetRef, split: string, options: HubOptions = {}): Promise<{ files: string[]; source: string }> {
   const base = parseHubId(ref.hub, 'dataset', ref.revision);
@@ -97,17 +97,22 @@ export async function resolveDatasetSplit(ref: HubDatasetRef, split: string, opt
     files: files.map((f) => cache.file(commit, f)),
     source: `hf://datasets/${repo.id}@${commit.slice(0, 10)}${repo.revision === PARQUET_BRANCH ? ` (${PARQUET_BRANCH})` : ''}/${files.length === 1 ? files[0] : `${files[0]} and ${files.length - 1} more`}`,
   });
+  // The Parquet branch converts the default branch only: a pinned revision must have its own files.
   const converted: RepoRef = { ...base, revision: PARQUET_BRANCH };
-  for (const repo of [base, converted]) {
+  const revisions = base.revision === 'main' ? [base, converted] : [base];
+  for (const repo of revisions) {
     const hit = await cachedSplit(cache, repo.revision, ref.config, split);
     if (hit) return done(repo, hit.commit, hit.files);
   }
   if (s.offline) throw offlineError(s, base);
-  for (const repo of [base, converted]) {
+  for (const repo of revisions) {
     const found = await findOnline(s, cache, repo, ref.config, split, repo === converted);
     if (found) return done(repo, found.commit, found.files);
   }
-  throw new HubError(`${what} has no Parquet files on ${s.endpoint}${ref.config ? '' : '; name the subset (`config`)'}: check the subset and split names on the data set's page`);
+  throw new HubError(
+    `${what} has no Parquet files on ${s.endpoint}${ref.config ? '' : '; name the subset (`config`)'}: check the subset and split names on the data set's page` +
+      (base.revision === 'main' ? '' : ` (at a revision other than main only the repo's own Parquet files count: the Hub's ${PARQUET_BRANCH} converts main)`),
+  );
 }
 
 async function findOnline(s: HubSettings, cache: RepoCache, repo: RepoRef, config: string | undefined, split: string, optional: boolean): Promise<{ commit: string; files: string[] } | undefined> {

@@ -358,6 +358,10 @@ describe('data sets by Hub id', () => {
     expect(task.items[0]!.gold).toBe('2');
     expect(task.source).toContain('(refs/convert/parquet)');
     expect(existsSync(path.join(repoDir(opts.cacheDir, 'datasets/HuggingFaceH4/MATH-500'), 'refs', 'refs', 'convert', 'parquet'))).toBe(true);
+    // A pinned revision does not read main's conversion.
+    await expect(loadTask('hf://datasets/HuggingFaceH4/MATH-500@' + hub.requests.find((r) => r.url.includes('/tree/'))!.url.split('/').pop(), { hub: opts })).rejects.toThrow(
+      /has no Parquet files .*\(at a revision other than main only the repo's own Parquet files count/,
+    );
   });
 
   it('names the data set and split that has no Parquet files', async () => {
