@@ -6,11 +6,11 @@ import path from 'node:path';
 import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
-import { resolveModelDir, type HubOptions } from './hub/index.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
 import { native, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
+import { resolveModelDir, type HubOptions } from './hub/index.js';
 
 export type Backend = 'cpu' | 'cuda';
 

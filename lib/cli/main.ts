@@ -13,6 +13,7 @@ import { ConfigError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { registerDemoCommands } from '../demo/cli.js';
+import { loadModelArg, loadTaskArg, MODEL_FLAG_HELP } from './hub.js';
 import { runEval, writeEvalOutputs } from '../eval/index.js';
 import { isHubId } from '../hub/index.js';
 import { BENCH_SECTIONS, benchModelConfig, benchTable, runBench, type BenchSize } from '../bench.js';
@@ -23,7 +24,6 @@ import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
 import { choiceArg, intArg, listArg, numberArg } from './args.js';
-import { loadModelArg, loadTaskArg, MODEL_FLAG_HELP } from './hub.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),

@@ -1,8 +1,9 @@
 // The config of `justgrpo train` (JustGRPO): names after TRL's GRPOConfig, defaults after JustGRPO.
 import { z } from 'zod';
+import { dataSourceSchema } from './datasource.js';
 
 import { ConfigError } from '../errors.js';
-import { dataSourceSchema, modelSchema, parseConfig } from './run.js';
+import { modelSchema, parseConfig } from './run.js';
 
 export const grpoConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */

@@ -8,7 +8,7 @@ import { z } from 'zod';
 
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { ConfigError } from '../errors.js';
-import { hfUrl, isHubId } from '../hub/index.js';
+import { isHubId } from '../hub/index.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -28,15 +28,6 @@ export const initSchema = z.strictObject({
 });
 
 export const modelSchema = z.union([z.string(), z.strictObject({ init: initSchema })]);
-
-/**
- * Data a config names: a JSONL file, a Hub data set `hf://datasets/owner/name[@revision][/config[/split]]`,
- * or `{ hub: 'owner/name', config?, split?, revision? }` (read as that URL).
- */
-export const dataSourceSchema = z.union([
-  z.string(),
-  z.strictObject({ hub: z.string(), config: z.string().optional(), split: z.string().optional(), revision: z.string().optional() }).transform(hfUrl),
-]);
 
 /** Validates a parsed config; the error names the file and the field. */
 export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source: string): z.output<S> {

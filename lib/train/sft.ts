@@ -8,9 +8,10 @@ import { InputError } from '../errors.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
+import { dataSourceSchema } from './datasource.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
-import { dataSourceSchema, epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
+import { epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
 
