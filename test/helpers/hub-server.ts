@@ -32,6 +32,8 @@ export class HubServer {
   readonly #blobs = new Map<string, Buffer>();
   /** Files whose next transfer is cut half way (once each). */
   readonly cutOnce = new Set<string>();
+  /** Files sent half at once and the rest a second later (a slow link). */
+  readonly slow = new Set<string>();
   /** Files whose next request is answered 503 (once each). */
   readonly busyOnce = new Set<string>();
   /** Files served with wrong bytes (same length) for as long as they are listed. */
@@ -214,6 +216,11 @@ export class HubServer {
       this.cutOnce.delete(cut);
       // Half the body, then the connection drops, as a flaky network or a killed process leaves it.
       res.write(slice.subarray(0, slice.length >> 1), () => setTimeout(() => res.socket?.destroy(), 20));
+      return;
+    }
+    if ([...this.slow].some((c) => file.endsWith(c)) && slice.length > 1) {
+      res.write(slice.subarray(0, slice.length >> 1));
+      setTimeout(() => res.end(slice.subarray(slice.length >> 1)), 1000);
       return;
     }
     res.end(slice);

@@ -8,7 +8,7 @@ import type { SchemaElement } from 'hyparquet';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { HubError } from '../../lib/errors.js';
+import { AbortError, HubError } from '../../lib/errors.js';
 import { loadTask, readJsonl as readTaskRows, TASK_SOURCES } from '../../lib/eval/tasks.js';
 import { hfUrl, matchSplit, parseHfUrl, resolveModelDir, type DownloadProgress, type HubOptions } from '../../lib/hub/index.js';
 import { readJsonl } from '../../lib/train/data.js';
@@ -64,6 +64,7 @@ beforeEach(() => {
   hub.requests.length = 0;
   hub.cutOnce.clear();
   hub.busyOnce.clear();
+  hub.slow.clear();
   hub.corrupt.clear();
 });
 
@@ -157,6 +158,23 @@ describe('models by Hub id', () => {
     await expect(resolveModelDir('acme/busy', { ...opts, endpoint: 'http://127.0.0.1:9', cacheDir: path.join(tmp, 'unreachable') })).rejects.toThrow(
       /^Cannot reach http:\/\/127\.0\.0\.1:9 for acme\/busy: .+; check the connection or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only$/,
     );
+  });
+
+  it('stops a download on abort, keeping what arrived for the next call to resume', async () => {
+    hub.addCommit('models/acme/abort', modelFiles);
+    hub.slow.add('model.safetensors');
+    const ac = new AbortController();
+    const err = await resolveModelDir('acme/abort', { ...opts, signal: ac.signal, onProgress: (p) => p.file === 'model.safetensors' && ac.abort() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AbortError);
+    const weights = modelFiles['model.safetensors'] as Buffer;
+    const blobs = path.join(repoDir(opts.cacheDir, 'models/acme/abort'), 'blobs');
+    expect(existsSync(path.join(blobs, sha256(weights)))).toBe(false);
+    const kept = readFileSync(path.join(blobs, `${sha256(weights)}.incomplete`)).length;
+    expect(kept).toBeGreaterThan(0);
+    hub.slow.clear();
+    const dir = await resolveModelDir('acme/abort', opts);
+    expect(readFileSync(path.join(dir, 'model.safetensors')).equals(weights)).toBe(true);
+    expect(hub.requests.filter((r) => r.url.startsWith('/cdn/')).at(-1)!.range).toBe(`bytes=${kept}-`);
   });
 
   it('resumes the .incomplete file an earlier process left', async () => {
