@@ -31,6 +31,13 @@ export class InsufficientMemoryError extends JustGRPOError {}
 /** A training run stopped because its loss exploded (non-finite, or above `maxLoss`); the message names the step and the last good checkpoint. */
 export class TrainingDivergedError extends JustGRPOError {}
 
+/**
+ * A model or data set on the Hugging Face Hub that cannot be fetched or used: not found, needs a
+ * token, offline with a cold cache, a download that failed its checksum. The message names the repo
+ * (and file) and the fix.
+ */
+export class HubError extends JustGRPOError {}
+
 /** The native engine failed; the message names the native call. */
 export class EngineError extends JustGRPOError {}
 

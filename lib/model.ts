@@ -10,6 +10,7 @@ import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateO
 import { createNativeEngine, native, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
+import { resolveModelDir, type HubOptions } from './hub/index.js';
 
 export type Backend = 'cpu' | 'cuda';
 
@@ -23,6 +24,10 @@ export type LoadModelOptions = {
   device?: number;
   /** Weight and activation dtype on the GPU (backend `'cuda'` only; the CPU backend computes in fp32). Defaults to `'BF16'`. */
   dtype?: CudaDType;
+  /** For a Hub id: the branch, tag or commit (overrides `owner/name@revision`). Defaults to `'main'`. */
+  revision?: string;
+  /** For a Hub id: endpoint, token, cache, offline mode, download progress. Defaults to the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE). */
+  hub?: HubOptions;
 };
 
 export type CallOptions = {
@@ -399,8 +404,14 @@ export class LladaModel {
   }
 }
 
-/** Loads a Hugging Face LLaDA directory. See `LladaModel.load`. */
-export function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LladaModel> {
+/**
+ * Loads a Hugging Face LLaDA model: a local directory (see `LladaModel.load`), or a Hub id
+ * `owner/name[@revision]` fetched into the Hugging Face cache first (see `resolveModelDir`). A path
+ * that exists on disk always wins over a Hub id.
+ */
+export async function loadModel(dirOrHubId: string, options: LoadModelOptions = {}): Promise<LladaModel> {
+  if (typeof dirOrHubId !== 'string') throw expected('a directory path or a Hub id `owner/name`', 'dir', dirOrHubId);
+  const dir = await resolveModelDir(dirOrHubId, { ...options.hub, revision: options.revision });
   return LladaModel.load(dir, options);
 }
 

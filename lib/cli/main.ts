@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `justgrpo` command line. Each subcommand documents its flags in --help; --json prints
 // machine-readable results.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,9 +13,11 @@ import { ConfigError, InputError, JustGRPOError } from '../errors.js';
 import { TINY_SIZE, createTinyModel } from '../init.js';
 import { GENERATE_DEFAULTS, type ConfidenceMeasure, type Decoder } from '../generate.js';
 import { registerDemoCommands } from '../demo/cli.js';
-import { loadTask, runEval, writeEvalOutputs } from '../eval/index.js';
+import { loadModelArg, loadTaskArg, MODEL_FLAG_HELP } from './hub.js';
+import { runEval, writeEvalOutputs } from '../eval/index.js';
+import { isHubId } from '../hub/index.js';
 import { BENCH_SECTIONS, benchModelConfig, benchTable, runBench, type BenchSize } from '../bench.js';
-import { LladaModel, loadModel, type Backend } from '../model.js';
+import { LladaModel, type Backend } from '../model.js';
 import { nativeInfo } from '../native/binding.js';
 import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
@@ -151,10 +153,10 @@ program
 program
   .command('info')
   .description("Print a model's configuration and parameter count")
-  .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
+  .requiredOption('--model <dir>', MODEL_FLAG_HELP)
   .option('--json', 'print the result as JSON')
   .action(async (opts) => {
-    const model = await loadModel(opts.model);
+    const model = await loadModelArg(opts.model, { json: opts.json });
     try {
       const c = model.config;
       let tokenizer: string;
@@ -163,7 +165,7 @@ program
       } catch {
         tokenizer = 'none';
       }
-      const info = { model: path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer, engine: nativeInfo() };
+      const info = { model: isHubId(opts.model) && !existsSync(opts.model) ? opts.model : path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer, engine: nativeInfo() };
       if (opts.json) {
         console.log(JSON.stringify(info));
         return;
@@ -194,7 +196,7 @@ program
 program
   .command('generate')
   .description('Generate a completion; in a terminal, watch the canvas fill in')
-  .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
+  .requiredOption('--model <dir>', MODEL_FLAG_HELP)
   .requiredOption('--prompt <text>', "the prompt (a user message in the model's chat template, if its tokenizer has one, unless --raw)")
   .option('--raw', 'use the prompt text as is, without the chat template')
   .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), GENERATE_DEFAULTS.decoder as Decoder)
@@ -209,7 +211,7 @@ program
   .option('--seed <n>', 'seed', intArg('--seed'), 0)
   .option('--json', 'print tokens, text, NFE and tokens/s as JSON')
   .action(async (opts) => {
-    const model = await loadModel(opts.model);
+    const model = await loadModelArg(opts.model, { json: opts.json });
     try {
       const prompt = encodePrompt(model, opts.prompt, opts.raw);
       const genLength = opts.genLength ?? defaultGenLength(model, prompt.length, opts.decoder === 'ar' ? 1 : opts.blockLength);
@@ -247,9 +249,9 @@ program
 program
   .command('eval')
   .description('Evaluate a model on GSM8K, MATH-500, HumanEval, MBPP or a JSONL task with any decoder')
-  .requiredOption('--model <dir>', 'a Hugging Face LLaDA directory')
-  .requiredOption('--task <name>', 'gsm8k | math500 | humaneval | mbpp | FILE.jsonl')
-  .option('--data-dir <dir>', 'where the benchmark data lives (default: $JUSTGRPO_DATA or ../shared/data)')
+  .requiredOption('--model <dir>', MODEL_FLAG_HELP)
+  .requiredOption('--task <name>', 'gsm8k | math500 | humaneval | mbpp (from the Hub) | hf://datasets/owner/name[/config[/split]] | FILE.jsonl')
+  .option('--data-dir <dir>', 'a local copy of the benchmarks (gsm8k/, math500/, humaneval/, mbpp/) instead of the Hub (default: $JUSTGRPO_DATA)')
   .option('--decoder <name>', 'ar | low_confidence | random | threshold', choiceArg('--decoder', ['ar', 'low_confidence', 'random', 'threshold'] as const), 'low_confidence' as Decoder)
   .option('--gen-length <n>', "tokens to generate (default: 256, or what fits in the model's maximum length after the longest prompt, in whole blocks)", intArg('--gen-length', 1))
   .option('--block-length <n>', 'block size of semi-autoregressive decoding', intArg('--block-length', 1), 32)
@@ -266,9 +268,9 @@ program
   .action(async (opts) => {
     if (opts.samples > 1 && opts.temperature === 0)
       throw new ConfigError(`--samples ${opts.samples} at --temperature 0 draws ${opts.samples} identical greedy completions per item; give a --temperature > 0 (e.g. 1) for pass@k, or drop --samples`);
-    const task = await loadTask(opts.task, { dataDir: opts.dataDir });
+    const task = await loadTaskArg(opts.task, { dataDir: opts.dataDir, json: opts.json });
     if (task.items.length === 0) throw new InputError(`${opts.task}: the task has no items to evaluate`);
-    const model = await loadModel(opts.model);
+    const model = await loadModelArg(opts.model, { json: opts.json });
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
@@ -414,7 +416,7 @@ program
 program
   .command('bench')
   .description("This machine's speed with a model: a forward pass, decoding, and JustGRPO steps with where their time goes")
-  .option('--model <dir>', 'a Hugging Face LLaDA directory (its weights change in memory only; nothing is written)')
+  .option('--model <dir>', `${MODEL_FLAG_HELP} (its weights change in memory only; nothing is written)`)
   .option('--size <name>', 'without --model, a random model of this size (those of npm run bench): tiny | small', choiceArg('--size', ['tiny', 'small'] as const), 'tiny' as BenchSize)
   .option('--backend <name>', 'cpu | cuda', choiceArg('--backend', ['cpu', 'cuda'] as const), 'cpu' as Backend)
   .option('--num-generations <n>', 'completions per prompt (G)', intArg('--num-generations', 1), 8)
@@ -426,7 +428,7 @@ program
   .option('--json', 'print the measurements as JSON')
   .action(async (opts) => {
     const model = opts.model
-      ? await loadModel(opts.model, { backend: opts.backend })
+      ? await loadModelArg(opts.model, { backend: opts.backend, json: opts.json })
       : await LladaModel.random(benchModelConfig(opts.size), { seed: 0, backend: opts.backend });
     try {
       const result = await runBench(model, {

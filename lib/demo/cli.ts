@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 
 import { intArg, intListArg, numberArg, withFlagNames } from '../cli/args.js';
 import { ConfigError } from '../errors.js';
-import { loadModel } from '../model.js';
+import { loadModelArg, MODEL_FLAG_HELP } from '../cli/hub.js';
 import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
 import { forkingTable, passKSpecs, passKTable, runPassK, writePassK } from './passk.js';
 import { DEMO_GEN_LENGTH, DEMO_MODEL_DIR, taskItems } from './shipped.js';
@@ -29,7 +29,7 @@ export function registerDemoCommands(program: Command): void {
     .option('--seed <n>', 'seed of the rollouts, the prompt order and the sampled evaluation', intArg('--seed'), 0)
     .option('--out <dir>', 'where to write metrics, checkpoints and plots (default: runs/demo-<time>)')
     .option('--steps <n>', `JustGRPO steps (default: ${DEMO_FULL.grpoSteps}, --quick ${DEMO_QUICK.grpoSteps})`, intArg('--steps', 1))
-    .option('--model <dir>', 'start from another model with the character tokenizer (default: the shipped one)')
+    .option('--model <dir>', 'start from another model with the character tokenizer, a directory or a Hub id owner/name[@revision] (default: the shipped one)')
     .option('--json', 'print the results as one JSON object')
     .action(async (opts) => {
       const base: DemoSettings = opts.quick ? DEMO_QUICK : DEMO_FULL;
@@ -118,9 +118,9 @@ export function registerDemoCommands(program: Command): void {
   program
     .command('passk')
     .description('pass@k for k = 1..K under AR-order, confidence-ordered and random-order decoding, with the entropy at each committed token')
-    .option('--model <dir>', 'a Hugging Face LLaDA directory (default: the shipped demo model)')
-    .option('--task <name>', 'arith (the shipped held-out split), arith-train, gsm8k, math500 or a .jsonl file', 'arith')
-    .option('--data-dir <dir>', 'where gsm8k / math500 live (default: $JUSTGRPO_DATA or ../shared/data)')
+    .option('--model <dir>', `${MODEL_FLAG_HELP} (default: the shipped demo model)`)
+    .option('--task <name>', 'arith (the shipped held-out split), arith-train, gsm8k, math500 (from the Hub), hf://datasets/owner/name[/config[/split]] or a .jsonl file', 'arith')
+    .option('--data-dir <dir>', 'a local copy of gsm8k / math500 instead of the Hub (default: $JUSTGRPO_DATA)')
     .option('--samples <k>', 'samples per problem: pass@k for k = 1..this', intArg('--samples', 1), 16)
     .option('--temperature <t>', 'sampling temperature', numberArg('--temperature'), 1.0)
     .option('--gen-length <n>', 'tokens to generate', intArg('--gen-length', 1), DEMO_GEN_LENGTH)
@@ -139,7 +139,7 @@ export function registerDemoCommands(program: Command): void {
       const specs = await withFlagNames(Promise.resolve().then(() => passKSpecs({ genLength: L, blockLengths, random: opts.random })), PASSK_FLAGS);
       const { name, items, chatTemplate } = await taskItems(opts.task, { dataDir: opts.dataDir });
       if (items.length === 0) throw new ConfigError(`Task ${opts.task} has no problems`);
-      const model = await loadModel(opts.model ?? DEMO_MODEL_DIR);
+      const model = await loadModelArg(opts.model ?? DEMO_MODEL_DIR, { json: opts.json });
       const ac = new AbortController();
       const onSignal = () => ac.abort();
       process.once('SIGINT', onSignal);

@@ -9,6 +9,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import { AbortError, ConfigError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import type { EvalItem } from '../eval/tasks.js';
+import { resolveModelDir } from '../hub/index.js';
 import { loadModel } from '../model.js';
 import { plotRun, writeChart } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
@@ -162,7 +163,8 @@ const strip = ({ greedy: _g, sampled: _s, parallel: _p, ...rest }: DemoEval) => 
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const s = o.settings ?? DEMO_FULL;
   const seed = o.seed ?? 0;
-  const modelDir = path.resolve(o.model ?? DEMO_MODEL_DIR);
+  // A Hub id is fetched once here; everything after reads the local snapshot.
+  const modelDir = path.resolve(o.model ? await resolveModelDir(o.model) : DEMO_MODEL_DIR);
   if (!o.model) checkDemoModel();
   const out = path.resolve(o.out);
   const grpoDir = path.join(out, 'grpo');

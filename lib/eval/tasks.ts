@@ -1,13 +1,13 @@
 /**
- * Benchmark tasks for evaluation, loaded from a data directory laid out like ../shared/data
- * (gsm8k/, math500/, humaneval/, mbpp/), with prompts built exactly as JustGRPO builds them.
+ * Benchmark tasks for evaluation, read from the Hugging Face Hub (through the cache Python shares)
+ * or from a local copy laid out like ../shared/data (gsm8k/, math500/, humaneval/, mbpp/), with
+ * prompts built exactly as JustGRPO builds them.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { expected, JustGRPOError } from '../errors.js';
+import { loadHubRows, parseHfUrl, type HubDatasetRef, type HubOptions } from '../hub/index.js';
 
 /** How an item is scored: GSM8K numbers, MATH expressions, or code run against tests. */
 export type TaskKind = 'gsm8k' | 'math' | 'code';
@@ -45,10 +45,12 @@ export type EvalTask = {
 
 /** Options for {@link loadTask}. */
 export type LoadTaskOptions = {
-  /** Where the data lives. Defaults to {@link defaultDataDir}. */
+  /** A local copy of the benchmarks (laid out like ../shared/data). Defaults to `$JUSTGRPO_DATA`, else the Hub. */
   dataDir?: string;
-  /** GSM8K split. Defaults to `'test'`. */
+  /** GSM8K's split, or a Hub data set's when its reference names none. Defaults to `'test'`. */
   split?: 'test' | 'train';
+  /** How to reach the Hub (endpoint, token, cache, offline, progress). Defaults to the environment. */
+  hub?: HubOptions;
   /** For a JSONL file: how to score it. Defaults to `code` when rows have tests, `gsm8k` when answers hold `####`, else `math`. */
   kind?: TaskKind;
 };
@@ -59,26 +61,9 @@ export class TaskDataError extends JustGRPOError {}
 /** JustGRPO appends this to every MATH problem, with no separator. */
 export const MATH_INSTRUCTION = String.raw`(Please put the final answer in \boxed{} tag, i.e. $\boxed{answer here}$)`;
 
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'justgrpo') return dir;
-      } catch {
-        // not ours; keep climbing
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-    dir = up;
-  }
-}
-
-/** `$JUSTGRPO_DATA`, else `<package root>/../shared/data`. */
-export function defaultDataDir(): string {
-  return process.env.JUSTGRPO_DATA || path.resolve(packageRoot(), '..', 'shared', 'data');
+/** `$JUSTGRPO_DATA` (a local copy laid out like the table's `local` paths), else undefined: the Hub. */
+export function defaultDataDir(): string | undefined {
+  return process.env.JUSTGRPO_DATA || undefined;
 }
 
 async function readText(file: string): Promise<string> {
@@ -88,7 +73,7 @@ async function readText(file: string): Promise<string> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new TaskDataError(`Could not find ${file}; set JUSTGRPO_DATA or pass \`dataDir\` to the folder that holds the benchmark data`);
+      throw new TaskDataError(`Could not find ${file}; set JUSTGRPO_DATA or pass \`dataDir\` (--data-dir) to the folder that holds the benchmark data, or leave both unset to read it from the Hub`);
     }
     throw e;
   }
@@ -187,64 +172,105 @@ export function mbppPrompt(text: string, tests: string[]): string {
   );
 }
 
-async function loadGsm8k(dataDir: string, split: 'test' | 'train'): Promise<EvalTask> {
-  const source = path.join(dataDir, 'gsm8k', `${split}.jsonl`);
-  const rows = await readJsonl(source);
-  const items = rows.map((r, i): EvalItem => ({
-    id: `gsm8k/${i}`,
-    prompt: str(r, 'question', source),
-    kind: 'gsm8k',
-    gold: str(r, 'answer', source),
-  }));
-  return { name: 'gsm8k', kind: 'gsm8k', items, source };
-}
+/** An item's fields and the dataset column each comes from. */
+export type ColumnMap = { id?: string; prompt: string; gold?: string; tests?: string; entryPoint?: string };
 
-async function loadMath500(dataDir: string): Promise<EvalTask> {
-  const source = path.join(dataDir, 'math500', 'test.jsonl');
-  const rows = await readJsonl(source);
-  const items = rows.map((r, i): EvalItem => ({
-    id: `math500/${i}`,
-    prompt: str(r, 'question', source) + MATH_INSTRUCTION,
-    kind: 'math',
-    gold: str(r, 'answer', source),
-  }));
-  return { name: 'math500', kind: 'math', items, source };
-}
+/** Where a benchmark lives and how its columns become {@link EvalItem}s. */
+export type TaskSource = {
+  /** The Hub data set, its subset and the split evaluation reads. */
+  hub: { id: string; config: string; split: string };
+  /** The columns of the Hub's rows. */
+  hubColumns: ColumnMap;
+  /** The file under a local data directory (`{split}` is GSM8K's split). */
+  local: string;
+  /** The columns of the local file's rows. */
+  localColumns: ColumnMap;
+};
 
-async function loadHumaneval(dataDir: string): Promise<EvalTask> {
-  const source = path.join(dataDir, 'humaneval', 'HumanEval.jsonl.gz');
-  const rows = await readJsonl(source);
-  const items = rows.map((r): EvalItem => {
-    const entryPoint = str(r, 'entry_point', source);
-    const prompt = str(r, 'prompt', source);
-    return {
-      id: str(r, 'task_id', source),
-      prompt: humanevalPrompt(prompt, entryPoint),
-      kind: 'code',
-      tests: `${str(r, 'test', source)}\ncheck(${entryPoint})\n`,
-      entryPoint,
-      codeContext: prompt,
-    };
-  });
-  return { name: 'humaneval', kind: 'code', items, source };
-}
+/**
+ * The built-in benchmarks: the public data sets they are read from (as JustGRPO and lm-eval read
+ * them) and the column each item field comes from, for the Hub's Parquet rows and for the local
+ * JSONL copies (`dataDir` / `$JUSTGRPO_DATA`, laid out like ../shared/data). This table is the
+ * one place the mapping is written down.
+ *
+ * - GSM8K: `openai/gsm8k`, subset `main`, 1319 test rows; `answer` ends with `#### <number>`.
+ * - MATH-500: `HuggingFaceH4/MATH-500`, 500 test rows (a JSONL repo: read from its Parquet branch);
+ *   the Hub's `answer` is the bare final answer, the local copy's `answer` the worked solution
+ *   (the MATH reward takes either).
+ * - HumanEval: `openai/openai_humaneval`, 164 test rows; the tests are `test` + `check(entry_point)`.
+ * - MBPP: `google-research-datasets/mbpp`, subset `full`, the 500 test rows (task ids 11-510), as
+ *   lm-eval's `mbpp` task and JustGRPO read them: `text` and the asserts of `test_list`.
+ */
+export const TASK_SOURCES = {
+  gsm8k: {
+    hub: { id: 'openai/gsm8k', config: 'main', split: 'test' },
+    hubColumns: { prompt: 'question', gold: 'answer' },
+    local: 'gsm8k/{split}.jsonl',
+    localColumns: { prompt: 'question', gold: 'answer' },
+  },
+  math500: {
+    hub: { id: 'HuggingFaceH4/MATH-500', config: 'default', split: 'test' },
+    hubColumns: { prompt: 'problem', gold: 'answer' },
+    local: 'math500/test.jsonl',
+    localColumns: { prompt: 'question', gold: 'answer' },
+  },
+  humaneval: {
+    hub: { id: 'openai/openai_humaneval', config: 'openai_humaneval', split: 'test' },
+    hubColumns: { id: 'task_id', prompt: 'prompt', tests: 'test', entryPoint: 'entry_point' },
+    local: 'humaneval/HumanEval.jsonl.gz',
+    localColumns: { id: 'task_id', prompt: 'prompt', tests: 'test', entryPoint: 'entry_point' },
+  },
+  mbpp: {
+    hub: { id: 'google-research-datasets/mbpp', config: 'full', split: 'test' },
+    hubColumns: { id: 'task_id', prompt: 'text', tests: 'test_list' },
+    local: 'mbpp/mbpp_test.jsonl',
+    localColumns: { id: 'task_id', prompt: 'prompt', tests: 'test' },
+  },
+} as const satisfies Record<BuiltinTaskName, TaskSource>;
 
-async function loadMbpp(dataDir: string): Promise<EvalTask> {
-  const source = path.join(dataDir, 'mbpp', 'mbpp_test.jsonl');
-  const rows = await readJsonl(source);
-  const items = rows.map((r): EvalItem => {
-    const tests = r.test;
-    if (!Array.isArray(tests) || !tests.every((t) => typeof t === 'string')) {
-      throw new TaskDataError(`Expected \`test\` to be a list of asserts in every row of ${source}`);
+/** Rows of a built-in benchmark into items, prompts built exactly as JustGRPO builds them. */
+function builtinItems(name: BuiltinTaskName, rows: Record<string, unknown>[], c: ColumnMap, source: string): EvalItem[] {
+  return rows.map((r, i): EvalItem => {
+    switch (name) {
+      case 'gsm8k':
+        return { id: `gsm8k/${i}`, prompt: str(r, c.prompt, source), kind: 'gsm8k', gold: str(r, c.gold!, source) };
+      case 'math500':
+        return { id: `math500/${i}`, prompt: str(r, c.prompt, source) + MATH_INSTRUCTION, kind: 'math', gold: str(r, c.gold!, source) };
+      case 'humaneval': {
+        const entryPoint = str(r, c.entryPoint!, source);
+        const prompt = str(r, c.prompt, source);
+        return {
+          id: str(r, c.id!, source),
+          prompt: humanevalPrompt(prompt, entryPoint),
+          kind: 'code',
+          tests: `${str(r, c.tests!, source)}\ncheck(${entryPoint})\n`,
+          entryPoint,
+          codeContext: prompt,
+        };
+      }
+      case 'mbpp': {
+        const tests = r[c.tests!];
+        if (!Array.isArray(tests) || !tests.every((t) => typeof t === 'string'))
+          throw new TaskDataError(`Expected \`${c.tests}\` to be a list of asserts in every row of ${source}`);
+        return { id: `mbpp/${String(r[c.id!])}`, prompt: mbppPrompt(str(r, c.prompt, source), tests), kind: 'code', tests };
+      }
     }
-    return {
-      id: `mbpp/${String(r.task_id)}`,
-      prompt: mbppPrompt(str(r, 'prompt', source), tests),
-      kind: 'code',
-      tests,
-    };
   });
-  return { name: 'mbpp', kind: 'code', items, source };
+}
+
+const TASK_KINDS: Record<BuiltinTaskName, TaskKind> = { gsm8k: 'gsm8k', math500: 'math', humaneval: 'code', mbpp: 'code' };
+
+async function loadBuiltinLocal(name: BuiltinTaskName, dataDir: string, split: 'test' | 'train'): Promise<EvalTask> {
+  const src: TaskSource = TASK_SOURCES[name];
+  const source = path.join(dataDir, src.local.replace('{split}', split));
+  const rows = await readJsonl(source);
+  return { name, kind: TASK_KINDS[name], items: builtinItems(name, rows, src.localColumns, source), source };
+}
+
+async function loadBuiltinHub(name: BuiltinTaskName, ref: HubDatasetRef, split: string, hub: HubOptions | undefined): Promise<EvalTask> {
+  const src: TaskSource = TASK_SOURCES[name];
+  const { rows, source } = await loadHubRows({ ...ref, config: ref.config ?? src.hub.config }, split, hub);
+  return { name, kind: TASK_KINDS[name], items: builtinItems(name, rows, src.hubColumns, source), source };
 }
 
 /**
@@ -253,7 +279,11 @@ async function loadMbpp(dataDir: string): Promise<EvalTask> {
  * `test_list`: a list of asserts or one program); `id`/`task_id` name rows.
  */
 async function loadJsonlTask(file: string, kind?: TaskKind): Promise<EvalTask> {
-  const rows = await readJsonl(file);
+  return genericTask(await readJsonl(file), file, path.basename(file).replace(/\.jsonl(\.gz)?$/, ''), kind);
+}
+
+/** Rows with the generic columns (see {@link loadJsonlTask}) into a task. */
+function genericTask(rows: Record<string, unknown>[], file: string, name: string, kind?: TaskKind): EvalTask {
   const pick = (r: Record<string, unknown>, keys: string[]) => {
     for (const k of keys) if (r[k] !== undefined && r[k] !== null) return r[k];
     return undefined;
@@ -278,29 +308,38 @@ async function loadJsonlTask(file: string, kind?: TaskKind): Promise<EvalTask> {
   });
   const kinds = new Set(items.map((x) => x.kind));
   const taskKind = kinds.size > 1 ? 'mixed' : (items[0]?.kind ?? kind ?? 'math');
-  return { name: path.basename(file).replace(/\.jsonl(\.gz)?$/, ''), kind: taskKind, items, source: file };
+  return { name, kind: taskKind, items, source: file };
 }
 
 /**
- * Loads `gsm8k`, `math500`, `humaneval`, `mbpp` from the data directory, or a path to a
- * `.jsonl`/`.jsonl.gz` file as a generic task.
+ * Loads a task: `gsm8k`, `math500`, `humaneval`, `mbpp` (from `dataDir` / `$JUSTGRPO_DATA` when
+ * set, else from the Hub through the Hugging Face cache; see {@link TASK_SOURCES}), a Hub data set
+ * (`hf://datasets/owner/name[@revision][/config[/split]]` or `{ hub, config, split }`; one of the
+ * built-in benchmarks' data sets keeps its mapping, others use the generic columns of a JSONL task),
+ * or a `.jsonl`/`.jsonl.gz` file as a generic task.
  *
  * @throws {TaskDataError} When the data file is missing (the message says how to point at it) or
  *   a row is malformed.
+ * @throws {HubError} When the Hub cannot give the data set (the message names it and the fix).
  */
-export async function loadTask(nameOrFile: string, options: LoadTaskOptions = {}): Promise<EvalTask> {
-  const dataDir = options.dataDir ?? defaultDataDir();
-  switch (nameOrFile) {
-    case 'gsm8k':
-      return loadGsm8k(dataDir, options.split ?? 'test');
-    case 'math500':
-    case 'math':
-      return loadMath500(dataDir);
-    case 'humaneval':
-      return loadHumaneval(dataDir);
-    case 'mbpp':
-      return loadMbpp(dataDir);
+export async function loadTask(nameOrFile: string | HubDatasetRef, options: LoadTaskOptions = {}): Promise<EvalTask> {
+  const hubRef = typeof nameOrFile === 'string' ? parseHfUrl(nameOrFile) : nameOrFile;
+  if (hubRef) {
+    if (typeof hubRef !== 'object' || typeof hubRef.hub !== 'string') throw expected('`{ hub: "owner/name", config?, split? }`', 'task', hubRef);
+    const split = hubRef.split ?? options.split ?? 'test';
+    const builtin = (Object.keys(TASK_SOURCES) as BuiltinTaskName[]).find((k) => TASK_SOURCES[k].hub.id === hubRef.hub.replace(/@.*$/, ''));
+    if (builtin) return loadBuiltinHub(builtin, hubRef, split, options.hub);
+    const { rows, source } = await loadHubRows(hubRef, split, options.hub);
+    return genericTask(rows, source, hubRef.hub.replace(/@.*$/, '').split('/')[1]!, options.kind);
   }
-  if (/\.jsonl(\.gz)?$/.test(nameOrFile)) return loadJsonlTask(nameOrFile, options.kind);
-  throw expected('gsm8k, math500, humaneval, mbpp or a .jsonl file', 'task', nameOrFile);
+  const name = nameOrFile as string;
+  const builtin: BuiltinTaskName | undefined = name === 'math' ? 'math500' : Object.hasOwn(TASK_SOURCES, name) ? (name as BuiltinTaskName) : undefined;
+  if (builtin) {
+    const dataDir = options.dataDir ?? defaultDataDir();
+    if (dataDir !== undefined) return loadBuiltinLocal(builtin, dataDir, options.split ?? 'test');
+    const hub = TASK_SOURCES[builtin].hub;
+    return loadBuiltinHub(builtin, { hub: hub.id }, builtin === 'gsm8k' ? (options.split ?? hub.split) : hub.split, options.hub);
+  }
+  if (/\.jsonl(\.gz)?$/.test(name)) return loadJsonlTask(name, options.kind);
+  throw expected('gsm8k, math500, humaneval, mbpp, hf://datasets/owner/name or a .jsonl file', 'task', name);
 }

@@ -1,8 +1,10 @@
-// Training data: JSONL files of {prompt, response} (or GSM8K's {question, answer}) for SFT and
-// {text} for pre-training, read with line numbers so every problem names file:line.
+// Training data: JSONL files (or Hub data sets, hf://datasets/...) of {prompt, response} (or
+// GSM8K's {question, answer}) for SFT and {text} for pre-training, read with line numbers so every
+// problem names file:line.
 import { readFile } from 'node:fs/promises';
 
 import { ConfigError, InputError } from '../errors.js';
+import { loadHubRows, parseHfUrl } from '../hub/index.js';
 import type { Tokenizer } from '../tokenizer.js';
 
 export type JsonlRecord = { line: number; value: Record<string, unknown> };
@@ -14,17 +16,29 @@ export type ReadJsonlOptions = {
   require?: string[][];
 };
 
-/** Reads a JSONL file (blank lines ignored). Returns the records and the number of skipped lines. */
+/**
+ * Reads a JSONL file (blank lines ignored), or the rows of a Hub data set given as
+ * `hf://datasets/owner/name[@revision][/config[/split]]` (split `train` unless named; row i is
+ * "line" i + 1). Returns the records and the number of skipped lines.
+ */
 export async function readJsonl(file: string, options: ReadJsonlOptions = {}): Promise<{ records: JsonlRecord[]; skipped: number }> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  const hubRef = parseHfUrl(file);
+  let lines: string[];
+  if (hubRef) {
+    const { rows } = await loadHubRows(hubRef, hubRef.split ?? 'train');
+    // Rows go through the same checks as the lines of a file.
+    lines = rows.map((r) => JSON.stringify(r));
+  } else {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    lines = text.split('\n');
   }
   const records: JsonlRecord[] = [];
   let skipped = 0;
-  const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i]!.trim();
     if (raw === '') continue;

@@ -1,5 +1,6 @@
 // The config of `justgrpo train` (JustGRPO): names after TRL's GRPOConfig, defaults after JustGRPO.
 import { z } from 'zod';
+import { dataSourceSchema } from './datasource.js';
 
 import type { ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
@@ -10,8 +11,8 @@ export const grpoConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
   model: modelSchema,
   data: z.strictObject({
-    /** JSONL; the prompt is `prompt` or `question`; every other column reaches the reward functions. */
-    train: z.string(),
+    /** JSONL or a Hub data set (hf://datasets/owner/name or {hub, config, split}); the prompt is `prompt` or `question`; every other column reaches the reward functions. */
+    train: dataSourceSchema,
     onBadLine: z.enum(['stop', 'skip']).default('stop'),
     /** Wrap prompts in the chat template as a user message; defaults to whether the tokenizer has one. */
     chatTemplate: z.boolean().optional(),
@@ -94,7 +95,7 @@ export const grpoConfigSchema = z.strictObject({
   /** Held-out evaluation with a parallel decoder every evalSteps steps (and at the end). */
   eval: z
     .strictObject({
-      data: z.string(),
+      data: dataSourceSchema,
       limit: z.number().int().positive().default(100),
       evalSteps: z.number().int().positive().default(25),
       decoder: z.enum(['ar', 'low_confidence', 'random', 'threshold']).default('low_confidence'),

@@ -16,7 +16,7 @@ import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, parseTrainerConfig, type GrpoConfig, type GrpoConfigInput, type GrpoTrainerConfig, type GrpoTrainerConfigInput } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, openMetrics, openModel, openRun } from './run.js';
+import { epochSampler, openMetrics, openModel, openRun, resolveSource } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession, type OptimizerOptions } from './session.js';
 
@@ -529,11 +529,11 @@ export async function runGrpo(
   const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, { ...args, config: parsed });
   const resolved: GrpoConfig = {
     ...config,
-    data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
+    data: { ...config.data, train: resolveSource(baseDir, config.data.train) },
     outputDir: path.resolve(baseDir, config.outputDir),
     ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
-    ...(config.refModel ? { refModel: path.resolve(baseDir, config.refModel) } : {}),
-    ...(config.eval ? { eval: { ...config.eval, data: path.resolve(baseDir, config.eval.data) } } : {}),
+    ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel, 'model') } : {}),
+    ...(config.eval ? { eval: { ...config.eval, data: resolveSource(baseDir, config.eval.data) } } : {}),
   };
   const outputDir = resolved.outputDir;
   let trainer: GRPOTrainer | null = null, ref: LladaModel | null = null;

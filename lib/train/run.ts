@@ -1,5 +1,6 @@
 // What `justgrpo sft` and `justgrpo train` share: the model a config names, config validation,
 // and opening a run fresh or from a checkpoint.
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -8,6 +9,7 @@ import { z } from 'zod';
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { normalizeConfigKeys, type ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
+import { isHubId } from '../hub/index.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -49,9 +51,20 @@ export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source
   return r.data;
 }
 
-/** The model a config names: a directory (relative to baseDir), or a random one. */
+/**
+ * A path a config gives, relative to the config's directory; an `hf://` URL stays as written, and so
+ * does a model's Hub id (`owner/name[@revision]`) unless a path of that name exists there (a local
+ * path wins). Data files never read as Hub ids (`data/train.jsonl` is a path).
+ */
+export function resolveSource(baseDir: string, p: string, kind: 'model' | 'data' = 'data'): string {
+  if (p.startsWith('hf://')) return p;
+  const local = path.resolve(baseDir, p);
+  return kind === 'model' && isHubId(p) && !existsSync(local) ? p : local;
+}
+
+/** The model a config names: a directory (relative to baseDir) or a Hub id, or a random one. */
 export async function openModel(model: z.output<typeof modelSchema>, baseDir: string): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(path.resolve(baseDir, model));
+  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'));
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));

@@ -9,9 +9,10 @@ import { InputError } from '../errors.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { checkLoss, withLastCheckpoint } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
+import { dataSourceSchema } from './datasource.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, modelSchema, openMetrics, openRun, parseConfig } from './run.js';
+import { epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
 
@@ -20,8 +21,8 @@ export const sftConfigSchema = z.strictObject({
   /** A Hugging Face LLaDA directory, or `{init: {...}}` for a random model with the character tokenizer. */
   model: modelSchema,
   data: z.strictObject({
-    /** JSONL of {prompt, response}, {question, answer} or {text}. */
-    train: z.string(),
+    /** JSONL (or a Hub data set: hf://datasets/owner/name or {hub, config, split}) of {prompt, response}, {question, answer} or {text}. */
+    train: dataSourceSchema,
     /** Malformed lines: stop with file:line, or skip and count. */
     onBadLine: z.enum(['stop', 'skip']).default('stop'),
     /** Examples longer than maxLength: error, skip, or truncate the response. */
@@ -117,7 +118,7 @@ export async function runSft(
   const parsed = args.config && parseSftConfig(args.config, 'runSft config');
   const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, { ...args, config: parsed });
   // Paths are stored absolute so a resumed run finds them from anywhere.
-  const trainFile = path.resolve(baseDir, config.data.train);
+  const trainFile = resolveSource(baseDir, config.data.train);
   const outputDir = path.resolve(baseDir, config.outputDir);
   const resolved: SftConfig = { ...config, data: { ...config.data, train: trainFile }, outputDir };
   let session: TrainingSession | null = null;
