@@ -1,9 +1,8 @@
 // A LLaDA-architecture masked diffusion model: a Hugging Face directory in, a native engine
 // inside, logits out. The public entry point is `loadModel`.
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
+import { atomicDirectory, exists, parseJsonText, readRegularFile, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
@@ -23,6 +22,11 @@ export type LoadModelOptions = {
   device?: number;
   /** Weight and activation dtype on the GPU (backend `'cuda'` only; the CPU backend computes in fp32). Defaults to `'BF16'`. */
   dtype?: CudaDType;
+  /**
+   * Load weights that hold NaN or infinite values (for debugging a broken checkpoint); without it
+   * such weights are refused by tensor name, since every logit they touch is NaN. Defaults to `false`.
+   */
+  allowNonFinite?: boolean;
 };
 
 export type CallOptions = {
@@ -60,6 +64,8 @@ export type RandomModelOptions = {
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 const WEIGHTS_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
+/** config.json and the shard index are small (an 8B model's index is ~30 KB); a larger one is refused unread. */
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
 
 /** What the training code needs of a model beyond the public surface; not exported from the package. */
 export type ModelInternals = {
@@ -125,10 +131,11 @@ export class LladaModel {
     const engine = createEngine(config, options, configFile);
     try {
       const dtype = await loadWeights(engine, dir);
+      if (!options.allowNonFinite) checkFinite(engine, dir);
       const files: Record<string, string> = {};
       for (const name of TOKENIZER_FILES) {
         try {
-          files[name] = await readFile(path.join(dir, name), 'utf8');
+          files[name] = await readRegularFile(path.join(dir, name));
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CheckpointError(`Cannot read ${path.join(dir, name)}: ${(err as Error).message}`);
         }
@@ -447,13 +454,13 @@ function checkBatch(ids: unknown, config: ModelConfig): asserts ids is number[][
 async function readJsonFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readRegularFile(file, MAX_JSON_BYTES);
   } catch (err) {
     throw new CheckpointError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJsonText(text);
   } catch (err) {
     throw new CheckpointError(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
@@ -514,6 +521,31 @@ async function loadWeights(engine: NativeEngine, dir: string): Promise<DType> {
   if (missing.length > 0)
     throw new CheckpointError(`${dir}: missing tensor ${missing[0]}${missing.length > 1 ? ` and ${missing.length - 1} more` : ''}`);
   return dtypes.size === 1 ? [...dtypes][0]! : 'F32';
+}
+
+/**
+ * Refuses weights with NaN or infinite values, naming the first such tensor: they load without
+ * complaint and make every logit NaN (generate() then returns token 0 everywhere). The engine holds
+ * the weights, so each tensor is copied out and scanned: about a second per billion parameters.
+ */
+function checkFinite(engine: NativeEngine, dir: string): void {
+  const bad: string[] = [];
+  let first = '';
+  for (const { name } of engine.paramInfo()) {
+    const w = engine.getParam(name);
+    let n = 0;
+    // x - x is 0 for every finite x and NaN for NaN and +-Infinity.
+    for (let i = 0; i < w.length; i++) if (w[i]! - w[i]! !== 0) n++;
+    if (n > 0) {
+      if (bad.length === 0) first = `${name} has ${n} non-finite value${n > 1 ? 's' : ''} (of ${w.length})`;
+      bad.push(name);
+    }
+  }
+  if (bad.length > 0)
+    throw new CheckpointError(
+      `${dir}: tensor ${first}${bad.length > 1 ? `; ${bad.length - 1} more tensors too` : ''}: ` +
+        'the weights are broken (pass allowNonFinite: true to load them anyway for debugging)',
+    );
 }
 
 function splitShards<T extends { shape: number[] }>(params: T[], dtype: DType, maxBytes: number): T[][] {

@@ -1,12 +1,12 @@
 // Tokenizer and chat template of a Hugging Face model directory: tokenizer.json through
 // @huggingface/tokenizers, the chat template of tokenizer_config.json through @huggingface/jinja.
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
 
 import { CheckpointError, InputError } from './errors.js';
+import { parseJsonText, readRegularFile } from './fsutil.js';
 
 export type ChatMessage = { role: string; content: string };
 
@@ -51,13 +51,13 @@ export class Tokenizer {
       const file = path.join(dir, name);
       let text: string;
       try {
-        text = await readFile(file, 'utf8');
+        text = await readRegularFile(file);
       } catch (err) {
         if (optional && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw new CheckpointError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
       }
       try {
-        const v = JSON.parse(text);
+        const v = parseJsonText(text) as Record<string, unknown>;
         if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
         return v;
       } catch (err) {
