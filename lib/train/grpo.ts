@@ -10,12 +10,11 @@ import { internals, LladaModel, loadModel } from '../model.js';
 import { rewards as builtinRewards } from '../rewards/index.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeight } from './advantages.js';
-import { saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { checkLoss, withLastCheckpoint } from './faults.js';
+import { checkLoss } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, type GrpoConfig } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, openMetrics, openModel, openRun } from './run.js';
+import { epochSampler, openModel, runTraining, type RunArgs, type RunHooks, type RunResult } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession, type OptimizerOptions } from './session.js';
 
@@ -42,6 +41,23 @@ function goldOf(a: RewardArgs, i: number, name: string): string {
     if (typeof v === 'string' || typeof v === 'number') return String(v);
   }
   throw new Error(`the \`${name}\` reward needs an \`answer\` (or \`response\`/\`solution\`) column in the data`);
+}
+
+/**
+ * The value of a reward call, or a rejection with `message` after `seconds`: a function that never
+ * settles would otherwise stall the run, and once nothing else is pending, end it with status 0.
+ * (A function that blocks the event loop cannot be stopped from here: the timer never fires.)
+ */
+async function withTimeout<T>(value: T | Promise<T>, seconds: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), Math.min(seconds * 1000, 2 ** 31 - 1));
+  });
+  try {
+    return await Promise.race([value, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A prompt of the training set: its token ids and text, and its other columns for the rewards. */
@@ -132,7 +148,8 @@ export class GRPOTrainer {
       errors[name] = 0;
       const hint = "(set onRewardError: 'zero' to score such samples 0, or 'skip' to skip the step)";
       try {
-        scores = await fn({ ...columns, prompts, completions, completionIds });
+        scores = await withTimeout(fn({ ...columns, prompts, completions, completionIds }), this.config.rewardTimeout,
+          `did not return within rewardTimeout (${this.config.rewardTimeout} s)`);
         if (!Array.isArray(scores) || scores.length !== completions.length)
           throw new Error(`returned ${Array.isArray(scores) ? `${scores.length} scores` : typeof scores} for ${completions.length} completions`);
       } catch (err) {
@@ -237,7 +254,21 @@ export class GRPOTrainer {
       if (t.length !== L) throw new InputError(`Completion ${i} has ${t.length} tokens; maxCompletionLength is ${L}`);
     });
     const ended = r.completionIds.map((t) => t.some((x) => this.#stopIds.has(x)));
-    const adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    let adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    // Finite rewards can still overflow the group statistics (rewards of +-1e308: the sum is
+    // infinite, the std NaN), and NaN advantages make the loss silently 0: a reward error too.
+    const badGroups = adv.groupStd.flatMap((s, g) => (Number.isFinite(s) && adv.advantages.slice(g * G, (g + 1) * G).every(Number.isFinite) ? [] : [g]));
+    let statErrors = 0;
+    if (badGroups.length > 0) {
+      const g = badGroups[0]!, rs = r.rewards.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
+      const what = `the rewards of prompt ${g} at step ${step + 1} (from ${Math.min(...rs)} to ${Math.max(...rs)}) give a non-finite mean or standard deviation`;
+      if (c.onRewardError === 'error')
+        throw new InputError(`${what}; scale the rewards (set onRewardError: 'zero' to score such groups 0, or 'skip' to skip the step)`);
+      if (c.onRewardError === 'skip') return { ...this.#skippedStep(r, step), reward_errors: badGroups.length * G };
+      const bad = new Set(badGroups);
+      adv = groupAdvantages(r.rewards.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+      statErrors = badGroups.length * G;
+    }
     const old = r.oldLogprobs ?? (await this.#logprobs(this.model, r));
     const keep = c.lossPositions ?? L;
     const weight = tokenWeight({ lossType: c.lossType, genLength: L, validCount: adv.valid.filter(Boolean).length, total: N, positionsKept: keep });
@@ -288,6 +319,7 @@ export class GRPOTrainer {
       valid_samples: adv.valid.filter(Boolean).length,
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
+    if (statErrors > 0) metrics.reward_errors = statErrors;
     // Rollout steps (positions) whose loss ran backward through their kept activations, no forward.
     metrics.reused_positions = reused;
     return metrics;
@@ -430,14 +462,12 @@ export async function readPrompts(file: string, tokenizer: Tokenizer, o: { onBad
   return out;
 }
 
-export type GrpoHooks = {
+export type GrpoHooks = RunHooks<GrpoStepMetrics> & {
   onStart?: (info: { totalSteps: number; startStep: number; prompts: number; numParams: number; outputDir: string }) => void;
   onPhase?: (step: number, phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
-  onStep?: (m: GrpoStepMetrics) => void;
   /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
   onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
   onEval?: (m: { step: number; reward: number; count: number }) => void;
-  signal?: AbortSignal;
 };
 
 async function loadRewardModule(file: string): Promise<Record<string, RewardFunction>> {
@@ -453,22 +483,16 @@ async function loadRewardModule(file: string): Promise<Record<string, RewardFunc
 }
 
 /** Runs JustGRPO from a config, or resumes a run (config from its checkpoint, `overrides` on top). */
-export async function runGrpo(
-  args: { config?: GrpoConfig; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
-  hooks: GrpoHooks = {},
-): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
-  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, args);
-  const resolved: GrpoConfig = {
-    ...config,
-    data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
-    outputDir: path.resolve(baseDir, config.outputDir),
-    ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
-    ...(config.refModel ? { refModel: path.resolve(baseDir, config.refModel) } : {}),
-    ...(config.eval ? { eval: { ...config.eval, data: path.resolve(baseDir, config.eval.data) } } : {}),
-  };
-  const outputDir = resolved.outputDir;
-  let trainer: GRPOTrainer | null = null, ref: LladaModel | null = null;
-  try {
+export async function runGrpo(args: RunArgs<GrpoConfig>, hooks: GrpoHooks = {}): Promise<RunResult> {
+  const { last: _last, ...result } = await runTraining('grpo', parseGrpoConfig, args, hooks, async ({ config, baseDir, outputDir }, model) => {
+    const resolved: GrpoConfig = {
+      ...config,
+      data: { ...config.data, train: path.resolve(baseDir, config.data.train) },
+      outputDir,
+      ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
+      ...(config.refModel ? { refModel: path.resolve(baseDir, config.refModel) } : {}),
+      ...(config.eval ? { eval: { ...config.eval, data: path.resolve(baseDir, config.eval.data) } } : {}),
+    };
     const maxPrompt = model.config.maxSequenceLength - config.maxCompletionLength;
     if (maxPrompt < 1) throw new ConfigError(`maxCompletionLength ${config.maxCompletionLength} leaves no room for a prompt in max_sequence_length ${model.config.maxSequenceLength}`);
     const prompts = await readPrompts(resolved.data.train, model.tokenizer, { ...config.data, maxPromptLength: maxPrompt });
@@ -480,49 +504,40 @@ export async function runGrpo(
       if (!fn) throw new ConfigError(`Unknown reward function \`${name}\`: not built in (${Object.keys(BUILTIN_REWARDS).join(', ')}) and not exported by rewardModule`);
       named[name] = fn;
     }
-    if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
-    const metrics = await openMetrics(outputDir, state, restart);
-    trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
-    if (ckpt) await trainer.session.loadOptimizer(ckpt);
-    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
-    const startStep = state?.step ?? 0;
-    hooks.onStart?.({ totalSteps: config.maxSteps, startStep, prompts: prompts.length, numParams: model.numParams, outputDir });
-    const promptAt = epochSampler(prompts, config.seed);
-    const evaluate = async (step: number) => {
-      if (!resolved.eval || evalPrompts.length === 0) return;
-      const e = resolved.eval;
-      const genLength = e.genLength ?? config.maxCompletionLength;
-      const out = await model.generate(evalPrompts.map((p) => p.ids), { decoder: e.decoder, genLength, blockLength: e.blockLength, steps: e.steps, threshold: e.threshold });
-      const s = await trainer!.score(evalPrompts, out.tokens.map((t) => model.completionText(t)), out.tokens);
-      const xs = s.total.map((x) => x ?? 0);
-      const reward = xs.reduce((a, b) => a + b, 0) / xs.length;
-      await metrics.append({ step, 'eval/reward': reward, 'eval/count': xs.length });
-      hooks.onEval?.({ step, reward, count: xs.length });
-    };
-    const stateAt = (step: number): TrainerState => ({
-      kind: 'grpo', step, examplesSeen: step * perStep, seed: config.seed, config: resolved as unknown as Record<string, unknown>, version: 1,
-    });
-    if (startStep === 0) await evaluate(0);
-    let step = startStep, checkpoint: string | null = null;
-    while (step < config.maxSteps) {
-      const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
-      const s = step;
-      const m = await trainer.step(batch, step, { onPhase: (p) => hooks.onPhase?.(s + 1, p), onGradients: (session) => hooks.onGradients?.(s + 1, session) });
-      step++;
-      if (step % config.loggingSteps === 0 || step === config.maxSteps) await metrics.append(m);
-      hooks.onStep?.(m);
-      if (resolved.eval && (step % resolved.eval.evalSteps === 0 || step === config.maxSteps)) await evaluate(step);
-      const stop = hooks.signal?.aborted ?? false;
-      if (step % config.saveSteps === 0 || step === config.maxSteps || stop)
-        checkpoint = await saveCheckpoint(outputDir, model, trainer.session, stateAt(step), config.saveTotalLimit);
-      if (stop) break;
+    const ref = config.beta > 0 ? (resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir)) : null;
+    let trainer: GRPOTrainer;
+    try {
+      trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
+    } catch (err) {
+      await ref?.dispose();
+      throw err;
     }
-    return { outputDir, checkpoint, steps: step };
-  } catch (err) {
-    throw await withLastCheckpoint(err, outputDir);
-  } finally {
-    trainer?.dispose();
-    await ref?.dispose();
-    await model.dispose();
-  }
+    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
+    const promptAt = epochSampler(prompts, config.seed);
+    const e = resolved.eval;
+    return {
+      session: trainer.session, totalSteps: config.maxSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,
+      started: (startStep) => hooks.onStart?.({ totalSteps: config.maxSteps, startStep, prompts: prompts.length, numParams: model.numParams, outputDir }),
+      dispose: async () => {
+        trainer.dispose();
+        await ref?.dispose();
+      },
+      step: (step) => {
+        const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
+        return trainer.step(batch, step, { onPhase: (p) => hooks.onPhase?.(step + 1, p), onGradients: (session) => hooks.onGradients?.(step + 1, session) });
+      },
+      evalDue: (step) => e !== undefined && evalPrompts.length > 0 && (step === 0 || step % e.evalSteps === 0 || step === config.maxSteps),
+      // The mean reward of the eval prompts' completions from a parallel decoder.
+      evaluate: async (step) => {
+        const genLength = e!.genLength ?? config.maxCompletionLength;
+        const out = await model.generate(evalPrompts.map((p) => p.ids), { decoder: e!.decoder, genLength, blockLength: e!.blockLength, steps: e!.steps, threshold: e!.threshold });
+        const s = await trainer.score(evalPrompts, out.tokens.map((t) => model.completionText(t)), out.tokens);
+        const xs = s.total.map((x) => x ?? 0);
+        const reward = xs.reduce((a, b) => a + b, 0) / xs.length;
+        hooks.onEval?.({ step, reward, count: xs.length });
+        return { 'eval/reward': reward, 'eval/count': xs.length };
+      },
+    };
+  });
+  return result;
 }
