@@ -448,9 +448,13 @@ export async function readPrompts(file: string, tokenizer: Tokenizer, o: { onBad
   const { records } = await readJsonl(file, { onBadLine: o.onBadLine, require: [['prompt', 'question']] });
   const useTemplate = o.chatTemplate ?? tokenizer.hasChatTemplate;
   const out: PromptRecord[] = [];
-  for (const { line, value } of records) {
-    const text = (value.prompt ?? value.question) as string;
-    const ids = useTemplate ? tokenizer.encodeChat([{ role: 'user', content: text }]) : tokenizer.encode(text);
+  const textOf = (value: Record<string, unknown>) => (value.prompt ?? value.question) as string;
+  const encoded = useTemplate
+    ? tokenizer.encodeChatBatch(records.map(({ value }) => [{ role: 'user', content: textOf(value) }]))
+    : tokenizer.encodeBatch(records.map(({ value }) => textOf(value)));
+  for (const [j, { line, value }] of records.entries()) {
+    const text = textOf(value);
+    const ids = encoded[j]!;
     if (ids.length > o.maxPromptLength) {
       if (o.overlong === 'skip') continue;
       throw new InputError(`${file}:${line}: the prompt has ${ids.length} tokens; with maxCompletionLength the model allows at most ${o.maxPromptLength}`);
