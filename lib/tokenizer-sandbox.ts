@@ -100,6 +100,9 @@ function stopChild() {
 function start() {
   child = spawn(process.execPath, ['--max-old-space-size=' + memoryMb, '--max-semi-space-size=16', '-e', childSource], {
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    // Its own process group: Ctrl-C in a terminal interrupts the run (which then finishes its step,
+    // tokenizing as it goes), not the tokenizer. It still exits when the IPC channel closes.
+    detached: true,
     env: { ...process.env, JUSTGRPO_TOKENIZER_LIBS: JSON.stringify(libs), NODE_OPTIONS: '' },
     serialization: 'advanced',
   });

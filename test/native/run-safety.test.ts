@@ -179,11 +179,13 @@ describe('reward functions that never settle or overflow', () => {
 });
 
 describe('interruption and unusable output directories (CLI)', () => {
-  it('SIGINT: the step finishes, a checkpoint is written, exit 130, and the summary says where to resume', async () => {
+  it('SIGINT to the process group: the step finishes, a checkpoint is written, exit 130, and the summary says where to resume', async () => {
     const out = path.join(tmp, 'sigint');
     const file = path.join(tmp, 'sigint.json');
-    writeFileSync(file, JSON.stringify({ ...sft(out, { maxSteps: 1000, saveSteps: 1000 }) }));
-    const child = spawn(process.execPath, [cli, 'sft', '--config', file, '--json'], { env: { ...process.env, JUSTGRPO_NUM_THREADS: '1' } });
+    writeFileSync(file, JSON.stringify(grpo(out, { maxSteps: 1000, saveSteps: 1000 })));
+    // Its own process group, signalled as a whole, as Ctrl-C in a terminal does (the tokenizer
+    // process, which every GRPO step uses, must not die of it).
+    const child = spawn(process.execPath, [cli, 'train', '--config', file, '--json'], { env: { ...process.env, JUSTGRPO_NUM_THREADS: '1' }, detached: true });
     let stderr = '', stdout = '', sent = false;
     child.stderr.on('data', (d) => (stderr += d));
     child.stdout.on('data', (d) => {
@@ -191,7 +193,7 @@ describe('interruption and unusable output directories (CLI)', () => {
       // Once: a second SIGINT ends the process at once, as Ctrl-C twice should.
       if (!sent && /"step":2,/.test(stdout)) {
         sent = true;
-        child.kill('SIGINT');
+        process.kill(-child.pid!, 'SIGINT');
       }
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
@@ -202,7 +204,7 @@ describe('interruption and unusable output directories (CLI)', () => {
     expect(m![3]).toBe(out);
     expect(existsSync(m![2]!)).toBe(true);
     expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toMatchObject({ event: 'done', interrupted: true });
-    const again = cliRun(['sft', '--resume', out, '--max-steps', String(Number(m![1]) + 1)]);
+    const again = cliRun(['train', '--resume', out, '--max-steps', String(Number(m![1]) + 1)]);
     expect(again.status, again.stderr).toBe(0);
   });
 
