@@ -20,11 +20,11 @@ import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from '
 export type SandboxLimits = {
   /** Longest one call (an encode, a decode, a template rendering) may run, in milliseconds. Defaults to `10000`. */
   timeMs: number;
-  /** Heap of the tokenizer process, shared by all tokenizers, in MiB. Defaults to `512`. */
+  /** Heap of the tokenizer process, shared by all tokenizers, in MiB (a 128k-token BPE needs a few hundred). Defaults to `2048`. */
   memoryMb: number;
 };
 
-export const SANDBOX_DEFAULTS = { timeMs: 10_000, memoryMb: 512 } as const satisfies SandboxLimits;
+export const SANDBOX_DEFAULTS = { timeMs: 10_000, memoryMb: 2048 } as const satisfies SandboxLimits;
 
 /** Extra time the first call to a fresh child may take: it starts Node and loads the two libraries. */
 const STARTUP_MS = 15_000;

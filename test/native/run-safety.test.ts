@@ -238,10 +238,10 @@ describe('interruption and unusable output directories (CLI)', () => {
 });
 
 describe('kept rollout activations', () => {
-  it('are freed before each evaluation (and were held after the rollout)', async () => {
+  it('are freed before each evaluation (and were held after the rollout); GRPO runs call onCheckpoint', async () => {
     const out = path.join(tmp, 'kept');
     let session: TrainingSession | null = null;
-    const heldAtGradients: number[] = [], heldAtEval: number[] = [];
+    const heldAtGradients: number[] = [], heldAtEval: number[] = [], checkpoints: string[] = [];
     await runGrpo({ config: grpo(out, { maxSteps: 2, eval: { data: grpoData, evalSteps: 1, limit: 2, decoder: 'low_confidence', genLength: 4, blockLength: 4, steps: 4 } }) }, {
       onGradients: (_step, s) => {
         session = s;
@@ -250,7 +250,10 @@ describe('kept rollout activations', () => {
       onEval: ({ step }) => {
         if (step > 0) heldAtEval.push(session!.keptSteps().bytes);
       },
+      onCheckpoint: (dir) => checkpoints.push(path.basename(dir)),
     });
+    // The shared run loop gives GRPO the hook only SFT had.
+    expect(checkpoints).toEqual(['checkpoint-1', 'checkpoint-2']);
     expect(heldAtGradients).toHaveLength(2);
     expect(heldAtGradients.every((b) => b > 0)).toBe(true);
     expect(heldAtEval).toEqual([0, 0]);
