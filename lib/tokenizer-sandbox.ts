@@ -56,6 +56,7 @@ function run(m) {
       case 'encodeBatch': return { value: m.texts.map((t) => h.tok.encode(t, { add_special_tokens: m.addSpecialTokens }).ids) };
       case 'encodeChatBatch': return { value: m.contexts.map((c) => h.tok.encode(h.template.render(c), { add_special_tokens: false }).ids) };
       case 'decode': return { value: h.tok.decode(m.ids, { skip_special_tokens: m.skipSpecialTokens }) };
+      case 'decodeBatch': return { value: m.idsList.map((ids) => (ids.length ? h.tok.decode(ids, { skip_special_tokens: m.skipSpecialTokens }) : '')) };
       case 'tokenToId': return { value: h.tok.token_to_id(m.token) ?? null };
       case 'idToToken': return { value: h.tok.id_to_token(m.id2) ?? null };
       case 'render': return { value: h.template.render(m.context) };
@@ -127,6 +128,7 @@ export type SandboxRequest =
   | { op: 'encodeBatch'; texts: string[]; addSpecialTokens: boolean }
   | { op: 'encodeChatBatch'; contexts: Record<string, unknown>[] }
   | { op: 'decode'; ids: number[]; skipSpecialTokens: boolean }
+  | { op: 'decodeBatch'; idsList: number[][]; skipSpecialTokens: boolean }
   | { op: 'tokenToId'; token: string }
   | { op: 'idToToken'; id2: number }
   | { op: 'render'; context: Record<string, unknown> };

@@ -27,7 +27,7 @@ function tokenText(value: unknown): string | undefined {
 }
 
 const WHAT: Record<SandboxRequest['op'], string> = {
-  encode: 'tokenizing a text', encodeBatch: 'tokenizing texts', encodeChatBatch: 'rendering `chat_template` and tokenizing', decode: 'decoding token ids', tokenToId: 'looking up a token', idToToken: 'looking up a token id', render: 'rendering `chat_template`',
+  decodeBatch: 'decoding token ids', encode: 'tokenizing a text', encodeBatch: 'tokenizing texts', encodeChatBatch: 'rendering `chat_template` and tokenizing', decode: 'decoding token ids', tokenToId: 'looking up a token', idToToken: 'looking up a token id', render: 'rendering `chat_template`',
 };
 
 /** Texts per call to the tokenizer process in the batch methods: each call has its own deadline. */
@@ -139,6 +139,14 @@ export class Tokenizer {
     // The library refuses an empty list; an empty completion is an ordinary result here.
     if (ids.length === 0) return '';
     return this.#call({ op: 'decode', ids: [...ids], skipSpecialTokens: options.skipSpecialTokens ?? false }) as string;
+  }
+
+  /** decode() of many id lists, in few calls to the tokenizer process. */
+  decodeBatch(idsList: readonly (readonly number[])[], options: { skipSpecialTokens?: boolean } = {}): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < idsList.length; i += BATCH)
+      out.push(...(this.#call({ op: 'decodeBatch', idsList: idsList.slice(i, i + BATCH).map((ids) => [...ids]), skipSpecialTokens: options.skipSpecialTokens ?? false }) as string[]));
+    return out;
   }
 
   tokenToId(token: string): number | undefined {

@@ -200,7 +200,7 @@ export class GRPOTrainer {
     const tRollout = performance.now();
     options.onPhase?.('reward');
     // Without a tokenizer, reward functions still get the ids (completionIds) and empty texts.
-    const texts = roll.tokens.map((t) => (this.model.hasTokenizer ? this.model.completionText(t) : ''));
+    const texts = this.#completionTexts(roll.tokens);
     const scored = await this.score(batch, texts, roll.tokens);
     const tReward = performance.now();
     const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
@@ -226,6 +226,17 @@ export class GRPOTrainer {
     const canvasTokens = roll.nfe.reduce((a, n, row) => a + n * (prompts[Math.floor(row / G)]!.length + L), 0);
     m.rollout_shared = canvasTokens > 0 ? 1 - roll.forwardTokens / canvasTokens : 0;
     return m;
+  }
+
+  // model.completionText of each completion (up to its first stop token, special tokens removed),
+  // in one call to the tokenizer process per 256 completions rather than one per completion.
+  #completionTexts(tokens: number[][]): string[] {
+    if (!this.model.hasTokenizer) return tokens.map(() => '');
+    const cut = tokens.map((t) => {
+      const end = t.findIndex((x) => this.#stopIds.has(x));
+      return end < 0 ? t : t.slice(0, end);
+    });
+    return this.model.tokenizer.decodeBatch(cut, { skipSpecialTokens: true });
   }
 
   // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip').

@@ -112,3 +112,12 @@ describe('batched calls', () => {
     expect(t.encodeChat(chats[0]!)).toEqual(t.encode(t.applyChatTemplate(chats[0]!)));
   });
 });
+
+describe('batched decode', () => {
+  it('decodeBatch gives what decode gives, empty lists included', () => {
+    const t = Tokenizer.fromJSON(charJson(), charConfig(), '/models/decode');
+    const lists = [[], ...Array.from({ length: 300 }, (_, i) => t.encode(`<|startoftext|>${i} pens<|eot_id|>`))];
+    for (const skipSpecialTokens of [false, true])
+      expect(t.decodeBatch(lists, { skipSpecialTokens })).toEqual(lists.map((ids) => t.decode(ids, { skipSpecialTokens })));
+  });
+});
