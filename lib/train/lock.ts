@@ -1,8 +1,9 @@
-// One run per output directory: a lock file holding the owner's pid and host, created with O_EXCL
-// so two runs started at once cannot both take it. A lock whose pid is dead on this host is stale
+// One run per output directory: a lock file holding the owner's pid and host, created whole with
+// link(2) (which fails if the file exists) so two runs started at once cannot both take it. A lock whose pid is dead on this host is stale
 // (the run was killed) and is taken over; it also marks the directory as an interrupted run.
 import { hostname } from 'node:os';
-import { open, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 import { ConfigError } from '../errors.js';
@@ -18,7 +19,7 @@ export type RunLock = {
   release: () => Promise<void>;
 };
 
-/** What an existing lock says, or null when there is none (or it is unreadable: a kill mid-write). */
+/** What an existing lock says, or null when there is none ('unreadable': damaged). */
 export async function readLock(dir: string): Promise<LockInfo | 'unreadable' | null> {
   let text: string;
   try {
@@ -36,6 +37,31 @@ export async function readLock(dir: string): Promise<LockInfo | 'unreadable' | n
   return 'unreadable';
 }
 
+/**
+ * Creates `file` with `text` unless it exists; false if it does. The text is written to a temporary
+ * file and linked into place, so the lock is never seen empty or half written: an unreadable lock
+ * is then a damaged one, not one being written.
+ */
+async function createWhole(file: string, text: string): Promise<boolean> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fh = await open(tmp, 'wx');
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -47,29 +73,20 @@ function alive(pid: number): boolean {
 
 /**
  * Takes the lock of `dir` (which must exist) or throws ConfigError naming the run that holds it.
- * A lock left by a dead process on this host, or one cut short by a kill, is taken over.
+ * A lock left by a dead process on this host, or a damaged one, is taken over.
  */
 export async function acquireLock(dir: string): Promise<RunLock> {
   const file = path.join(dir, LOCK_FILE);
   const me: LockInfo = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
   let stale: LockInfo | null = null;
   for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(file, 'wx');
-      try {
-        await fh.writeFile(JSON.stringify(me) + '\n');
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+    if (await createWhole(file, JSON.stringify(me) + '\n')) {
       const release = async () => {
         // Only our own lock is removed (a lock that is no longer ours was taken over after we died).
         const now = await readLock(dir).catch(() => null);
         if (now && now !== 'unreadable' && now.pid === me.pid && now.host === me.host && now.started === me.started) await rm(file, { force: true });
       };
       return { file, stale, release };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const held = await readLock(dir);
     if (held === null) continue;

@@ -261,7 +261,7 @@ function wrapOutputError(err: unknown, dir: string): unknown {
   return new StorageError(`Cannot use ${dir} as the output directory: ${why[code] ?? (err as Error).message}; choose another --out`, { cause: err });
 }
 
-/** Deletes what a killed run left behind: checkpoint directories it was writing or replacing. */
+/** Deletes what a killed run left behind: checkpoint directories it was writing or replacing, a lock it was writing. */
 async function removeTemporaries(outputDir: string): Promise<void> {
   let names: string[];
   try {
@@ -270,7 +270,7 @@ async function removeTemporaries(outputDir: string): Promise<void> {
     return;
   }
   for (const n of names)
-    if (/^checkpoint-\d+\.(tmp|old)-/.test(n)) await rm(path.join(outputDir, n), { recursive: true, force: true });
+    if (/^checkpoint-\d+\.(tmp|old)-|^run\.lock\.tmp-/.test(n)) await rm(path.join(outputDir, n), { recursive: true, force: true });
 }
 
 /**

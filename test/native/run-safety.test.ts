@@ -128,6 +128,15 @@ describe('one run per output directory', () => {
     expect(existsSync(path.join(dir, LOCK_FILE))).toBe(false);
   });
 
+  it('a damaged (empty) lock is taken over; no lock temporaries are left', async () => {
+    const dir = path.join(tmp, 'empty-lock');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, LOCK_FILE), '');
+    const r = await runSft({ config: sft(dir, { maxSteps: 1 }) });
+    expect(r.steps).toBe(1);
+    expect(readdirSync(dir).filter((n) => n.startsWith(LOCK_FILE))).toEqual([]);
+  });
+
   it('a lock held on another host is refused with the host named', async () => {
     const dir = path.join(tmp, 'other-host');
     mkdirSync(dir);
