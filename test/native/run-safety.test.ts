@@ -169,6 +169,16 @@ describe('reward functions that never settle or overflow', () => {
     expect(r.stderr).toMatch(/^justgrpo: Reward function `r` failed: did not return within rewardTimeout \(1 s\)/m);
   });
 
+  it('a command left waiting on nothing (a reward module whose import never finishes) exits 1 with a message, not 0', () => {
+    const mod = path.join(tmp, 'stuck-import.mjs');
+    writeFileSync(mod, 'await new Promise(() => {});\nexport function r({ completions }) { return completions.map(() => 0); }\n');
+    const file = path.join(tmp, 'stuck-cli.json');
+    writeFileSync(file, JSON.stringify({ ...grpo(path.join(tmp, 'stuck-cli')), rewardModule: mod }));
+    const r = cliRun(['train', '--config', file]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^justgrpo: the command stopped without finishing: it was waiting on something that will never happen/m);
+  });
+
   it('rewards of +-1e308 (finite, but their mean and std are not) stop the run instead of training on NaN', async () => {
     const mod = rewardModule('huge', 'return completions.map((_, i) => (i % 2 ? 1e308 : -1e308));');
     const err = await runGrpo({ config: grpo(path.join(tmp, 'huge'), { rewardModule: mod }) }).catch((e: Error) => e);
