@@ -66,6 +66,7 @@ export type RawModelConfig = z.input<typeof rawSchema>;
 
 /** Validates a parsed config.json and returns the normalised config. `source` names the file in errors. */
 export function parseModelConfig(raw: unknown, source = 'config.json'): ModelConfig {
+  checkNesting(raw, source);
   const r = rawSchema.safeParse(raw);
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -110,6 +111,27 @@ export function parseModelConfig(raw: unknown, source = 'config.json'): ModelCon
     padTokenId: c.pad_token_id ?? null,
     bosTokenId: c.bos_token_id ?? null,
   };
+}
+
+/** Deepest nesting of objects and arrays a config.json may have (real ones nest 3 or 4 levels). */
+export const MAX_CONFIG_DEPTH = 64;
+
+/**
+ * Refuses a config nested deeper than MAX_CONFIG_DEPTH, naming the field: unknown fields are kept
+ * and written back into every checkpoint, and JSON.stringify of a very deep value overflows the
+ * stack, which would fail each checkpoint write after training ran. Walks without recursion.
+ */
+function checkNesting(raw: unknown, source: string): void {
+  const stack: { value: unknown; path: string[] }[] = [{ value: raw, path: [] }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (typeof value !== 'object' || value === null) continue;
+    if (path.length >= MAX_CONFIG_DEPTH) {
+      const shown = path.length > 6 ? `${path.slice(0, 3).join('.')}...${path.slice(-2).join('.')}` : path.join('.');
+      throw new ConfigError(`${source}: field \`${shown}\` is nested more than ${MAX_CONFIG_DEPTH} levels deep (under \`${path[0]}\`); model configs nest a few levels`);
+    }
+    for (const [k, v] of Object.entries(value)) stack.push({ value: v, path: [...path, k] });
+  }
 }
 
 /** A config.json in LLaDA's layout for a normalised config (what `model.save` writes for new models). */

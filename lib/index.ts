@@ -32,3 +32,7 @@ export type { OptimizerOptions, StepResult } from './train/session.js';
 export { LOSS_TYPES, groupAdvantages, tokenWeights } from './train/advantages.js';
 export type { LossType, ScaleRewards } from './train/advantages.js';
 export { readConfigFile } from './configfile.js';
+export type { RunResult } from './train/run.js';
+// Tokenizers and chat templates from model directories run in a bounded child process.
+export { setSandboxLimits as setTokenizerLimits } from './tokenizer-sandbox.js';
+export type { SandboxLimits as TokenizerLimits } from './tokenizer-sandbox.js';

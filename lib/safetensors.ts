@@ -1,9 +1,8 @@
 // The safetensors format: 8 bytes (u64 LE header length N), N bytes of JSON header, then the raw
 // data. This file parses and validates headers and builds them; the native engine moves the bytes
 // at the offsets validated here (no whole-file Buffer, so 16 GB checkpoints load).
-import { open } from 'node:fs/promises';
-
 import { CheckpointError } from './errors.js';
+import { openRegularFile, parseJsonText } from './fsutil.js';
 
 export type DType = 'F32' | 'BF16' | 'F16';
 export const DTYPE_BYTES: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
@@ -37,7 +36,7 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
   let fh;
   try {
-    fh = await open(file, 'r');
+    fh = await openRegularFile(file);
   } catch (err) {
     throw new CheckpointError(`Cannot open ${file}: ${(err as Error).message}`, { cause: err });
   }
@@ -57,7 +56,7 @@ export async function readSafetensorsHeader(file: string): Promise<SafetensorsHe
     await fh.read(buf, 0, n, 8);
     let json: unknown;
     try {
-      json = JSON.parse(buf.toString('utf8'));
+      json = parseJsonText(buf.toString('utf8'));
     } catch (err) {
       fail(`header is not valid JSON (${(err as Error).message})`);
     }

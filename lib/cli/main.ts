@@ -87,6 +87,15 @@ function warnFaults(m: Record<string, unknown>): void {
   if (notes.length) console.error(`justgrpo: warning: step ${m.step}: ${notes.join('; ')}`);
 }
 
+/** A run stopped by SIGINT: where it stopped and how to continue; exit status 130 (128 + SIGINT), as shells expect. */
+function reportInterrupted(r: { interrupted: boolean; steps: number; checkpoint: string | null; outputDir: string }): void {
+  if (!r.interrupted) return;
+  console.error(r.checkpoint
+    ? `justgrpo: interrupted after step ${r.steps}; the checkpoint ${r.checkpoint} holds it: resume with --resume ${r.outputDir}`
+    : `justgrpo: interrupted before the first step; nothing to resume in ${r.outputDir}`);
+  process.exitCode = 130;
+}
+
 /** Adds the flags `sft` and `train` share: a config or a run to resume, and overrides on top. */
 function addRunOptions(cmd: Command, command: string): Command {
   for (const option of [
@@ -346,6 +355,7 @@ addRunOptions(
       bar?.stop();
       if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`sft: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
+      reportInterrupted(result);
     } finally {
       bar?.stop();
       process.off('SIGINT', onSignal);
@@ -392,6 +402,7 @@ addRunOptions(
       bars?.stop();
       if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`train: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
+      reportInterrupted(result);
     } finally {
       bars?.stop();
       process.off('SIGINT', onSignal);
@@ -444,7 +455,17 @@ program
 
 registerDemoCommands(program);
 
-program.parseAsync().catch((err: unknown) => {
+let settled = false;
+// A command whose work waits on a promise that never settles (a reward function that never returns)
+// would otherwise let Node exit with status 0 and nothing written.
+process.on('beforeExit', () => {
+  if (settled) return;
+  settled = true;
+  console.error('justgrpo: the command stopped without finishing: it was waiting on something that will never happen (a promise that never settles, e.g. in a reward function)');
+  process.exitCode = 1;
+});
+program.parseAsync().then(() => (settled = true), (err: unknown) => {
+  settled = true;
   // Expected failures (bad input, missing files) print one line; anything else keeps its stack.
   if (err instanceof JustGRPOError) console.error(`justgrpo: ${err.message}`);
   else console.error(err);

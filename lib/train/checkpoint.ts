@@ -4,7 +4,7 @@ import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { CheckpointError, StorageError } from '../errors.js';
-import { atomicDirectory, exists, writeFileSynced } from '../fsutil.js';
+import { atomicDirectory, exists, parseJsonText, readRegularFile, writeFileSynced } from '../fsutil.js';
 import { internals, type LladaModel } from '../model.js';
 import type { TrainingSession } from './session.js';
 
@@ -91,7 +91,7 @@ export async function readTrainerState(dir: string, kind: string): Promise<Train
   const file = path.join(dir, TRAINER_STATE_FILE);
   let state: TrainerState;
   try {
-    state = JSON.parse(await readFile(file, 'utf8'));
+    state = parseJsonText(await readRegularFile(file)) as TrainerState;
   } catch (err) {
     throw new CheckpointError(`Cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }

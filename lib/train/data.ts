@@ -94,21 +94,31 @@ export function tokenizeExamples(
   const examples: SftExample[] = [];
   let dropped = 0;
   const useTemplate = options.chatTemplate ?? tokenizer.hasChatTemplate;
-  for (const { line, value: v } of records) {
-    const source = `${file}:${line}`;
-    let prompt: number[], response: number[];
+  // Every text is tokenized first, in batches: each call to the tokenizer process costs ~0.2 ms.
+  const chat = records.map(({ line, value: v }): { prompt: string; response: string } | { text: string } => {
     const p = (v.prompt ?? v.question) as string | undefined;
     const r = (v.response ?? v.answer) as string | undefined;
-    if (typeof p === 'string' && typeof r === 'string') {
-      prompt = useTemplate ? tokenizer.encodeChat([{ role: 'user', content: p }]) : tokenizer.encode(p);
-      response = tokenizer.encode(r);
+    if (typeof p === 'string' && typeof r === 'string') return { prompt: p, response: r };
+    if (typeof v.text === 'string') return { text: v.text };
+    throw new InputError(`${file}:${line}: needs string fields \`prompt\` and \`response\` (or \`question\`/\`answer\`, or \`text\`)`);
+  });
+  const pairs = chat.filter((c): c is { prompt: string; response: string } => 'prompt' in c);
+  const prompts = useTemplate
+    ? tokenizer.encodeChatBatch(pairs.map((c) => [{ role: 'user', content: c.prompt }]))
+    : tokenizer.encodeBatch(pairs.map((c) => c.prompt));
+  const texts = tokenizer.encodeBatch(chat.map((c) => ('prompt' in c ? c.response : c.text)));
+  let k = 0;
+  for (let j = 0; j < records.length; j++) {
+    const source = `${file}:${records[j]!.line}`;
+    let prompt: number[], response: number[];
+    if ('prompt' in chat[j]!) {
+      prompt = prompts[k++]!;
+      response = texts[j]!;
       const end = ids.eot ?? ids.eos;
       if (end !== undefined && end !== null) response.push(end);
-    } else if (typeof v.text === 'string') {
-      prompt = [];
-      response = [...(ids.bos !== null ? [ids.bos] : []), ...tokenizer.encode(v.text), ...(ids.eos !== null ? [ids.eos] : [])];
     } else {
-      throw new InputError(`${source}: needs string fields \`prompt\` and \`response\` (or \`question\`/\`answer\`, or \`text\`)`);
+      prompt = [];
+      response = [...(ids.bos !== null ? [ids.bos] : []), ...texts[j]!, ...(ids.eos !== null ? [ids.eos] : [])];
     }
     if (prompt.length + response.length > options.maxLength) {
       const mode = options.overlong ?? 'error';

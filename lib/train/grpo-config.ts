@@ -32,6 +32,8 @@ export const grpoConfigSchema = z.strictObject({
    * score those samples 0 and count them ('zero'), or skip the step's update and count it ('skip').
    */
   onRewardError: z.enum(['error', 'zero', 'skip']).default('error'),
+  /** Seconds a reward function may take per call; past it the call counts as failed (onRewardError). */
+  rewardTimeout: z.number().positive().default(600),
   /** Completions per prompt (G). */
   numGenerations: z.number().int().min(2).default(16),
   /** Prompts per rollout batch. */

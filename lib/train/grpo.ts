@@ -11,17 +11,34 @@ import { ClipRegion } from '../native/binding.js';
 import { rewardFunction, type RewardFunction } from '../rewards/registry.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeights } from './advantages.js';
-import { MetricsLog, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { checkLoss, withLastCheckpoint } from './faults.js';
+import { MetricsLog } from './checkpoint.js';
+import { checkLoss } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, parseTrainerConfig, type GrpoConfig, type GrpoConfigInput, type GrpoTrainerConfig, type GrpoTrainerConfigInput } from './grpo-config.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, openMetrics, openModel, openRun, resolveSource } from './run.js';
+import { epochSampler, openModel, resolveSource, runTraining, type RunArgs, type RunHooks, type RunResult } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession, type OptimizerOptions } from './session.js';
 
 // The reward functions and their registry live in lib/rewards/registry.ts.
 export { BUILTIN_REWARDS, type RewardArgs, type RewardFunction } from '../rewards/registry.js';
+
+/**
+ * The value of a reward call, or a rejection with `message` after `seconds`: a function that never
+ * settles would otherwise stall the run, and once nothing else is pending, end it with status 0.
+ * (A function that blocks the event loop cannot be stopped from here: the timer never fires.)
+ */
+async function withTimeout<T>(value: T | Promise<T>, seconds: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), Math.min(seconds * 1000, 2 ** 31 - 1));
+  });
+  try {
+    return await Promise.race([value, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A prompt of the training set: its token ids and text, and its other columns for the rewards. */
 export type PromptRecord = { ids: number[]; text: string; columns: Record<string, unknown>; source: string };
@@ -47,7 +64,8 @@ function isPromptRecord(p: unknown): p is PromptRecord {
 export function promptRecords(tokenizer: Tokenizer, prompts: readonly PromptInput[], options: PromptRecordOptions = {}): PromptRecord[] {
   if (!Array.isArray(prompts)) throw new InputError(`Expected an array of prompts for \`prompts\` but received ${typeof prompts}`);
   const useTemplate = options.chatTemplate ?? tokenizer.hasChatTemplate;
-  return prompts.map((p, i) => {
+  const pending: { i: number; text: string; columns: Record<string, unknown> }[] = [];
+  const out = prompts.map((p, i): PromptRecord | null => {
     if (isPromptRecord(p)) return p;
     let text: unknown, columns: Record<string, unknown> = {};
     if (typeof p === 'string') text = p;
@@ -58,9 +76,15 @@ export function promptRecords(tokenizer: Tokenizer, prompts: readonly PromptInpu
     }
     if (typeof text !== 'string')
       throw new InputError(`Expected a string, a PromptRecord or a row with a string \`prompt\` (or \`question\`) for \`prompts[${i}]\` but received ${JSON.stringify(p)?.slice(0, 80)}`);
-    const ids = useTemplate ? tokenizer.encodeChat([{ role: 'user', content: text }]) : tokenizer.encode(text);
-    return { ids, text, columns, source: `prompts[${i}]` };
+    pending.push({ i, text, columns });
+    return null;
   });
+  // One call into the tokenizer's process for all the texts (each call crosses into it).
+  const ids = useTemplate
+    ? tokenizer.encodeChatBatch(pending.map((q) => [{ role: 'user', content: q.text }]))
+    : tokenizer.encodeBatch(pending.map((q) => q.text));
+  pending.forEach((q, j) => (out[q.i] = { ids: ids[j]!, text: q.text, columns: q.columns, source: `prompts[${q.i}]` }));
+  return out as PromptRecord[];
 }
 
 /** A step's prompts, completions, rewards and advantages (one entry per completion), for logCompletions. */
@@ -163,7 +187,8 @@ export class GRPOTrainer {
       errors[name] = 0;
       const hint = "(set onRewardError: 'zero' to score such samples 0, or 'skip' to skip the step)";
       try {
-        scores = await fn({ ...columns, prompts, completions, completionIds });
+        scores = await withTimeout(fn({ ...columns, prompts, completions, completionIds }), this.config.rewardTimeout,
+          `did not return within rewardTimeout (${this.config.rewardTimeout} s)`);
         if (!Array.isArray(scores) || scores.length !== completions.length)
           throw new Error(`returned ${Array.isArray(scores) ? `${scores.length} scores` : typeof scores} for ${completions.length} completions`);
       } catch (err) {
@@ -225,7 +250,7 @@ export class GRPOTrainer {
     const tRollout = performance.now();
     options.onPhase?.('reward');
     // Without a tokenizer, reward functions still get the ids (completionIds) and empty texts.
-    const texts = roll.tokens.map((t) => (this.model.hasTokenizer ? this.model.completionText(t) : ''));
+    const texts = this.#completionTexts(roll.tokens);
     const scored = await this.score(batch, texts, roll.tokens);
     const tReward = performance.now();
     const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
@@ -258,6 +283,17 @@ export class GRPOTrainer {
     return m;
   }
 
+  // model.completionText of each completion (up to its first stop token, special tokens removed),
+  // in one call to the tokenizer process per 256 completions rather than one per completion.
+  #completionTexts(tokens: number[][]): string[] {
+    if (!this.model.hasTokenizer) return tokens.map(() => '');
+    const cut = tokens.map((t) => {
+      const end = t.findIndex((x) => this.#stopIds.has(x));
+      return end < 0 ? t : t.slice(0, end);
+    });
+    return this.model.tokenizer.decodeBatch(cut, { skipSpecialTokens: true });
+  }
+
   // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip').
   #skippedStep(r: Rollouts, step: number): GrpoStepMetrics {
     this.stepsDone = step + 1;
@@ -285,7 +321,21 @@ export class GRPOTrainer {
       if (t.length !== L) throw new InputError(`Completion ${i} has ${t.length} tokens; maxCompletionLength is ${L}`);
     });
     const ended = r.completionIds.map((t) => t.some((x) => this.#stopIds.has(x)));
-    const adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    let adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    // Finite rewards can still overflow the group statistics (rewards of +-1e308: the sum is
+    // infinite, the std NaN), and NaN advantages make the loss silently 0: a reward error too.
+    const badGroups = adv.groupStd.flatMap((s, g) => (Number.isFinite(s) && adv.advantages.slice(g * G, (g + 1) * G).every(Number.isFinite) ? [] : [g]));
+    let statErrors = 0;
+    if (badGroups.length > 0) {
+      const g = badGroups[0]!, rs = r.rewards.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
+      const what = `the rewards of prompt ${g} at step ${step + 1} (from ${Math.min(...rs)} to ${Math.max(...rs)}) give a non-finite mean or standard deviation`;
+      if (c.onRewardError === 'error')
+        throw new InputError(`${what}; scale the rewards (set onRewardError: 'zero' to score such groups 0, or 'skip' to skip the step)`);
+      if (c.onRewardError === 'skip') return { ...this.#skippedStep(r, step), reward_errors: badGroups.length * G };
+      const bad = new Set(badGroups);
+      adv = groupAdvantages(r.rewards.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+      statErrors = badGroups.length * G;
+    }
     this.#lastAdvantages = adv.advantages;
     const old = r.oldLogprobs ?? (await this.#logprobs(this.model, r));
     const lengths = r.completionIds.map((t) => {
@@ -340,6 +390,7 @@ export class GRPOTrainer {
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
     this.stepsDone = step + 1;
+    if (statErrors > 0) metrics.reward_errors = statErrors;
     // Rollout steps (positions) whose loss ran backward through their kept activations, no forward.
     metrics.reused_positions = reused;
     return metrics;
@@ -465,28 +516,28 @@ export class GRPOTrainer {
 /** Reads the prompts of a training set: `prompt` or `question`, other columns kept for the rewards. */
 export async function readPrompts(file: string, tokenizer: Tokenizer, o: { onBadLine: 'stop' | 'skip'; chatTemplate?: boolean; maxPromptLength: number; overlong: 'error' | 'skip' }): Promise<PromptRecord[]> {
   const { records } = await readJsonl(file, { onBadLine: o.onBadLine, require: [['prompt', 'question']] });
-  const out: PromptRecord[] = [];
-  for (const { line, value } of records) {
+  for (const { line, value } of records)
     if (typeof (value.prompt ?? value.question) !== 'string') throw new InputError(`${file}:${line}: \`prompt\` (or \`question\`) must be a string`);
-    const [record] = promptRecords(tokenizer, [value], { chatTemplate: o.chatTemplate });
-    if (record!.ids.length > o.maxPromptLength) {
+  const encoded = promptRecords(tokenizer, records.map(({ value }) => value), { chatTemplate: o.chatTemplate });
+  const out: PromptRecord[] = [];
+  for (const [j, { line }] of records.entries()) {
+    const record = encoded[j]!;
+    if (record.ids.length > o.maxPromptLength) {
       if (o.overlong === 'skip') continue;
-      throw new InputError(`${file}:${line}: the prompt has ${record!.ids.length} tokens; with maxCompletionLength the model allows at most ${o.maxPromptLength}`);
+      throw new InputError(`${file}:${line}: the prompt has ${record.ids.length} tokens; with maxCompletionLength the model allows at most ${o.maxPromptLength}`);
     }
-    out.push({ ...record!, source: `${file}:${line}` });
+    out.push({ ...record, source: `${file}:${line}` });
   }
   if (out.length === 0) throw new InputError(`${file}: no prompts`);
   return out;
 }
 
-export type GrpoHooks = {
+export type GrpoHooks = RunHooks<GrpoStepMetrics> & {
   onStart?: (info: { totalSteps: number; startStep: number; prompts: number; numParams: number; outputDir: string }) => void;
   onPhase?: (step: number, phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
-  onStep?: (m: GrpoStepMetrics) => void;
   /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
   onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
   onEval?: (m: { step: number; reward: number; count: number }) => void;
-  signal?: AbortSignal;
 };
 
 async function loadRewardModule(file: string): Promise<Record<string, RewardFunction>> {
@@ -521,23 +572,21 @@ export const COMPLETIONS_FILE = 'completions.jsonl';
 
 /** Runs JustGRPO from a config, or resumes a run (config from its checkpoint, `overrides` on top). */
 export async function runGrpo(
-  args: { config?: GrpoConfig | GrpoConfigInput; baseDir?: string; resume?: string; overrides?: Partial<GrpoConfig> },
+  args: Omit<RunArgs<GrpoConfig>, 'config'> & { config?: GrpoConfig | GrpoConfigInput },
   hooks: GrpoHooks = {},
-): Promise<{ outputDir: string; checkpoint: string | null; steps: number }> {
+): Promise<RunResult> {
   // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
   const parsed = args.config && parseGrpoConfig(args.config, 'runGrpo config');
-  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('grpo', parseGrpoConfig, { ...args, config: parsed });
-  const resolved: GrpoConfig = {
-    ...config,
-    data: { ...config.data, train: resolveSource(baseDir, config.data.train) },
-    outputDir: path.resolve(baseDir, config.outputDir),
-    ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
-    ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel, 'model') } : {}),
-    ...(config.eval ? { eval: { ...config.eval, data: resolveSource(baseDir, config.eval.data) } } : {}),
-  };
-  const outputDir = resolved.outputDir;
-  let trainer: GRPOTrainer | null = null, ref: LladaModel | null = null;
-  try {
+  const { last: _last, ...result } = await runTraining('grpo', parseGrpoConfig, { ...args, config: parsed }, hooks, async ({ config, baseDir, outputDir, state }, model) => {
+    // Paths are stored absolute (Hub ids and data sets as they are).
+    const resolved: GrpoConfig = {
+      ...config,
+      data: { ...config.data, train: resolveSource(baseDir, config.data.train) },
+      outputDir,
+      ...(config.rewardModule ? { rewardModule: path.resolve(baseDir, config.rewardModule) } : {}),
+      ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel, 'model') } : {}),
+      ...(config.eval ? { eval: { ...config.eval, data: resolveSource(baseDir, config.eval.data) } } : {}),
+    };
     const maxPrompt = model.config.maxSequenceLength - config.maxCompletionLength;
     if (maxPrompt < 1) throw new ConfigError(`maxCompletionLength ${config.maxCompletionLength} leaves no room for a prompt in max_sequence_length ${model.config.maxSequenceLength}`);
     const prompts = await readPrompts(resolved.data.train, model.tokenizer, { ...config.data, maxPromptLength: maxPrompt });
@@ -545,57 +594,49 @@ export async function runGrpo(
     const fns = resolved.rewardModule ? await loadRewardModule(resolved.rewardModule) : {};
     const named: Record<string, RewardFunction> = {};
     for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
-    if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
-    const metrics = await openMetrics(outputDir, state, restart);
-    const completionsLog = config.logCompletions ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
-    trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
-    if (ckpt) await trainer.session.loadOptimizer(ckpt);
-    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
-    const startStep = state?.step ?? 0;
-    hooks.onStart?.({ totalSteps: config.maxSteps, startStep, prompts: prompts.length, numParams: model.numParams, outputDir });
-    const promptAt = epochSampler(prompts, config.seed);
-    const evaluate = async (step: number) => {
-      if (!resolved.eval || evalPrompts.length === 0) return;
-      const e = resolved.eval;
-      const genLength = e.genLength ?? config.maxCompletionLength;
-      const out = await model.generate(evalPrompts.map((p) => p.ids), { decoder: e.decoder, genLength, blockLength: e.blockLength, steps: e.steps, threshold: e.threshold });
-      const s = await trainer!.score(evalPrompts, out.tokens.map((t) => model.completionText(t)), out.tokens);
-      const xs = s.total.map((x) => x ?? 0);
-      const reward = xs.reduce((a, b) => a + b, 0) / xs.length;
-      await metrics.append({ step, 'eval/reward': reward, 'eval/count': xs.length });
-      hooks.onEval?.({ step, reward, count: xs.length });
-    };
-    const stateAt = (step: number): TrainerState => ({
-      kind: 'grpo', step, examplesSeen: step * perStep, seed: config.seed, config: resolved as unknown as Record<string, unknown>, version: 1,
-    });
-    if (startStep === 0) await evaluate(0);
-    let step = startStep, checkpoint: string | null = null;
-    while (step < config.maxSteps) {
-      const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
-      const s = step;
-      let logged: CompletionLog | null = null;
-      const m = await trainer.step(batch, step, {
-        onPhase: (p) => hooks.onPhase?.(s + 1, p), onGradients: (session) => hooks.onGradients?.(s + 1, session),
-        onCompletions: (l) => void (logged = l),
-      });
-      step++;
-      if (step % config.loggingSteps === 0 || step === config.maxSteps) {
-        await metrics.append(m);
-        if (completionsLog && logged) await appendCompletions(completionsLog, logged);
-      }
-      hooks.onStep?.(m);
-      if (resolved.eval && (step % resolved.eval.evalSteps === 0 || step === config.maxSteps)) await evaluate(step);
-      const stop = hooks.signal?.aborted ?? false;
-      if (step % config.saveSteps === 0 || step === config.maxSteps || stop)
-        checkpoint = await saveCheckpoint(outputDir, model, trainer.session, stateAt(step), config.saveTotalLimit);
-      if (stop) break;
+    const ref = config.beta > 0 ? (resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir)) : null;
+    let trainer: GRPOTrainer;
+    try {
+      trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
+    } catch (err) {
+      await ref?.dispose();
+      throw err;
     }
-    return { outputDir, checkpoint, steps: step };
-  } catch (err) {
-    throw await withLastCheckpoint(err, outputDir);
-  } finally {
-    trainer?.dispose();
-    await ref?.dispose();
-    await model.dispose();
-  }
+    const completionsLog = config.logCompletions ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
+    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
+    const promptAt = epochSampler(prompts, config.seed);
+    const e = resolved.eval;
+    return {
+      session: trainer.session, totalSteps: config.maxSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,
+      started: (startStep) => hooks.onStart?.({ totalSteps: config.maxSteps, startStep, prompts: prompts.length, numParams: model.numParams, outputDir }),
+      dispose: async () => {
+        trainer.dispose();
+        await ref?.dispose();
+      },
+      step: async (step) => {
+        const batch = Array.from({ length: perStep }, (_, i) => promptAt(step * perStep + i));
+        let logged: CompletionLog | null = null;
+        const m = await trainer.step(batch, step, {
+          onPhase: (p) => hooks.onPhase?.(step + 1, p), onGradients: (session) => hooks.onGradients?.(step + 1, session),
+          onCompletions: (l) => void (logged = l),
+        });
+        // The completions of the steps whose metrics are logged (the driver logs those steps).
+        const done = step + 1;
+        if (completionsLog && logged && (done % config.loggingSteps === 0 || done === config.maxSteps)) await appendCompletions(completionsLog, logged);
+        return m;
+      },
+      evalDue: (step) => e !== undefined && evalPrompts.length > 0 && (step === 0 || step % e.evalSteps === 0 || step === config.maxSteps),
+      // The mean reward of the eval prompts' completions from a parallel decoder.
+      evaluate: async (step) => {
+        const genLength = e!.genLength ?? config.maxCompletionLength;
+        const out = await model.generate(evalPrompts.map((p) => p.ids), { decoder: e!.decoder, genLength, blockLength: e!.blockLength, steps: e!.steps, threshold: e!.threshold });
+        const s = await trainer.score(evalPrompts, out.tokens.map((t) => model.completionText(t)), out.tokens);
+        const xs = s.total.map((x) => x ?? 0);
+        const reward = xs.reduce((a, b) => a + b, 0) / xs.length;
+        hooks.onEval?.({ step, reward, count: xs.length });
+        return { 'eval/reward': reward, 'eval/count': xs.length };
+      },
+    };
+  });
+  return result;
 }

@@ -1,20 +1,24 @@
-// What `justgrpo sft` and `justgrpo train` share: the model a config names, config validation,
-// and opening a run fresh or from a checkpoint.
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+// What `justgrpo sft` and `justgrpo train` share: the model a config names, config validation, and
+// the run loop (runTraining): where a run writes, its lock, metrics, evaluation, checkpoints,
+// interruption and resume. A method (sft.ts, grpo.ts) supplies its setup and one optimizer step.
+import { constants, existsSync } from 'node:fs';
+import { access, mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { z } from 'zod';
 
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { normalizeConfigKeys, type ExtraAlias } from '../configfile.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, StorageError } from '../errors.js';
 import { isHubId } from '../hub/index.js';
 import { LladaModel, loadModel } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
-import { listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
+import { withLastCheckpoint } from './faults.js';
+import { acquireLock } from './lock.js';
 import { Rng, STREAM } from './rng.js';
+import type { TrainingSession } from './session.js';
 
 /** `model: {init: {...}}`: a random model with the character tokenizer. */
 export const initSchema = z.strictObject({
@@ -71,51 +75,217 @@ export async function openModel(model: z.output<typeof modelSchema>, baseDir: st
   return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer });
 }
 
-export type OpenedRun<C> = {
+/** The arguments of runSft / runGrpo: a fresh run (`config`, relative to `baseDir`) or a resume. */
+export type RunArgs<C> = {
+  config?: C;
+  /** The directory the config's relative paths are relative to. Defaults to the working directory. */
+  baseDir?: string;
+  /** A checkpoint-N directory or a run directory (its newest checkpoint) to continue. */
+  resume?: string;
+  /** Fields on top of the config (a resumed run's is the one stored in its checkpoint). */
+  overrides?: Partial<C>;
+};
+
+/** The fields of a run config the driver reads. */
+export type RunConfig = {
+  model: z.output<typeof modelSchema>;
+  outputDir: string;
+  seed: number;
+  saveSteps: number;
+  saveTotalLimit: number;
+  loggingSteps: number;
+};
+
+/** The hooks every run takes. */
+export type RunHooks<M> = {
+  /** Called after every optimizer step. */
+  onStep?: (m: M) => void;
+  /** Called after each checkpoint is written. */
+  onCheckpoint?: (dir: string) => void;
+  /** Stops after the current step (a checkpoint is written first); the result says `interrupted`. */
+  signal?: AbortSignal;
+};
+
+export type RunResult = {
+  outputDir: string;
+  /** The newest checkpoint this run wrote (null: none). */
+  checkpoint: string | null;
+  /** Optimizer steps done, counting those before a resume. */
+  steps: number;
+  /** Stopped by its signal before the last step; `--resume outputDir` continues it. */
+  interrupted: boolean;
+};
+
+/** What a run is about to be, before anything is loaded or written. */
+export type RunPlan<C> = {
   config: C;
   /** The directory the config's relative paths are relative to ('/' on resume: stored paths are absolute). */
   baseDir: string;
-  model: LladaModel;
+  /** Where checkpoints and metrics go: the resumed run's directory on resume, unless --out says otherwise. */
+  outputDir: string;
   /** The checkpoint resumed from, and its state; null for a fresh run. */
   checkpoint: string | null;
   state: TrainerState | null;
-  /** `--resume` of a run that never wrote a checkpoint, with its config: started over. */
-  restart?: boolean;
+  /** `--resume DIR` with a config, where DIR holds no checkpoint: start over in DIR, if DIR holds nothing or an interrupted run. */
+  restart: boolean;
 };
 
 /**
- * A fresh run (`config`, relative to `baseDir`) or a resumed one (`resume`: a checkpoint or run
- * directory; the config stored in it, with `overrides` on top).
+ * A training method as the driver runs it: a session and one optimizer step. Paths, the lock,
+ * metrics, evaluation, checkpoints, interruption and clean-up are the driver's (`runTraining`).
  */
-export async function openRun<C extends { model: z.output<typeof modelSchema> }>(
+export type RunMethod<M> = {
+  session: TrainingSession;
+  totalSteps: number;
+  /** Examples (SFT) or prompts (GRPO) one step consumes: the data position of trainer_state.json. */
+  examplesPerStep: number;
+  /** The config as checkpoints store it (every path absolute). */
+  resolved: Record<string, unknown>;
+  /** Called once, before the first step, with the step the run starts from. */
+  started?: (startStep: number) => void;
+  /** Optimizer step `step` + 1 (steps count from 0 here); returns its metrics, logged by the driver. */
+  step: (step: number) => Promise<M>;
+  /** Whether an evaluation follows `step` (0: before training). */
+  evalDue?: (step: number) => boolean;
+  /** The evaluation's metrics, logged with the step. Kept rollout activations are freed first. */
+  evaluate?: (step: number) => Promise<Record<string, number>>;
+  dispose?: () => Promise<void> | void;
+};
+
+/**
+ * Where a run goes, from its arguments; loads nothing. On resume the output directory is the run
+ * the checkpoint belongs to (or --out): a resume writes only where it was told to.
+ */
+export async function planRun<C extends RunConfig>(
   kind: 'sft' | 'grpo',
   parse: (raw: unknown, source: string) => C,
-  args: { config?: C; baseDir?: string; resume?: string; overrides?: Partial<C> },
-): Promise<OpenedRun<C>> {
-  // A run killed before its first checkpoint has nothing to resume: with its config given too, it
-  // starts over in the same directory (restart: its metrics are discarded).
-  if (args.resume && args.config && !(await hasCheckpoint(args.resume))) {
-    const config = { ...args.config, ...args.overrides };
-    const baseDir = args.baseDir ?? process.cwd();
-    return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null, restart: true };
-  }
+  args: RunArgs<C>,
+): Promise<RunPlan<C>> {
+  const out = args.overrides?.outputDir;
   if (args.resume) {
-    const checkpoint = await resolveCheckpoint(args.resume);
+    const resumeDir = path.resolve(args.resume);
+    if (!(await hasCheckpoint(resumeDir))) {
+      // A run killed before its first checkpoint has nothing to resume: with its config given too,
+      // it starts over, in the directory --resume names and nowhere else.
+      if (!args.config) await resolveCheckpoint(resumeDir);
+      if (out !== undefined && path.resolve(out) !== resumeDir)
+        throw new ConfigError(`${resumeDir} holds no checkpoint to resume, and --out names another directory (${path.resolve(out)}); a resumed run writes only into the run it resumes`);
+      const config = { ...args.config!, ...args.overrides, outputDir: resumeDir };
+      return { config, baseDir: args.baseDir ?? process.cwd(), outputDir: resumeDir, checkpoint: null, state: null, restart: true };
+    }
+    const checkpoint = await resolveCheckpoint(resumeDir);
     const state = await readTrainerState(checkpoint, kind);
-    const config = parse({ ...state.config, ...args.overrides }, path.join(checkpoint, 'trainer_state.json'));
-    return { config, baseDir: '/', model: await loadModel(checkpoint), checkpoint, state };
+    const runDir = checkpoint === resumeDir ? path.dirname(checkpoint) : resumeDir;
+    const outputDir = out !== undefined ? path.resolve(out) : runDir;
+    const config = parse({ ...state.config, ...args.overrides, outputDir }, path.join(checkpoint, TRAINER_STATE_FILE));
+    return { config, baseDir: '/', outputDir, checkpoint, state, restart: false };
   }
   if (!args.config) throw new ConfigError('Give a config for a new run, or a checkpoint to resume');
   const config = { ...args.config, ...args.overrides };
   const baseDir = args.baseDir ?? process.cwd();
-  return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null };
+  return { config, baseDir, outputDir: path.resolve(baseDir, config.outputDir), checkpoint: null, state: null, restart: false };
+}
+
+/**
+ * The run loop both methods share: plan, lock the output directory, load the model, let the method
+ * set itself up, then step / log / evaluate / checkpoint until done or interrupted; the lock is
+ * released and everything disposed on every path.
+ */
+export async function runTraining<C extends RunConfig, M extends { step: number }>(
+  kind: 'sft' | 'grpo',
+  parse: (raw: unknown, source: string) => C,
+  args: RunArgs<C>,
+  hooks: RunHooks<M>,
+  setup: (plan: RunPlan<C>, model: LladaModel) => Promise<RunMethod<M>>,
+): Promise<RunResult & { last: M | null }> {
+  const plan = await planRun(kind, parse, args);
+  const { outputDir, state } = plan;
+  const created = await makeOutputDir(outputDir);
+  const lock = await acquireLock(outputDir).catch(async (err: unknown) => {
+    if (created) await rmdir(outputDir).catch(() => {});
+    throw wrapOutputError(err, outputDir);
+  });
+  let model: LladaModel | null = null, method: RunMethod<M> | null = null, wrote = false;
+  try {
+    model = plan.checkpoint ? await loadModel(plan.checkpoint) : await openModel(plan.config.model, plan.baseDir);
+    method = await setup(plan, model);
+    const metrics = await openMetrics(outputDir, state, plan.restart, lock.stale !== null);
+    wrote = true;
+    const { session, totalSteps } = method;
+    const c = plan.config;
+    if (plan.checkpoint) await session.loadOptimizer(plan.checkpoint);
+    const startStep = state?.step ?? 0;
+    method.started?.(startStep);
+    const stateAt = (step: number): TrainerState => ({
+      kind, step, examplesSeen: step * method!.examplesPerStep, seed: c.seed, config: method!.resolved, version: 1,
+    });
+    const evaluate = async (step: number) => {
+      if (!method!.evaluate || !method!.evalDue?.(step)) return;
+      // Up to reuseRolloutMemoryMB of kept rollout activations would otherwise stay allocated
+      // through the evaluation's decoding.
+      await session.releaseKept();
+      await metrics.append({ step, ...(await method!.evaluate(step)) });
+    };
+    if (startStep === 0) await evaluate(0);
+    let step = startStep, checkpoint: string | null = null, last: M | null = null, interrupted = false;
+    while (step < totalSteps) {
+      if (hooks.signal?.aborted) {
+        interrupted = true;
+        break;
+      }
+      last = await method.step(step);
+      step++;
+      if (step % c.loggingSteps === 0 || step === totalSteps) await metrics.append(last);
+      hooks.onStep?.(last);
+      await evaluate(step);
+      const stop = hooks.signal?.aborted ?? false;
+      if (step % c.saveSteps === 0 || step === totalSteps || stop) {
+        checkpoint = await saveCheckpoint(outputDir, model, session, stateAt(step), c.saveTotalLimit);
+        hooks.onCheckpoint?.(checkpoint);
+      }
+      if (stop && step < totalSteps) interrupted = true;
+      if (stop) break;
+    }
+    await session.releaseKept();
+    if (interrupted && checkpoint === null) checkpoint = plan.checkpoint;
+    return { outputDir, checkpoint, steps: step, interrupted, last };
+  } catch (err) {
+    throw await withLastCheckpoint(err, outputDir);
+  } finally {
+    await method?.dispose?.();
+    await model?.dispose();
+    await lock.release();
+    if (created && !wrote) await rmdir(outputDir).catch(() => {});
+  }
 }
 
 async function hasCheckpoint(dir: string): Promise<boolean> {
   return (await exists(path.join(dir, TRAINER_STATE_FILE))) || (await listCheckpoints(dir)).length > 0;
 }
 
-/** Deletes what a killed run left behind: checkpoint directories it was writing or replacing. */
+/** Creates the output directory (and its parents); true if it did not exist. Errors say what is in the way. */
+async function makeOutputDir(dir: string): Promise<boolean> {
+  const existed = await stat(dir).then((s) => s.isDirectory(), () => false);
+  try {
+    await mkdir(dir, { recursive: true });
+    await access(dir, constants.W_OK);
+  } catch (err) {
+    throw wrapOutputError(err, dir);
+  }
+  return !existed;
+}
+
+function wrapOutputError(err: unknown, dir: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === undefined) return err;
+  const why: Record<string, string> = {
+    EEXIST: 'a file of that name is in the way', ENOTDIR: 'a file is in the way (a path component is not a directory)',
+    EACCES: 'permission denied', EPERM: 'permission denied', EROFS: 'the file system is read-only', ENOSPC: 'the disk is full',
+  };
+  return new StorageError(`Cannot use ${dir} as the output directory: ${why[code] ?? (err as Error).message}; choose another --out`, { cause: err });
+}
+
+/** Deletes what a killed run left behind: checkpoint directories it was writing or replacing, a lock it was writing. */
 async function removeTemporaries(outputDir: string): Promise<void> {
   let names: string[];
   try {
@@ -124,21 +294,27 @@ async function removeTemporaries(outputDir: string): Promise<void> {
     return;
   }
   for (const n of names)
-    if (/^checkpoint-\d+\.(tmp|old)-/.test(n)) await rm(path.join(outputDir, n), { recursive: true, force: true });
+    if (/^checkpoint-\d+\.(tmp|old)-|^run\.lock\.tmp-/.test(n)) await rm(path.join(outputDir, n), { recursive: true, force: true });
 }
 
 /**
- * The metrics log of a run directory: truncated to the checkpoint's step on resume; a fresh run
- * refuses a directory that already holds one (nothing is overwritten).
+ * The metrics log of a run directory: truncated to the checkpoint's step on resume. A fresh run
+ * refuses a directory that already holds a run; a restart (--resume of a run with no checkpoint)
+ * replaces only the metrics of a run that was interrupted (its lock was left by a dead process).
  */
-export async function openMetrics(outputDir: string, state: TrainerState | null, restart = false): Promise<MetricsLog> {
+export async function openMetrics(outputDir: string, state: TrainerState | null, restart = false, interrupted = false): Promise<MetricsLog> {
   const metrics = new MetricsLog(outputDir);
   await removeTemporaries(outputDir);
+  const resumeHint = `resume it with --resume ${outputDir} or choose another --out`;
   if (state) await metrics.truncateAfter(state.step);
-  else if (restart) await rm(metrics.file, { force: true });
-  else if (await exists(metrics.file))
-    throw new ConfigError(`${outputDir} already holds a run (${path.basename(metrics.file)}); resume it with --resume ${outputDir} or choose another --out`);
-  await mkdir(outputDir, { recursive: true });
+  else if (!restart && (await listCheckpoints(outputDir)).length > 0)
+    throw new ConfigError(`${outputDir} already holds a run (checkpoint-${(await listCheckpoints(outputDir)).at(-1)}); ${resumeHint}`);
+  else if (await exists(metrics.file)) {
+    if (restart && interrupted) await rm(metrics.file, { force: true });
+    else if (restart)
+      throw new ConfigError(`${outputDir} holds no checkpoint to resume, and its ${path.basename(metrics.file)} belongs to a run that was not interrupted; nothing was changed: choose another directory, or delete ${metrics.file} to start over there`);
+    else throw new ConfigError(`${outputDir} already holds a run (${path.basename(metrics.file)}); ${resumeHint}`);
+  }
   return metrics;
 }
 

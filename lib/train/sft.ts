@@ -1,18 +1,18 @@
 // `justgrpo sft`: LLaDA's masked-diffusion supervised fine-tuning (and pre-training on {text}),
-// with gradient accumulation, AdamW, schedules, checkpoints and exact resume.
+// with gradient accumulation, AdamW and schedules; the run loop (checkpoints, exact resume, metrics)
+// is run.ts's runTraining.
 import path from 'node:path';
 
 import { z } from 'zod';
 
 import type { ExtraAlias } from '../configfile.js';
 import { InputError } from '../errors.js';
-import { saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { checkLoss, withLastCheckpoint } from './faults.js';
+import { checkLoss } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
 import { dataSourceSchema } from './datasource.js';
 import { maskedDiffusionBatch } from './objective.js';
 import { Rng, STREAM } from './rng.js';
-import { epochSampler, modelSchema, openMetrics, openRun, parseConfig, resolveSource } from './run.js';
+import { epochSampler, modelSchema, parseConfig, resolveSource, runTraining, type RunArgs, type RunHooks, type RunResult } from './run.js';
 import { learningRateAt } from './schedule.js';
 import { TrainingSession } from './session.js';
 
@@ -91,38 +91,29 @@ export type SftStepMetrics = {
   epoch: number;
 };
 
-export type SftHooks = {
+export type SftHooks = RunHooks<SftStepMetrics> & {
   /** Called once the run is set up. */
   onStart?: (info: { totalSteps: number; startStep: number; examples: number; numParams: number; outputDir: string }) => void;
-  /** Called after every optimizer step. */
-  onStep?: (m: SftStepMetrics) => void;
   /** Called between backward and the optimizer step (gradient surgery, fault injection in tests). */
   onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
-  /** Called after each checkpoint is written. */
-  onCheckpoint?: (dir: string) => void;
-  /** Stops after the current step (a checkpoint is written first). */
-  signal?: AbortSignal;
 };
 
-export type SftResult = { outputDir: string; checkpoint: string | null; steps: number; lastLoss: number | null };
+export type SftResult = RunResult & { lastLoss: number | null };
 
 /**
  * Runs SFT. Fresh: `config` (with `baseDir` for its relative paths). Resume: `resume` (a checkpoint
  * or run directory): the config stored in the checkpoint, with `overrides` applied on top.
  */
 export async function runSft(
-  args: { config?: SftConfig | SftConfigInput; baseDir?: string; resume?: string; overrides?: Partial<SftConfig> },
+  args: Omit<RunArgs<SftConfig>, 'config'> & { config?: SftConfig | SftConfigInput },
   hooks: SftHooks = {},
 ): Promise<SftResult> {
   // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
   const parsed = args.config && parseSftConfig(args.config, 'runSft config');
-  const { config, baseDir, model, checkpoint: ckpt, state, restart } = await openRun('sft', parseSftConfig, { ...args, config: parsed });
-  // Paths are stored absolute so a resumed run finds them from anywhere.
-  const trainFile = resolveSource(baseDir, config.data.train);
-  const outputDir = path.resolve(baseDir, config.outputDir);
-  const resolved: SftConfig = { ...config, data: { ...config.data, train: trainFile }, outputDir };
-  let session: TrainingSession | null = null;
-  try {
+  const { last, ...result } = await runTraining('sft', parseSftConfig, { ...args, config: parsed }, hooks, async ({ config, baseDir, outputDir }, model) => {
+    // Paths are stored absolute so a resumed run finds them from anywhere (Hub data sets as they are).
+    const trainFile = resolveSource(baseDir, config.data.train);
+    const resolved: SftConfig = { ...config, data: { ...config.data, train: trainFile }, outputDir };
     const tok = model.tokenizer;
     const mc = model.config;
     const { records, skipped } = await readJsonl(trainFile, { onBadLine: config.data.onBadLine });
@@ -136,62 +127,40 @@ export async function runSft(
       throw new InputError(`${trainFile}: no usable examples${skipped ? ` (${skipped} malformed lines skipped)` : ''}`);
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
-
-    const metrics = await openMetrics(outputDir, state, restart);
-
-    session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
-    if (ckpt) await session.loadOptimizer(ckpt);
-    const startStep = state?.step ?? 0;
-    hooks.onStart?.({ totalSteps, startStep, examples: examples.length, numParams: model.numParams, outputDir });
-
+    const session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
     const exampleAt = epochSampler(examples, config.seed);
-    const stateAt = (step: number): TrainerState => ({
-      kind: 'sft', step, examplesSeen: step * perStep, seed: config.seed, config: resolved as unknown as Record<string, unknown>, version: 1,
-    });
-
-    let lastLoss: number | null = null, lastCheckpoint: string | null = null;
-    let step = startStep;
-    while (step < totalSteps) {
-      const t0 = performance.now();
-      session.zeroGrad();
-      let loss = 0, tokens = 0;
-      for (let micro = 0; micro < config.gradientAccumulationSteps; micro++) {
-        const first = step * perStep + micro * config.batchSize;
-        const batchExamples = Array.from({ length: config.batchSize }, (_, i) => exampleAt(first + i));
-        const batch = maskedDiffusionBatch(batchExamples, (i) => new Rng(config.seed, STREAM.mask, first + i), {
-          maskTokenId: mc.maskTokenId,
-          padTokenId: config.padToLongest ? mc.eosTokenId : null,
-          maskEps: config.maskEps,
-          sequencesPerStep: perStep,
-        });
-        tokens += batch.numTokens;
-        if (batch.rows.length > 0) loss += (await session.lossBackward(batch)).loss;
-      }
-      checkLoss(loss, step + 1, config.maxLoss);
-      await hooks.onGradients?.(step + 1, session);
-      const lr = learningRateAt(step, { ...config, totalSteps });
-      const r = await session.step(lr, config);
-      step++;
-      const seconds = (performance.now() - t0) / 1000;
-      lastLoss = loss;
-      const m: SftStepMetrics = {
-        step, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, skipped: r.skipped ? 1 : 0, num_tokens: tokens,
-        tokens_per_second: tokens / seconds, step_time: seconds, epoch: (step * perStep) / examples.length,
-      };
-      if (step % config.loggingSteps === 0 || step === totalSteps) await metrics.append(m);
-      hooks.onStep?.(m);
-      const stop = hooks.signal?.aborted ?? false;
-      if (step % config.saveSteps === 0 || step === totalSteps || stop) {
-        lastCheckpoint = await saveCheckpoint(outputDir, model, session, stateAt(step), config.saveTotalLimit);
-        hooks.onCheckpoint?.(lastCheckpoint);
-      }
-      if (stop) break;
-    }
-    return { outputDir, checkpoint: lastCheckpoint, steps: step, lastLoss };
-  } catch (err) {
-    throw await withLastCheckpoint(err, outputDir);
-  } finally {
-    session?.dispose();
-    await model.dispose();
-  }
+    return {
+      session, totalSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,
+      started: (startStep) => hooks.onStart?.({ totalSteps, startStep, examples: examples.length, numParams: model.numParams, outputDir }),
+      dispose: () => session.dispose(),
+      // One optimizer step: gradientAccumulationSteps micro-batches of masked-diffusion cross-entropy.
+      step: async (step) => {
+        const t0 = performance.now();
+        session.zeroGrad();
+        let loss = 0, tokens = 0;
+        for (let micro = 0; micro < config.gradientAccumulationSteps; micro++) {
+          const first = step * perStep + micro * config.batchSize;
+          const batchExamples = Array.from({ length: config.batchSize }, (_, i) => exampleAt(first + i));
+          const batch = maskedDiffusionBatch(batchExamples, (i) => new Rng(config.seed, STREAM.mask, first + i), {
+            maskTokenId: mc.maskTokenId,
+            padTokenId: config.padToLongest ? mc.eosTokenId : null,
+            maskEps: config.maskEps,
+            sequencesPerStep: perStep,
+          });
+          tokens += batch.numTokens;
+          if (batch.rows.length > 0) loss += (await session.lossBackward(batch)).loss;
+        }
+        checkLoss(loss, step + 1, config.maxLoss);
+        await hooks.onGradients?.(step + 1, session);
+        const lr = learningRateAt(step, { ...config, totalSteps });
+        const r = await session.step(lr, config);
+        const seconds = (performance.now() - t0) / 1000;
+        return {
+          step: step + 1, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, skipped: r.skipped ? 1 : 0, num_tokens: tokens,
+          tokens_per_second: tokens / seconds, step_time: seconds, epoch: ((step + 1) * perStep) / examples.length,
+        };
+      },
+    };
+  });
+  return { ...result, lastLoss: last?.loss ?? null };
 }
