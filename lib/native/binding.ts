@@ -81,7 +81,8 @@ export interface NativeEngine {
   numParams(): number;
   /** Tokens run through the layers so far, by every call (identical sequences in one batch count once). */
   tokensComputed(): number;
-  loadTensors(path: string, tensors: { name: string; offset: number; dtype: NativeDType }[]): Promise<void>;
+  /** Reads tensors at offsets of a safetensors file whose header was validated; resolves with those holding NaN or infinite values and how many. */
+  loadTensors(path: string, tensors: { name: string; offset: number; dtype: NativeDType }[]): Promise<{ name: string; nonFinite: number; numel: number }[]>;
   saveSafetensors(path: string, header: Buffer, tensors: { name: string; dtype: NativeDType }[]): Promise<void>;
   /** Logits (rows.length, embeddingSize) for the listed rows of a packed batch. */
   forward(tokens: Int32Array, seqStarts: Int32Array, rows: Int32Array): Promise<Float32Array>;

@@ -106,8 +106,9 @@ Napi::Value Engine::DeviceInfo(const Napi::CallbackInfo& info) {
   })
 }
 
-// loadTensors(path, [{name, offset, dtype}]): reads tensors from one safetensors file whose header
-// lib/safetensors.ts has validated.
+// loadTensors(path, [{name, offset, dtype}]) -> Promise<[{name, nonFinite, numel}]>: reads tensors from one
+// safetensors file whose header lib/safetensors.ts has validated; resolves with the tensors that hold
+// NaN or infinite values, and how many (the caller decides whether that is an error).
 Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("loadTensors", {
     Backend& m = backend();
@@ -126,11 +127,29 @@ Napi::Value Engine::LoadTensors(const Napi::CallbackInfo& info) {
       items.push_back({&p, get_int64(t, "offset"), dtype_from_name(get_string(t.Get("dtype"), "dtype"))});
     }
     m.weights_changed();
+    struct Bad {
+      const jg::ParamInfo* param;
+      int64_t count;
+    };
+    auto bad = std::make_shared<std::vector<Bad>>();
     return queue_task(info.Env(), this, "loadTensors",
-        [&m, path, items] {
-          for (const Item& it : items) m.load_tensor(*it.param, it.dtype, path, it.offset);
+        [&m, path, items, bad] {
+          for (const Item& it : items) {
+            m.load_tensor(*it.param, it.dtype, path, it.offset);
+            if (const int64_t n = m.count_non_finite(*it.param)) bad->push_back({it.param, n});
+          }
         },
-        nullptr);
+        [bad](Napi::Env env) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, bad->size());
+          for (size_t i = 0; i < bad->size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", (*bad)[i].param->name);
+            o.Set("nonFinite", Napi::Number::New(env, double((*bad)[i].count)));
+            o.Set("numel", Napi::Number::New(env, double((*bad)[i].param->numel)));
+            out.Set(i, o);
+          }
+          return out;
+        });
   })
 }
 

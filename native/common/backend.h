@@ -112,6 +112,9 @@ class Backend {
   // Parameters, as fp32 on the host side. load_tensor reads one tensor stored as `file_dtype` at
   // byte `offset` of a safetensors file whose header lib/safetensors.ts validated.
   virtual void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) = 0;
+  // NaN and infinite values of one parameter (checked after loading: such weights load without
+  // complaint and make every logit they touch NaN).
+  virtual int64_t count_non_finite(const ParamInfo& p) = 0;
   virtual void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) = 0;
   virtual void get_param(float* dst, const ParamInfo& p) = 0;
   virtual void set_param(const ParamInfo& p, const float* src) = 0;

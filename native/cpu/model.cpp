@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -13,6 +14,7 @@
 #include "../common/validate.h"
 #include "ops.h"
 #include "simd.h"
+#include "threadpool.h"
 
 namespace jg::cpu {
 
@@ -96,6 +98,23 @@ DeviceInfo Model::device_info() const {
 void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) {
   JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   read_tensor(params_.data() + p.offset, p.numel, file_dtype, path, offset, p.name);
+}
+
+int64_t Model::count_non_finite(const ParamInfo& p) {
+  const float* w = params_.data() + p.offset;
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks = (p.numel + kBlock - 1) / kBlock;
+  std::vector<int64_t> counts(blocks, 0);
+  parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; b++) {
+      int64_t n = 0;
+      for (int64_t i = b * kBlock, e = std::min(p.numel, (b + 1) * kBlock); i < e; i++) n += !std::isfinite(w[i]);
+      counts[b] = n;
+    }
+  });
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  return total;
 }
 
 void Model::write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) {

@@ -116,6 +116,7 @@ class Model final : public Backend {
   DeviceInfo device_info() const override;
   int64_t tokens_computed() const override { return tokens_computed_.load(std::memory_order_relaxed); }
   void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) override;
+  int64_t count_non_finite(const ParamInfo& p) override;
   void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) override;
   void get_param(float* dst, const ParamInfo& p) override;
   void set_param(const ParamInfo& p, const float* src) override;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 
@@ -108,6 +109,14 @@ DeviceInfo Model::device_info() const {
 
 std::unique_ptr<Training> Model::make_training(bool) {
   JG_FAIL(ErrorKind::UNSUPPORTED, "Training on the CUDA backend is not built yet; train on the CPU backend");
+}
+
+int64_t Model::count_non_finite(const ParamInfo& p) {
+  std::vector<float> host(p.numel);
+  get_param(host.data(), p);
+  int64_t n = 0;
+  for (float x : host) n += !std::isfinite(x);
+  return n;
 }
 
 void Model::write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) {

@@ -44,6 +44,7 @@ class Model final : public Backend {
   // One tensor from a safetensors file (at byte `offset`, stored as file_dtype) straight to the
   // device, in bounded chunks through pinned memory; converted on the way when the dtypes differ.
   void load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) override;
+  int64_t count_non_finite(const ParamInfo& p) override;  // through the host, in chunks
   void write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) override;
   void get_param(float* dst, const ParamInfo& p) override;      // to the host, as fp32
   void set_param(const ParamInfo& p, const float* src) override;  // from fp32 on the host
