@@ -41,6 +41,9 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 // ---- bf16 -------------------------------------------------------------------------------------
 
@@ -245,10 +248,32 @@ inline cudaError_t cudaRuntimeGetVersion(int* v) { return hipRuntimeGetVersion(v
 inline cudaError_t cudaDeviceSynchronize() { return hipDeviceSynchronize(); }
 inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) { return hipMemGetInfo(free_b, total_b); }
 
-inline cudaError_t cudaMalloc(void** p, size_t bytes) { return hipMalloc(p, bytes); }
+// cudaMalloc's guarantees, which HIP-CPU's plain malloc lacks: 256-byte alignment (WMMA and vector
+// loads rely on it) and cudaErrorMemoryAllocation when memory runs out. Under ASan the rounding-up
+// tail is poisoned, so a kernel that runs past the bytes it asked for is still reported.
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (!p) return hipErrorInvalidValue;
+  *p = nullptr;
+  if (bytes == 0) return hipSuccess;
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  *p = std::aligned_alloc(256, rounded);
+  if (!*p) return hipErrorOutOfMemory;
+#if defined(__SANITIZE_ADDRESS__)
+  __asan_poison_memory_region(static_cast<char*>(*p) + bytes, rounded - bytes);
+#endif
+  return hipSuccess;
+}
 template <typename T>
-inline cudaError_t cudaMalloc(T** p, size_t bytes) { return hipMalloc(reinterpret_cast<void**>(p), bytes); }
-inline cudaError_t cudaFree(void* p) { return hipFree(p); }
+inline cudaError_t cudaMalloc(T** p, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(p), bytes);
+}
+// Like CUDA's, it waits for the device first: a kernel still running may be using the memory.
+inline cudaError_t cudaFree(void* p) {
+  if (!p) return hipSuccess;
+  hipDeviceSynchronize();
+  std::free(p);  // ASan's free takes the chunk back whole, the poisoned tail included
+  return hipSuccess;
+}
 inline cudaError_t cudaMallocHost(void** p, size_t bytes) { return hipHostMalloc(p, bytes); }
 inline cudaError_t cudaFreeHost(void* p) { return hipHostFree(p); }
 
