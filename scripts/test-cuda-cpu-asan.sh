@@ -28,12 +28,12 @@ libubsan="$(g++ -print-file-name=libubsan.so)"
 [ -f dist/index.js ] || npx tsc -p tsconfig.json || exit 1
 
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(test/gpu/ops.test.ts test/gpu/model.test.ts)
+[ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/model.test.ts)
 log="$out/test.log"
 echo "== test/gpu against $out (ASan + UBSan): ${files[*]}"
 # detect_stack_use_after_return=0: HIP-CPU runs each block's threads as fibers on their own stacks,
 # which ASan's fake stack does not follow. The sanitized build aborts on the first UBSan report.
-JUSTGRPO_PREBUILD="$out" LD_PRELOAD="$libasan:$libubsan" \
+JUSTGRPO_PREBUILD="$out" JUSTGRPO_CUDA_CPU_DIR="$out" LD_PRELOAD="$libasan:$libubsan" \
   ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:halt_on_error=1:abort_on_error=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   npx --no-install vitest run "${files[@]}" 2>&1 | tee "$log"
