@@ -33,12 +33,13 @@ files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/model.test.ts)
 log="$out/test.log"
 echo "== test/gpu against $out (ASan + UBSan): ${files[*]}"
+# --testTimeout: the sanitizers slow the model suite's decoding cases 5-10x, past vitest's 120 s.
 # detect_stack_use_after_return=0: HIP-CPU runs each block's threads as fibers on their own stacks,
 # which ASan's fake stack does not follow. The sanitized build aborts on the first UBSan report.
 JUSTGRPO_PREBUILD="$out" JUSTGRPO_CUDA_CPU_DIR="$out" LD_PRELOAD="$libasan:$libubsan" \
   ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:halt_on_error=1:abort_on_error=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  npx --no-install vitest run "${files[@]}" 2>&1 | tee "$log"
+  npx --no-install vitest run --testTimeout=900000 "${files[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if ! grep -q "test/gpu runs against the build in JUSTGRPO_PREBUILD=$out" "$log"; then
   echo "test:cuda-cpu:asan: the suites did not run against $out" >&2
