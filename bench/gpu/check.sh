@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Everything a GPU visit needs, in one go (under 8 minutes on an H200): the CUDA engine (the binary
-# prepared by bench/gpu/prepare.sh, else built here with cmake), the backend parity tests
-# (bench/gpu/parity.mjs), the LLaDA-8B-shaped benchmark of the engine (bench.mjs) and of PyTorch eager
+# Everything a GPU visit needs, in one go (under 8 minutes on an H200, plus at most 5 for the
+# sanitizers): the CUDA engine (the binary prepared by bench/gpu/prepare.sh, else built here with
+# cmake), the backend parity tests (bench/gpu/parity.mjs) and compute-sanitizer on them, the LLaDA-8B-shaped benchmark of the engine (bench.mjs) and of PyTorch eager
 # (torch_bench.py) on the same card, and the table with ratios (report.mjs). Everything it prints
 # also goes to $OUT/check.log; parity.txt, engine.json, torch.json and table.txt go to $OUT too.
 #
 #   source .device/prologue.sh && bash bench/gpu/check.sh      # on the GPU machine (carry .device, dist)
 #   bash bench/gpu/check.sh --dry-run                          # here: the same steps on the CPU, tiny shapes
+#
+# After the parity tests, compute-sanitizer (memcheck, racecheck, synccheck) runs the op cases of the
+# same suite: the authority on races, barriers and out-of-bounds accesses in the kernels, which the
+# CUDA-on-CPU tier cannot see (warp-level races above all). Its findings go to
+# $OUT/sanitizer-<tool>.txt and one line each in the log; they do not stop the check or change its
+# exit status (read the `compute-sanitizer ...: FAILED` lines).
 #
 # Each stage has its own time limit, and a failing stage does not stop the ones after it; the exit
 # status is that of the parity tests.
@@ -80,6 +86,40 @@ if grep -q '^FAIL attention.*tensor-cores' "$OUT/parity.txt"; then
   # Time the CUDA-core attention instead (correct, slower) rather than a wrong kernel.
   export JUSTGRPO_CUDA_ATTENTION=simple
   echo "the tensor-core attention failed its parity test: the benchmark uses JUSTGRPO_CUDA_ATTENTION=simple"
+fi
+
+stage "compute-sanitizer on the parity suite's op cases (memcheck, racecheck, synccheck)"
+sanitizer="$(command -v compute-sanitizer || true)"
+[ -z "$sanitizer" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && sanitizer=/usr/local/cuda/bin/compute-sanitizer
+# The op cases only (each kernel on several shapes, both attention kernels): the model cases run the
+# same kernels many times over, which the tools' slowdown (10-100x for racecheck) cannot afford here.
+op_filter='^(embedding|rmsnorm|matmul|rope|attention|swiglu|residual|sample|logprob|select)'
+if [ "$dry" -eq 1 ]; then
+  echo "compute-sanitizer: skipped: dry run (no GPU)"
+elif [ -z "$sanitizer" ]; then
+  echo "compute-sanitizer: skipped: not found (it comes with the CUDA toolkit: /usr/local/cuda/bin)"
+elif ! grep -q '^parity: [0-9][0-9]* CUDA device' "$OUT/parity.txt"; then
+  echo "compute-sanitizer: skipped: the parity suite did not run on a GPU (status $parity, see $OUT/parity.txt)"
+else
+  for tool in memcheck racecheck synccheck; do
+    # racecheck: shared-memory hazards between threads (a missing __syncthreads or __syncwarp);
+    # synccheck: barriers reached by only part of a block or warp; memcheck: out-of-bounds and
+    # misaligned device accesses.
+    extra=()
+    [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+    timeout "${JUSTGRPO_SANITIZER_TIMEOUT:-100}" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 86 \
+      --print-limit 20 node bench/gpu/parity.mjs "$op_filter" >"$OUT/sanitizer-$tool.txt" 2>&1
+    st=$?
+    summary="$(grep -E '(ERROR|RACECHECK|SYNCCHECK) SUMMARY' "$OUT/sanitizer-$tool.txt" | tail -1)"
+    counts="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$OUT/sanitizer-$tool.txt" | tail -1)"
+    case $st in
+      0) echo "compute-sanitizer $tool: clean (${summary:-no summary}; parity under the tool: ${counts:-no count})" ;;
+      124) echo "compute-sanitizer $tool: DID NOT FINISH in ${JUSTGRPO_SANITIZER_TIMEOUT:-100} s (not a pass; $OUT/sanitizer-$tool.txt)" ;;
+      86) echo "compute-sanitizer $tool: FAILED: ${summary:-hazards reported} (see $OUT/sanitizer-$tool.txt); the check goes on" ;;
+      *) echo "compute-sanitizer $tool: FAILED: exit status $st (${counts:-no count}; see $OUT/sanitizer-$tool.txt); the check goes on" ;;
+    esac
+    grep -E '^========= (Invalid|Race|Barrier|Error|Warning)' "$OUT/sanitizer-$tool.txt" | sort | uniq -c | head -5
+  done
 fi
 
 # shellcheck disable=SC2054  # the commas are inside option values

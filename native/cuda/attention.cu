@@ -34,7 +34,7 @@ template <typename T, int DPL>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(T* out, int64_t out_stride, const T* q, int64_t q_stride, const T* k, const T* v,
                      int64_t kv_stride, const int32_t* seq_starts, int64_t group, int64_t hd, float scale) {
-  extern __shared__ float smem[];
+  JG_DYNAMIC_SHARED(float, smem);
   float* q_s = smem;                          // (16, hd)
   float* k_s = q_s + kQueryTile * hd;         // (32, hd + 1)
   float* v_s = k_s + kKeyTile * (hd + 1);     // (32, hd)
@@ -128,9 +128,8 @@ void launch_attention(void* out, int64_t out_stride, const void* q, int64_t q_st
   const dim3 grid(static_cast<unsigned>((max_len + kQueryTile - 1) / kQueryTile), static_cast<unsigned>(H),
                   static_cast<unsigned>(n_seqs));
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  kernel<<<grid, kWarps * 32, smem, s>>>(static_cast<T*>(out), out_stride, static_cast<const T*>(q), q_stride,
-                                         static_cast<const T*>(k), static_cast<const T*>(v), kv_stride, seq_starts,
-                                         H / KV, hd, scale);
+  JG_LAUNCH(kernel, grid, kWarps * 32, smem, s, static_cast<T*>(out), out_stride, static_cast<const T*>(q),
+            q_stride, static_cast<const T*>(k), static_cast<const T*>(v), kv_stride, seq_starts, H / KV, hd, scale);
   JG_CUDA_LAUNCHED("attention_kernel");
 }
 
@@ -144,9 +143,10 @@ void launch_attention_tc(void* out, int64_t out_stride, const void* q, int64_t q
   const dim3 grid(static_cast<unsigned>((max_len + tc::kRows - 1) / tc::kRows), static_cast<unsigned>(H),
                   static_cast<unsigned>(n_seqs));
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HD)));
-  kernel<<<grid, tc::kWarps * 32, lay.bytes, s>>>(
-      static_cast<__nv_bfloat16*>(out), out_stride, static_cast<const __nv_bfloat16*>(q), q_stride,
-      static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), kv_stride, seq_starts, H / KV, scale);
+  JG_LAUNCH(kernel, grid, tc::kWarps * 32, lay.bytes, s,
+            static_cast<__nv_bfloat16*>(out), out_stride, static_cast<const __nv_bfloat16*>(q), q_stride,
+            static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), kv_stride, seq_starts, H / KV,
+            scale);
   JG_CUDA_LAUNCHED("attention_tc_kernel");
 }
 

@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                         const __nv_bfloat16* k, const __nv_bfloat16* v, int64_t kv_stride, const int32_t* seq_starts,
                         int64_t group, float scale) {
   using namespace nvcuda;
-  extern __shared__ __align__(128) unsigned char smem[];
+  JG_DYNAMIC_SHARED(unsigned char, smem);
   const Layout lay(HD);
   __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem + lay.q);
   __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem + lay.k);

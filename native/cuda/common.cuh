@@ -9,6 +9,14 @@
 
 #include "check.h"
 
+// Every launch and every dynamic shared memory array goes through these two macros, so that the
+// same sources also compile with g++ for the CUDA-on-CPU test tier, whose stand-in <cuda_runtime.h>
+// (native/cuda/compat) defines them first.
+#ifndef JG_LAUNCH
+#define JG_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define JG_DYNAMIC_SHARED(type, name) extern __shared__ __align__(128) type name[]
+#endif
+
 namespace jg::cuda {
 
 // Element access: every kernel computes in fp32 and converts at the load and the store.

@@ -48,13 +48,17 @@ int act_size(DType t) {
 
 void convert_from_f32(void* dst, DType t, const float* src, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  JG_DISPATCH(t, T, { from_f32_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(dst), src, n); });
+  JG_DISPATCH(t, T, {
+    JG_LAUNCH(from_f32_kernel<T>, grid_for(n, 256), 256, 0, s, static_cast<T*>(dst), src, n);
+  });
   JG_CUDA_LAUNCHED("from_f32_kernel");
 }
 
 void convert_to_f32(float* dst, const void* src, DType t, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  JG_DISPATCH(t, T, { to_f32_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(dst, static_cast<const T*>(src), n); });
+  JG_DISPATCH(t, T, {
+    JG_LAUNCH(to_f32_kernel<T>, grid_for(n, 256), 256, 0, s, dst, static_cast<const T*>(src), n);
+  });
   JG_CUDA_LAUNCHED("to_f32_kernel");
 }
 
@@ -63,7 +67,7 @@ void init_normal(void* dst, DType t, int64_t n, uint64_t seed, uint64_t stream, 
   if (n == 0) return;
   const uint64_t key = row_key(seed, stream, 0x5EEDULL);
   JG_DISPATCH(t, T, {
-    init_normal_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(dst), n, key, stdev, fill);
+    JG_LAUNCH(init_normal_kernel<T>, grid_for(n, 256), 256, 0, s, static_cast<T*>(dst), n, key, stdev, fill);
   });
   JG_CUDA_LAUNCHED("init_normal_kernel");
 }

@@ -27,7 +27,7 @@ void embedding_forward(float* out, const int32_t* tokens, const void* wte, DType
                        cudaStream_t s) {
   if (N == 0) return;
   JG_DISPATCH(t, T, {
-    embedding_kernel<T><<<static_cast<unsigned>(N), 256, 0, s>>>(out, tokens, static_cast<const T*>(wte), C);
+    JG_LAUNCH(embedding_kernel<T>, static_cast<unsigned>(N), 256, 0, s, out, tokens, static_cast<const T*>(wte), C);
   });
   JG_CUDA_LAUNCHED("embedding_kernel");
 }
@@ -35,7 +35,7 @@ void embedding_forward(float* out, const int32_t* tokens, const void* wte, DType
 // out (R,C), x (N,C), rows (R)
 void gather_rows(float* out, const float* x, const int32_t* rows, int64_t R, int64_t C, cudaStream_t s) {
   if (R == 0) return;
-  gather_rows_kernel<<<static_cast<unsigned>(R), 256, 0, s>>>(out, x, rows, C);
+  JG_LAUNCH(gather_rows_kernel, static_cast<unsigned>(R), 256, 0, s, out, x, rows, C);
   JG_CUDA_LAUNCHED("gather_rows_kernel");
 }
 

@@ -26,8 +26,8 @@ void rmsnorm_forward(void* out, const float* inp, const void* weight, DType t, i
                      cudaStream_t s) {
   if (N == 0) return;
   JG_DISPATCH(t, T, {
-    rmsnorm_kernel<T><<<static_cast<unsigned>(N), 256, 0, s>>>(static_cast<T*>(out), inp, static_cast<const T*>(weight),
-                                                                C, eps);
+    JG_LAUNCH(rmsnorm_kernel<T>, static_cast<unsigned>(N), 256, 0, s, static_cast<T*>(out), inp,
+              static_cast<const T*>(weight), C, eps);
   });
   JG_CUDA_LAUNCHED("rmsnorm_kernel");
 }

@@ -33,7 +33,7 @@ void rope_forward(void* x, DType t, int64_t stride, const int32_t* pos, const fl
   const int64_t total = N * H * (hd / 2);
   if (total == 0) return;
   JG_DISPATCH(t, T, {
-    rope_kernel<T><<<grid_for(total, 256), 256, 0, s>>>(static_cast<T*>(x), stride, pos, cos_t, sin_t, N, H, hd);
+    JG_LAUNCH(rope_kernel<T>, grid_for(total, 256), 256, 0, s, static_cast<T*>(x), stride, pos, cos_t, sin_t, N, H, hd);
   });
   JG_CUDA_LAUNCHED("rope_kernel");
 }

@@ -223,8 +223,8 @@ void sample_rows(RowSample* out, const float* logits, int64_t ld, int64_t R, int
                  int n_all, int n_early, const uint8_t* early, double temperature, const uint64_t* keys,
                  cudaStream_t s) {
   if (R == 0) return;
-  sample_kernel<<<static_cast<unsigned>(R), kThreads, 0, s>>>(out, logits, ld, V, excluded, n_all, n_early, early,
-                                                              temperature, keys);
+  JG_LAUNCH(sample_kernel, static_cast<unsigned>(R), kThreads, 0, s, out, logits, ld, V, excluded, n_all, n_early,
+            early, temperature, keys);
   JG_CUDA_LAUNCHED("sample_kernel");
 }
 
@@ -232,21 +232,22 @@ void select_commits(uint8_t* commit, int32_t* k_commit, const RowSample* samples
                     const int32_t* row_begin, int64_t n_seqs, ConfidenceKind kind, uint64_t random_index,
                     bool use_threshold, double threshold, const int32_t* k_sched, cudaStream_t s) {
   if (n_seqs == 0) return;
-  select_kernel<<<static_cast<unsigned>(n_seqs), 128, 0, s>>>(commit, k_commit, samples, keys, row_begin, kind,
-                                                              random_index, use_threshold, threshold, k_sched);
+  JG_LAUNCH(select_kernel, static_cast<unsigned>(n_seqs), 128, 0, s, commit, k_commit, samples, keys, row_begin,
+            kind, random_index, use_threshold, threshold, k_sched);
   JG_CUDA_LAUNCHED("select_kernel");
 }
 
 void cfg_combine(float* cond, const float* uncond, float scale, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  cfg_kernel<<<grid_for(n, 256), 256, 0, s>>>(cond, uncond, scale, n);
+  JG_LAUNCH(cfg_kernel, grid_for(n, 256), 256, 0, s, cond, uncond, scale, n);
   JG_CUDA_LAUNCHED("cfg_kernel");
 }
 
 void logprob_rows(float* logprobs, const float* logits, const int32_t* targets, int64_t R, int64_t V,
                   const int32_t* excluded, int n_excluded, cudaStream_t s) {
   if (R == 0) return;
-  logprob_kernel<<<static_cast<unsigned>(R), kThreads, 0, s>>>(logprobs, logits, targets, V, excluded, n_excluded);
+  JG_LAUNCH(logprob_kernel, static_cast<unsigned>(R), kThreads, 0, s, logprobs, logits, targets, V, excluded,
+            n_excluded);
   JG_CUDA_LAUNCHED("logprob_kernel");
 }
 

@@ -31,8 +31,8 @@ void swiglu_forward(void* out, const void* gate, const void* up, int64_t in_stri
                     cudaStream_t s) {
   if (N * M == 0) return;
   JG_DISPATCH(t, T, {
-    swiglu_kernel<T><<<grid_for(N * M, 256), 256, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(gate),
-                                                          static_cast<const T*>(up), in_stride, N, M);
+    JG_LAUNCH(swiglu_kernel<T>, grid_for(N * M, 256), 256, 0, s, static_cast<T*>(out), static_cast<const T*>(gate),
+              static_cast<const T*>(up), in_stride, N, M);
   });
   JG_CUDA_LAUNCHED("swiglu_kernel");
 }
@@ -40,7 +40,9 @@ void swiglu_forward(void* out, const void* gate, const void* up, int64_t in_stri
 // x (n) fp32 += y (n)
 void residual_forward(float* x, const void* y, DType t, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  JG_DISPATCH(t, T, { residual_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(x, static_cast<const T*>(y), n); });
+  JG_DISPATCH(t, T, {
+    JG_LAUNCH(residual_kernel<T>, grid_for(n, 256), 256, 0, s, x, static_cast<const T*>(y), n);
+  });
   JG_CUDA_LAUNCHED("residual_kernel");
 }
 

@@ -4,6 +4,8 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import './tier.js';
+
 import { loadModel } from '../../lib/index.js';
 import { EngineError, InputError } from '../../lib/errors.js';
 import { internals, type LladaModel } from '../../lib/model.js';

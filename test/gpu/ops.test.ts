@@ -2,6 +2,8 @@
 // the decoders' sampling and selection). Cases live in parity.mjs, shared with bench/gpu/parity.mjs.
 import { describe, expect, it } from 'vitest';
 
+import './tier.js';
+
 import { native } from '../../lib/native/binding.js';
 // @ts-expect-error plain JavaScript module shared with the GPU machine's runner
 import { cpuAsCuda, gpuStatus, opCases } from './parity.mjs';
