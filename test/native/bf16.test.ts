@@ -7,9 +7,9 @@
 // terms for random-sign inputs: ~2^-9 = 2e-3 of the output's scale per product, whatever K. Errors
 // of the products in a row (q/k/v, attention output, the MLP's three, the head) and across layers
 // add up to a few times that. Measured on the fixture models (K = 32..48, 2 layers; relative error
-// = max |bf16 - fp32| / max |fp32| per tensor): logits 4.7e-3..1.1e-2, SFT gradients up to 1.8e-2,
-// GRPO gradients up to 2.2e-2, rollout log-probs against the learner's 0. The bounds below are
-// those with a 2-3x margin: a wrong transpose or a stale bf16 weight copy moves them by 0.1 to 1.
+// = max |bf16 - fp32| / max |fp32| per tensor): logits 3.9e-3..7.5e-3, SFT gradients 1.1e-2..1.7e-2,
+// the rest below. The bounds are those with a 2-3x margin: a wrong transpose or a stale bf16
+// weight copy moves them by 0.1 to 1.
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 
@@ -24,6 +24,11 @@ import { args, fixtureEngine, randomBatch, TRAIN_MODELS, trainCase } from '../he
 
 const LOGITS_TOL = 3e-2;
 const GRAD_TOL = 5e-2;
+// The GRPO gradient sums per-sample gradients weighted by advantages of mean 0 per group, so it is
+// a difference of terms larger than itself and keeps their absolute error: measured 1.7e-2..4.9e-2
+// per tensor (every tensor alike, the LM head's included), with each side's own log-probs as the
+// old ones. A wrong product moves it by O(1).
+const GRPO_GRAD_TOL = 1e-1;
 
 const disposables: { dispose(): unknown }[] = [];
 afterAll(async () => {
@@ -107,5 +112,105 @@ describe.each(TRAIN_MODELS)('bf16 training against the fp32 engine: %s', (name) 
     expect(got).toEqual(want);
     const before = await (await fixtureEngine(name, { dtype: 'BF16' })).engine.forward(flat, Int32Array.from([0, flat.length]), rows);
     expect(relError(got, before)).toBeGreaterThan(1e-3);
+  });
+});
+
+const grpoConfig = (over: Record<string, unknown> = {}) =>
+  parseGrpoConfig({ model: 'unused', data: { train: 'unused' }, numGenerations: 4, promptsPerStep: 2, maxCompletionLength: 7, learningRate: 1e-3, seed: 5, ...over }, 'test');
+const zeroReward = { zero: ({ completions }: { completions: string[] }) => completions.map(() => 0) };
+// Rewards with variance in every group.
+const oddReward = { odd: ({ completionIds }: { completionIds: number[][] }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 1).length) };
+// GQA, three layers (the last runs on the rows only), embedding padding past the vocabulary.
+const config: ModelConfig = {
+  dModel: 48, nLayers: 3, nHeads: 4, nKvHeads: 2, headDim: 12, mlpHiddenSize: 80, vocabSize: 29, embeddingSize: 32,
+  maxSequenceLength: 64, ropeTheta: 10000, rmsNormEps: 1e-5, maskTokenId: 28, eosTokenId: 27, padTokenId: 27, bosTokenId: null,
+};
+const prompts = [[1, 2, 3], [5, 6, 7, 8, 9, 10]];
+const records: PromptRecord[] = prompts.map((ids) => ({ ids, text: '', columns: {}, source: 'test' }));
+
+describe('bf16 GRPO', () => {
+  it('gradients of the GRPO loss on the same rollouts within the bf16 bound of fp32', async () => {
+    const roll = await keep(await LladaModel.random(config, { seed: 11, initStd: 0.2 })).generate(prompts, {
+      decoder: 'ar', genLength: 7, temperature: 1, numSamples: 4, seed: 3,
+    });
+    const rewards = roll.tokens.map((ids) => ids.filter((x) => x % 2 === 1).length);
+    const grads = async (dtype: 'fp32' | 'bf16') => {
+      const m = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype }));
+      // No clipping: each side's own clip coefficient would scale its gradients differently.
+      const t = keep(await GRPOTrainer.create(m, grpoConfig({ maxGradNorm: 0 }), { rewardFunctions: oddReward }));
+      // Each side's own log-probs as the old ones (ratio 1, as on-policy): with the fp32 rollout's,
+      // the bf16 side's ratios would be off by its log-prob error (~1e-2), and the advantages (mean
+      // 0 per group) cancel the rest of the gradient far more than that.
+      const oldLogprobs = await t.likelihood({ promptIds: prompts, completionIds: roll.tokens, rewards: [] });
+      const metrics = await t.trainOnRollouts({ promptIds: prompts, completionIds: roll.tokens, rewards, oldLogprobs }, 0);
+      return { t, metrics, names: m.parameterInfo().map((p) => p.name) };
+    };
+    const a = await grads('fp32'), b = await grads('bf16');
+    // The loss sums ratio * advantage with advantages of mean 0 per group, so it is ~0 and its error
+    // is absolute: ratios off by the log-probs' bf16 error (~1e-2) times advantages ~1.
+    expect(Math.abs(b.metrics.loss - a.metrics.loss)).toBeLessThan(LOGITS_TOL);
+    let worst = 0, compared = 0;
+    for (const n of a.names) {
+      const ga = a.t.session.getGrad(n), gb = b.t.session.getGrad(n);
+      if (!ga.some((x) => x !== 0)) continue;
+      compared++;
+      const err = relError(gb, ga);
+      worst = Math.max(worst, err);
+      expect(err, n).toBeLessThan(GRPO_GRAD_TOL);
+    }
+    expect(compared).toBeGreaterThan(20);
+    console.log(`bf16 GRPO gradients, max relative error ${worst.toExponential(2)} over ${compared} tensors`);
+  });
+
+  it("the rollout's log-probs are the learner's log-probs of the same tokens, both in bf16", async () => {
+    const m = keep(await loadModel(path.join(FIXTURES, 'gqa_f32'), { dtype: 'bf16' }));
+    const t = keep(await GRPOTrainer.create(m, grpoConfig({ maxTokensPerBatch: 30, maxCompletionLength: 6 }), { rewardFunctions: zeroReward }));
+    const ps = [[1, 2, 3], [5, 6, 7, 8, 9]];
+    const roll = await m.generate(ps, { decoder: 'ar', genLength: 6, temperature: 1, numSamples: 4, seed: 9 });
+    const lik = (await t.likelihood({ promptIds: ps, completionIds: roll.tokens, rewards: [] })).flat();
+    const diffs = roll.logprobs.flat().map((lp, i) => Math.abs(lp - lik[i]!));
+    const worst = Math.max(...diffs);
+    console.log(`bf16 rollout vs learner log-probs: max |diff| ${worst.toExponential(2)} over ${diffs.length} tokens`);
+    expect(worst).toBeLessThan(2e-6);
+  });
+
+  // The reuse path back-propagates through the rollout's own activations, so its forward is the
+  // sampler's by construction; the loss agrees with recomputing to fp32 round-off. The gradients
+  // agree to the bf16 bound, not to fp32 round-off: backward rounds each product's output gradient
+  // to bf16, and the kept rollout sums identical canvases' gradients before that rounding where the
+  // recomputed chunks round them one by one (measured 4.3e-3, L2 relative).
+  it('the rollout-activation reuse path gives the same loss as recomputing, gradients to the bf16 bound', async () => {
+    const make = async (over: Record<string, unknown>) => {
+      const model = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype: 'bf16' }));
+      return keep(await GRPOTrainer.create(model, grpoConfig(over), { rewardFunctions: oddReward }));
+    };
+    const plain = await make({ reuseRolloutMemoryMB: 0 });
+    const all = await make({});
+    const mp = await plain.step(records, 0);
+    const ma = await all.step(records, 0);
+    expect(mp.reused_positions).toBe(0);
+    expect(ma.reused_positions).toBe(7);
+    expect(ma.reward).toBe(mp.reward);
+    expect(Math.abs(ma.loss - mp.loss)).toBeLessThan(1e-6);
+    let worst = 0;
+    for (const { name } of all.model.parameterInfo()) worst = Math.max(worst, relError(all.session.getGrad(name), plain.session.getGrad(name)));
+    console.log(`bf16 reuse vs recompute gradients: max relative error ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(GRAD_TOL);
+  });
+
+  it('greedy decoding mostly agrees with fp32', async () => {
+    const ps = Array.from({ length: 8 }, (_, i) => Array.from({ length: 4 + (i % 3) }, (_, j) => (i * 7 + j * 3) % 27));
+    const decode = async (dtype: 'fp32' | 'bf16') =>
+      (await keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype })).generate(ps, { decoder: 'ar', genLength: 16 })).tokens;
+    const a = await decode('fp32'), b = await decode('bf16');
+    let same = 0, prefix = 0;
+    for (let i = 0; i < a.length; i++) {
+      a[i]!.forEach((x, t) => (same += x === b[i]![t] ? 1 : 0));
+      const k = a[i]!.findIndex((x, t) => x !== b[i]![t]);
+      prefix += k < 0 ? a[i]!.length : k;
+    }
+    const n = a.length * a[0]!.length;
+    console.log(`bf16 vs fp32 greedy: ${same}/${n} tokens equal, ${prefix}/${n} before the first difference`);
+    expect(same / n).toBeGreaterThan(0.7);
   });
 });
