@@ -7,7 +7,7 @@ import { atomicDirectory, exists, writeFileSynced } from './fsutil.js';
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
-import { createNativeEngine, native, type NativeEngine } from './native/binding.js';
+import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -193,6 +193,12 @@ export class LladaModel {
 
   get backend(): Backend {
     return this.#backend;
+  }
+
+  /** Where the model runs and its compute dtype ('BF16' on the CPU: `name` says which oneDNN kernels run the products). */
+  deviceInfo(): NativeDeviceInfo {
+    this.#check();
+    return this.#engine.deviceInfo();
   }
 
   /** Number of parameters. */

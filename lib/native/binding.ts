@@ -258,6 +258,8 @@ export interface NativeModule {
   opTimes(start: boolean): { gemm: number; attention: number; gemmFlops: number };
   /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
   blas?: string;
+  /** What runs the CPU's bf16 products ("oneDNN 2.6.3, avx512_core_bf16"), or why nothing can; opens oneDNN. */
+  bf16Kernels?: () => string;
 }
 
 /** Which native binary was loaded, and why that one. */

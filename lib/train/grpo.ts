@@ -481,7 +481,8 @@ export async function runGrpo(
       if (!fn) throw new ConfigError(`Unknown reward function \`${name}\`: not built in (${Object.keys(BUILTIN_REWARDS).join(', ')}) and not exported by rewardModule`);
       named[name] = fn;
     }
-    if (config.beta > 0) ref = resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir);
+    if (config.beta > 0)
+      ref = resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype }) : await openModel(config.model, baseDir, config.dtype);
     const metrics = await openMetrics(outputDir, state, restart);
     trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
     if (ckpt) await trainer.session.loadOptimizer(ckpt);

@@ -7,7 +7,7 @@ import { z } from 'zod';
 
 import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { ConfigError } from '../errors.js';
-import { LladaModel, loadModel } from '../model.js';
+import { LladaModel, loadModel, type ComputeDType } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
 import { listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
@@ -37,13 +37,13 @@ export function parseConfig<S extends z.ZodType>(schema: S, raw: unknown, source
   return r.data;
 }
 
-/** The model a config names: a directory (relative to baseDir), or a random one. */
-export async function openModel(model: z.output<typeof modelSchema>, baseDir: string): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(path.resolve(baseDir, model));
+/** The model a config names: a directory (relative to baseDir), or a random one; in `dtype`. */
+export async function openModel(model: z.output<typeof modelSchema>, baseDir: string, dtype: ComputeDType = 'fp32'): Promise<LladaModel> {
+  if (typeof model === 'string') return loadModel(path.resolve(baseDir, model), { dtype });
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer });
+  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype });
 }
 
 export type OpenedRun<C> = {
@@ -62,7 +62,7 @@ export type OpenedRun<C> = {
  * A fresh run (`config`, relative to `baseDir`) or a resumed one (`resume`: a checkpoint or run
  * directory; the config stored in it, with `overrides` on top).
  */
-export async function openRun<C extends { model: z.output<typeof modelSchema> }>(
+export async function openRun<C extends { model: z.output<typeof modelSchema>; dtype?: ComputeDType }>(
   kind: 'sft' | 'grpo',
   parse: (raw: unknown, source: string) => C,
   args: { config?: C; baseDir?: string; resume?: string; overrides?: Partial<C> },
@@ -72,18 +72,18 @@ export async function openRun<C extends { model: z.output<typeof modelSchema> }>
   if (args.resume && args.config && !(await hasCheckpoint(args.resume))) {
     const config = { ...args.config, ...args.overrides };
     const baseDir = args.baseDir ?? process.cwd();
-    return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null, restart: true };
+    return { config, baseDir, model: await openModel(config.model, baseDir, config.dtype), checkpoint: null, state: null, restart: true };
   }
   if (args.resume) {
     const checkpoint = await resolveCheckpoint(args.resume);
     const state = await readTrainerState(checkpoint, kind);
     const config = parse({ ...state.config, ...args.overrides }, path.join(checkpoint, 'trainer_state.json'));
-    return { config, baseDir: '/', model: await loadModel(checkpoint), checkpoint, state };
+    return { config, baseDir: '/', model: await loadModel(checkpoint, { dtype: config.dtype }), checkpoint, state };
   }
   if (!args.config) throw new ConfigError('Give a config for a new run, or a checkpoint to resume');
   const config = { ...args.config, ...args.overrides };
   const baseDir = args.baseDir ?? process.cwd();
-  return { config, baseDir, model: await openModel(config.model, baseDir), checkpoint: null, state: null };
+  return { config, baseDir, model: await openModel(config.model, baseDir, config.dtype), checkpoint: null, state: null };
 }
 
 async function hasCheckpoint(dir: string): Promise<boolean> {

@@ -10,8 +10,10 @@
 // = max |bf16 - fp32| / max |fp32| per tensor): logits 3.9e-3..7.5e-3, SFT gradients 1.1e-2..1.7e-2,
 // the rest below. The bounds are those with a 2-3x margin: a wrong transpose or a stale bf16
 // weight copy moves them by 0.1 to 1.
-import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -19,7 +21,9 @@ import { loadModel, LladaModel, type ModelConfig } from '../../lib/index.js';
 import { native, type NativeEngine, type NativeTrainer } from '../../lib/native/binding.js';
 import { parseGrpoConfig } from '../../lib/train/grpo-config.js';
 import { GRPOTrainer, type PromptRecord } from '../../lib/train/grpo.js';
+import { parseSftConfig, runSft } from '../../lib/train/sft.js';
 import { FIXTURES, FIXTURE_MODELS, logitsCases, relError } from '../helpers/fixtures.js';
+import { tmpDir } from '../helpers/tmp.js';
 import { args, fixtureEngine, randomBatch, TRAIN_MODELS, trainCase } from '../helpers/train.js';
 
 const LOGITS_TOL = 3e-2;
@@ -212,5 +216,50 @@ describe('bf16 GRPO', () => {
     const n = a.length * a[0]!.length;
     console.log(`bf16 vs fp32 greedy: ${same}/${n} tokens equal, ${prefix}/${n} before the first difference`);
     expect(same / n).toBeGreaterThan(0.7);
+  });
+});
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const tmp = tmpDir();
+const run = (...a: string[]) => execFileSync(process.execPath, [cli, ...a], { encoding: 'utf8' });
+
+describe('bf16 from configs and the CLI', () => {
+  it("the trainer configs' dtype field: fp32 by default, bf16 on request, anything else named in the error", () => {
+    const base = { model: 'x', data: { train: 'x' } };
+    expect(grpoConfig().dtype).toBe('fp32');
+    expect(grpoConfig({ dtype: 'bf16' }).dtype).toBe('bf16');
+    expect(parseSftConfig({ ...base, dtype: 'bf16' }, 'test').dtype).toBe('bf16');
+    expect(() => parseSftConfig({ ...base, dtype: 'fp16' }, 'cfg.yaml')).toThrow(/cfg\.yaml: `dtype`/);
+  });
+
+  it('an SFT run in bf16 trains the bf16 model: its losses are near the fp32 run\'s, not equal', async () => {
+    const losses = async (dtype: 'fp32' | 'bf16') => {
+      const out = path.join(tmp, `sft-${dtype}`);
+      await runSft({ config: parseSftConfig({
+        model: { init: { dModel: 64, nLayers: 2, nHeads: 4, mlpHiddenSize: 128, maxSequenceLength: 96, seed: 1, initStd: 0.05 } },
+        data: { train: path.join(root, 'examples', 'data', 'arith-tiny.jsonl') },
+        batchSize: 8, learningRate: 3e-3, maxSteps: 3, saveSteps: 3, seed: 4, outputDir: out, dtype,
+      }, 'test') });
+      return readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+    };
+    const a = await losses('fp32'), b = await losses('bf16');
+    expect(b).toHaveLength(3);
+    b.forEach((x, i) => {
+      expect(x).not.toBe(a[i]);
+      expect(Math.abs(x - a[i]!) / a[i]!).toBeLessThan(LOGITS_TOL);
+    });
+  });
+
+  it('--dtype bf16 on generate and bench; info says what runs the bf16 products', () => {
+    const dir = path.join(tmp, 'cli-model');
+    run('init', '--out', dir, '--d-model', '32', '--layers', '1', '--heads', '2', '--mlp', '32');
+    const g = JSON.parse(run('generate', '--model', dir, '--prompt', 'x', '--raw', '--decoder', 'ar', '--gen-length', '4', '--dtype', 'bf16', '--json'));
+    expect(g.completions[0].tokens).toHaveLength(4);
+    const b = JSON.parse(run('bench', '--model', dir, '--only', 'forward', '--runs', '1', '--dtype', 'bf16', '--json'));
+    expect(b.model).toMatchObject({ dtype: 'BF16', kernels: expect.stringMatching(/^oneDNN /) });
+    const f = JSON.parse(run('bench', '--model', dir, '--only', 'forward', '--runs', '1', '--json'));
+    expect(f.model).toMatchObject({ dtype: 'F32', kernels: expect.stringMatching(/^OpenBLAS /) });
+    expect(run('info', '--model', dir)).toMatch(/cpu bf16\s+oneDNN \d/);
   });
 });
