@@ -162,7 +162,8 @@ int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
 }
 
 void Model::release() {
-  for (FloatBuffer* b : {&params_, &weights_bf16_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_}) b->release();
+  for (FloatBuffer* b : {&params_, &weights_bf16_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_})
+    b->release();
   logprob_ws_.release();
   step_logits_ = {};
 }

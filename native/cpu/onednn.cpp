@@ -27,6 +27,7 @@ void gemm_bf16(bool, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const 
 
 #else
 
+#include <cblas.h>
 #include <dlfcn.h>
 #include <oneapi/dnnl/dnnl.h>
 
@@ -36,6 +37,7 @@ void gemm_bf16(bool, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const 
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "op_timer.h"
 #include "threadpool.h"
@@ -74,6 +76,10 @@ struct Api {
   // threads the products, as it does the OpenBLAS ones.
   void (*omp_set_num_threads)(int) = nullptr;
   dnnl_engine_t engine = nullptr;
+  // oneDNN has no bf16 matmul for this CPU (2.6 needs AVX-512; on AVX2 it has none): the products
+  // widen their bf16 inputs to fp32 and run through OpenBLAS. The products of bf16 values are exact
+  // in fp32, so this computes what the bf16 kernels do, up to the order of the fp32 sums.
+  bool widen = false;
 };
 
 // This .node file's directory, where the prebuilt package may carry libdnnl.so.2.
@@ -134,7 +140,23 @@ Api load() {
   if (!ok) return a;
   // Absent from a oneDNN built with another threading runtime; then its matmuls thread as it does.
   a.omp_set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(lib, "omp_set_num_threads"));
-  if (a.engine_create(&a.engine, dnnl_cpu, 0) != dnnl_success) a.error = "oneDNN could not create a CPU engine";
+  if (a.engine_create(&a.engine, dnnl_cpu, 0) != dnnl_success) {
+    a.error = "oneDNN could not create a CPU engine";
+    return a;
+  }
+  // Whether this CPU has a bf16 matmul at all: a small one, made and dropped.
+  dnnl_memory_desc_t bf, f32;
+  const dnnl_dims_t dims{16, 16}, strides{16, 1};
+  a.memory_desc_init_by_strides(&bf, 2, dims, dnnl_bf16, strides);
+  a.memory_desc_init_by_strides(&f32, 2, dims, dnnl_f32, strides);
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = nullptr;
+  if (a.matmul_desc_init(&md, &bf, &bf, nullptr, &f32) == dnnl_success &&
+      a.primitive_desc_create(&pd, &md, nullptr, a.engine, nullptr) == dnnl_success) {
+    a.primitive_desc_destroy(pd);
+  } else {
+    a.widen = true;
+  }
   return a;
 }
 
@@ -144,10 +166,12 @@ const Api& api() {
   return a;
 }
 
-#define JG_DNNL(call)                                                                                 \
-  do {                                                                                                \
-    const dnnl_status_t s_ = (call);                                                                  \
-    if (s_ != dnnl_success) JG_FAIL(::jg::ErrorKind::INTERNAL, "oneDNN call ", #call, " failed (status ", int(s_), ")"); \
+// Every oneDNN call: a failure names the call, file and line.
+#define JG_DNNL(call)                                                                              \
+  do {                                                                                             \
+    const dnnl_status_t s_ = (call);                                                               \
+    if (s_ != dnnl_success)                                                                        \
+      JG_FAIL(::jg::ErrorKind::INTERNAL, "oneDNN call ", #call, " failed (status ", int(s_), ")"); \
   } while (0)
 
 const char* isa_name(dnnl_cpu_isa_t isa) {
@@ -237,7 +261,8 @@ Gemm& gemm_for(ThreadState& ts, bool tb, int64_t M, int64_t N, int64_t K, int64_
   const dnnl_status_t s = a.primitive_desc_create(&pd, &md, attr, a.engine, nullptr);
   if (ops) a.post_ops_destroy(ops);
   a.primitive_attr_destroy(attr);
-  JG_DNNL(s);
+  if (s != dnnl_success)
+    JG_FAIL(ErrorKind::INTERNAL, "oneDNN has no bf16 matmul for (", M, "x", K, ") @ (", K, "x", N, ") (status ", int(s), ")");
   Gemm g;
   const dnnl_status_t s2 = a.primitive_create(&g.prim, pd);
   a.primitive_desc_destroy(pd);
@@ -248,9 +273,36 @@ Gemm& gemm_for(ThreadState& ts, bool tb, int64_t M, int64_t N, int64_t K, int64_
   return ts.cache.emplace(key, g).first->second;
 }
 
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// The product without oneDNN's kernels (Api::widen): the bf16 inputs widened to fp32, one
+// single-threaded OpenBLAS sgemm (the caller splits the work over the pool, as for oneDNN's).
+void widened_gemm(bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
+                  int64_t ldb, bool beta, float* C, int64_t ldc) {
+  thread_local std::vector<float> wa, wb;
+  wa.resize(M * K);
+  wb.resize(K * N);
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t k = 0; k < K; k++) wa[i * K + k] = from_bf16(A[i * lda + k]);
+  const int64_t rows = tb ? N : K, cols = tb ? K : N;  // B as stored
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < cols; j++) wb[i * cols + j] = from_bf16(B[i * ldb + j]);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M), blasint(N), blasint(K), 1.0f,
+              wa.data(), blasint(K), wb.data(), blasint(cols), beta ? 1.0f : 0.0f, C, blasint(ldc));
+}
+
 void run_gemm(bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
               int64_t ldb, bool beta, float* C, int64_t ldc) {
   const Api& a = api();
+  if (a.widen) {
+    widened_gemm(tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   ThreadState& ts = thread_state();
   Gemm& g = gemm_for(ts, tb, M, N, K, lda, ldb, ldc, beta);
   JG_DNNL(a.memory_set_data_handle(g.a, const_cast<uint16_t*>(A)));
@@ -284,7 +336,8 @@ std::string onednn_describe() {
   const Api& a = api();
   if (!a.error.empty()) return a.error;
   const dnnl_version_t* v = a.version();
-  return str_cat("oneDNN ", v->major, ".", v->minor, ".", v->patch, ", ", isa_name(a.get_effective_cpu_isa()));
+  return str_cat("oneDNN ", v->major, ".", v->minor, ".", v->patch, ", ", isa_name(a.get_effective_cpu_isa()),
+                 a.widen ? ": no bf16 matmul for this CPU, the bf16 inputs widened to fp32 for OpenBLAS" : "");
 }
 
 void to_bf16(uint16_t* dst, const float* src, int64_t n) {
