@@ -220,7 +220,7 @@ async function benchBf16(py) {
       for (const dtype of ['fp32', 'bf16']) {
         const model = await LladaModel.random(config, { seed: 0, dtype });
         kernels[dtype] = model.deviceInfo().dtype === 'BF16' ? model.deviceInfo().name : `OpenBLAS (${native().blas})`;
-        sides.push({ model, step: await stepper(model, task, config) });
+        sides.push(await stepper(model, task, config));
       }
       for (const s of sides) await s.step(); // warm-up: the first step allocates
       const times = [[], []];
