@@ -103,9 +103,17 @@ thread_local Bf16Scratch bf16_scratch;
 // out (N,OC) = bf16(inp) (N,C) @ weight (OC,C)^T, weight the bf16 copy; fp32 sums and output.
 void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC) {
   if (N == 0) return;
-  uint16_t* a = bf16_scratch.take_a(N * C);
-  to_bf16(a, inp, N * C);
-  gemm_bf16(true, N, OC, C, a, C, weight, C, 0.0f, out, OC);
+  matmul_forward_bf16(out, matmul_input_bf16(inp, N * C), weight, N, C, OC);
+}
+
+const uint16_t* matmul_input_bf16(const float* inp, int64_t n) {
+  uint16_t* a = bf16_scratch.take_a(n);
+  to_bf16(a, inp, n);
+  return a;
+}
+
+void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC) {
+  gemm_bf16(true, N, OC, C, inp, C, weight, C, 0.0f, out, OC);
 }
 
 // As matmul_backward, with the products in bf16: dinp += bf16(dout) @ weight and dweight +=

@@ -92,7 +92,9 @@ DeviceInfo Model::device_info() const {
 }
 
 void Model::refresh_bf16(const ParamInfo& p) {
-  if (dtype_ != DType::BF16 || p.shape.size() != 2) return;
+  // The embedding is looked up in fp32, never multiplied: its rows of the copy stay unwritten (and,
+  // the buffer being mapped, never paged in).
+  if (dtype_ != DType::BF16 || p.shape.size() != 2 || p.offset == layout_.wte) return;
   to_bf16(weights_bf16() + p.offset, params_.data() + p.offset, p.numel);
 }
 
@@ -103,6 +105,15 @@ void Model::refresh_bf16() {
 void Model::mm_forward(float* out, const float* inp, int64_t w, int64_t N, int64_t C, int64_t OC) {
   if (dtype_ == DType::BF16) matmul_forward_bf16(out, inp, weights_bf16() + w, N, C, OC);
   else matmul_forward(out, inp, params_.data() + w, N, C, OC);
+}
+
+void Model::mm_forward_each(std::initializer_list<Product> products, const float* inp, int64_t N, int64_t C) {
+  if (dtype_ != DType::BF16 || N == 0) {
+    for (const Product& p : products) mm_forward(p.out, inp, p.w, N, C, p.OC);
+    return;
+  }
+  const uint16_t* in16 = matmul_input_bf16(inp, N * C);
+  for (const Product& p : products) matmul_forward_bf16(p.out, in16, weights_bf16() + p.w, N, C, p.OC);
 }
 
 void Model::mm_backward(float* dinp, float* dweight, const float* dout, const float* inp, int64_t w, int64_t N,
@@ -210,17 +221,13 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
     for (int64_t u = 0; u < U; u++)
       std::memcpy(a.xn1 + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
     rmsnorm_forward(a.xn1, a.rstd1, a.xn1, P + L.attn_norm, U, d, eps);
-    mm_forward(a.q, a.xn1, L.q_proj, U, d, d);
-    mm_forward(a.k, a.xn1, L.k_proj, U, d, kv);
-    mm_forward(a.v, a.xn1, L.v_proj, U, d, kv);
+    mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, U, d);
     spread_rows(a.q, by_token_.slot.data(), N, d);
     spread_rows(a.k, by_token_.slot.data(), N, kv);
     spread_rows(a.v, by_token_.slot.data(), N, kv);
   } else {
     rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
-    mm_forward(a.q, a.xn1, L.q_proj, N, d, d);
-    mm_forward(a.k, a.xn1, L.k_proj, N, d, kv);
-    mm_forward(a.v, a.xn1, L.v_proj, N, d, kv);
+    mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   }
   rope_forward(a.q, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
@@ -231,8 +238,7 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
   residual_forward(a.x_mid, a.proj, N * d);
 
   rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, N, d, eps);
-  mm_forward(a.gate, a.xn2, L.ff_proj, N, d, mlp);
-  mm_forward(a.up, a.xn2, L.up_proj, N, d, mlp);
+  mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, N, d);
   swiglu_forward(a.act, a.gate, a.up, N, mlp);
   if (!x_out) return;
   mm_forward(a.proj, a.act, L.ff_out, N, mlp, d);
@@ -337,8 +343,7 @@ void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, con
   for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
 
   rmsnorm_forward(a.xn1, a.rstd1, x, P + L.attn_norm, N, d, eps);
-  mm_forward(a.k, a.xn1, L.k_proj, N, d, kv);
-  mm_forward(a.v, a.xn1, L.v_proj, N, d, kv);
+  mm_forward_each({{a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   for (int64_t r = 0; r < R; r++)
     std::copy(a.xn1 + int64_t(rows[r]) * d, a.xn1 + (int64_t(rows[r]) + 1) * d, a.xn1_r + r * d);
@@ -350,8 +355,7 @@ void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, con
   residual_forward(a.x_mid, a.proj, R * d);
 
   rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, R, d, eps);
-  mm_forward(a.gate, a.xn2, L.ff_proj, R, d, mlp);
-  mm_forward(a.up, a.xn2, L.up_proj, R, d, mlp);
+  mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, R, d);
   swiglu_forward(a.act, a.gate, a.up, R, mlp);
   mm_forward(a.proj, a.act, L.ff_out, R, mlp, d);
   if (sel != a.x_mid) std::memcpy(sel, a.x_mid, R * d * sizeof(float));

@@ -9,6 +9,7 @@
 #include <atomic>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "../common/backend.h"
@@ -185,6 +186,13 @@ class Model final : public Backend {
   // The products with the weight at parameter offset `w`, in the model's dtype (matmul_forward /
   // matmul_backward, or their bf16 versions on the bf16 copy).
   void mm_forward(float* out, const float* inp, int64_t w, int64_t N, int64_t C, int64_t OC);
+  // Several products of one input inp (N,C): each (out, weight offset, OC); in bf16 the input is
+  // rounded once for all of them.
+  struct Product {
+    float* out;
+    int64_t w, OC;
+  };
+  void mm_forward_each(std::initializer_list<Product> products, const float* inp, int64_t N, int64_t C);
   void mm_backward(float* dinp, float* dweight, const float* dout, const float* inp, int64_t w, int64_t N, int64_t C,
                    int64_t OC);
   // The bf16 copy of one parameter (a no-op for vectors, which no product reads, and in fp32).
