@@ -186,6 +186,7 @@ const char* isa_name(dnnl_cpu_isa_t isa) {
     case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni (bf16 emulated)";
     case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
     case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_all: return "below SSE4.1, no oneDNN kernels";
     default: return "unknown ISA";
   }
 }
