@@ -11,7 +11,9 @@
 // the rest below. PyTorch 1.13's bf16 autocast on the same weights errs as much or more
 // (test/reference/autocast_error.py; it runs the attention's products in bf16 too): logits
 // 8.1e-3..1.3e-2, SFT gradients up to 2.9e-2. The bounds are ours with a 2-3x margin: a wrong
-// transpose or a stale bf16 weight copy moves them by 0.1 to 1.
+// transpose or a stale bf16 weight copy moves them by 0.1 to 1. Also measured (and printed by the
+// tests): greedy AR decoding agrees with fp32 on 124 of 128 tokens (120 before the first
+// difference), and the bf16 rollout's log-probs equal the bf16 learner's to 4.8e-7.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -26,7 +28,7 @@ import { GRPOTrainer, type PromptRecord } from '../../lib/train/grpo.js';
 import { parseSftConfig, runSft } from '../../lib/train/sft.js';
 import { FIXTURES, FIXTURE_MODELS, logitsCases, relError } from '../helpers/fixtures.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { args, fixtureEngine, randomBatch, TRAIN_MODELS, trainCase } from '../helpers/train.js';
+import { args, fixtureEngine, TRAIN_MODELS, trainCase } from '../helpers/train.js';
 
 const LOGITS_TOL = 3e-2;
 const GRAD_TOL = 5e-2;
