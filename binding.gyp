@@ -1,6 +1,7 @@
 {
   "variables": {
-    "openblas_static%": "<!(node -p \"process.env.JUSTGRPO_OPENBLAS_STATIC === '1' ? 1 : 0\")"
+    "openblas_static%": "<!(node -p \"process.env.JUSTGRPO_OPENBLAS_STATIC === '1' ? 1 : 0\")",
+    "onednn%": "<!(node -p \"['/usr/include', '/usr/local/include'].some((d) => require('fs').existsSync(d + '/oneapi/dnnl/dnnl.h')) ? 1 : 0\")"
   },
   "targets": [
     {
@@ -12,6 +13,9 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
+        # oneDNN's header (libdnnl-dev) gives the bf16 products; the library itself is opened at run
+        # time, only when bf16 is asked for (native/cpu/onednn.h), so nothing links against it.
+        ["onednn==1", {"defines": ["JUSTGRPO_ONEDNN"], "libraries": ["-ldl"]}],
         # JUSTGRPO_OPENBLAS_STATIC=1 (the prebuilt binary) links libopenblas.a into the .node file and
         # hides its symbols; otherwise the system's shared libopenblas, as any distro provides.
         ["openblas_static==1", {

@@ -12,6 +12,8 @@ import { benchModelConfig, runBench } from '../dist/bench.js';
 import { native } from '../dist/native/binding.js';
 import { maskedDiffusionBatch } from '../dist/train/objective.js';
 import { Rng } from '../dist/train/rng.js';
+import { GRPOTrainer } from '../dist/train/grpo.js';
+import { parseGrpoConfig } from '../dist/train/grpo-config.js';
 import { TrainingSession } from '../dist/train/session.js';
 import { median, table, timeMedian, torchBest, torchPython } from './common.mjs';
 
@@ -200,7 +202,95 @@ async function benchTokenizer() {
   });
 }
 
-// `--only forward,decode,sft,grpo,scaling,tokenizer,rewards` runs those sections alone.
+/**
+ * bf16 against fp32, ours and PyTorch's (autocast, as JustGRPO's train.py runs), on one SFT step and
+ * one JustGRPO step. Our two dtypes run alternately (A/B, one step of each in turn after a warm-up
+ * step each), so load from other work on the machine hits both alike; medians and ratios.
+ */
+async function benchBf16(py) {
+  console.log('\n## bf16 vs fp32 on the CPU: one SFT step (tiny: 8 x 64) and one JustGRPO step (G 8, prompt 32, gen 32)');
+  const kernels = {};
+  const rows = [['config', 'step', 'ours fp32 s', 'ours bf16 s', 'bf16 speed-up', 'PyTorch fp32 s', 'PyTorch autocast s', 'PyTorch threads', 'ours bf16 vs autocast']];
+  const names = quick ? ['tiny'] : ['tiny', 'small'];
+  const runs = quick ? 3 : 5;
+  for (const name of names) {
+    const config = benchModelConfig(name);
+    for (const task of ['sft', 'grpo']) {
+      const sides = [];
+      for (const dtype of ['fp32', 'bf16']) {
+        const model = await LladaModel.random(config, { seed: 0, dtype });
+        kernels[dtype] = model.deviceInfo().dtype === 'BF16' ? model.deviceInfo().name : `OpenBLAS (${native().blas})`;
+        sides.push(await stepper(model, task, config));
+      }
+      for (const s of sides) await s.step(); // warm-up: the first step allocates
+      const times = [[], []];
+      for (let r = 0; r < runs; r++)
+        for (let i = 0; i < 2; i++) {
+          const t0 = performance.now();
+          await sides[i].step();
+          times[i].push((performance.now() - t0) / 1000);
+        }
+      for (const s of sides) await s.dispose();
+      const [f32, b16] = times.map(median);
+      let tf = null, tb = null, setting = 'python3-torch not installed';
+      if (py) {
+        const spec = task === 'sft'
+          ? { task, config: toRawConfig(config), batch: 8, seq: 64, runs }
+          : { task, config: toRawConfig(config), prompt: 32, samples: 8, gen: 32, runs: name === 'tiny' ? 3 : 1, warmup: name === 'tiny' };
+        const settings = name === 'tiny' ? [[1, 2], [2, 1]] : [[1, 2]];
+        tf = torchBest(py, 'torch_train.py', spec, settings).median_s;
+        const a = torchBest(py, 'torch_train.py', { ...spec, autocast: true }, settings);
+        tb = a.median_s;
+        setting = a.setting;
+      }
+      rows.push([`${name} (d ${config.dModel}, ${config.nLayers} layers)`, task, f32.toFixed(3), b16.toFixed(3), `${(f32 / b16).toFixed(2)}x`,
+        tf === null ? 'n/a' : tf.toFixed(3), tb === null ? 'n/a' : tb.toFixed(3), setting, tb === null ? 'n/a' : `${(tb / b16).toFixed(2)}x`]);
+    }
+  }
+  console.log(`ours: fp32 ${kernels.fp32}; bf16 ${kernels.bf16}`);
+  if (py) {
+    const r = spawnSync(py, ['-c', 'import torch; print(torch.__version__, torch.backends.mkldnn.is_available(), torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "")'], { encoding: 'utf8' });
+    console.log(`PyTorch: ${r.stdout.trim()} (version, oneDNN available, CPU capability; ONEDNN_VERBOSE=1 shows its kernels)`);
+  }
+  table(rows);
+}
+
+/** One training step of `task` on `model`, repeatable: SFT on a fixed 8 x 64 batch, or a JustGRPO step. */
+async function stepper(model, task, config) {
+  if (task === 'sft') {
+    const session = TrainingSession.create(model);
+    const examples = Array.from({ length: 8 }, (_, b) => ({ prompt: [], response: Array.from({ length: 64 }, (_, t) => (b * 31 + t * 17) % (config.vocabSize - 3)), source: '' }));
+    const opt = { learningRate: 1e-5, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, weightDecay: 0, maxGradNorm: 1 };
+    let k = 0;
+    return {
+      step: async () => {
+        session.zeroGrad();
+        const batch = maskedDiffusionBatch(examples, (i) => new Rng(k++, i), { maskTokenId: config.maskTokenId, padTokenId: null, sequencesPerStep: 8 });
+        await session.lossBackward(batch);
+        await session.step(1e-5, opt);
+      },
+      dispose: async () => {
+        session.dispose();
+        await model.dispose();
+      },
+    };
+  }
+  const cfg = parseGrpoConfig({ model: 'bench', data: { train: 'bench' }, numGenerations: 8, promptsPerStep: 1, maxCompletionLength: 32, learningRate: 1e-5, maxSteps: 1000 }, 'bench');
+  const trainer = await GRPOTrainer.create(model, cfg, {
+    rewardFunctions: { even: ({ completionIds }) => completionIds.map((ids) => ids.filter((x) => x % 2 === 0).length / ids.length) },
+  });
+  const record = { ids: Array.from({ length: 32 }, (_, i) => (i * 7 + 3) % (config.vocabSize - 3)), text: '', columns: {}, source: 'bench' };
+  let s = 0;
+  return {
+    step: () => trainer.step([record], s++),
+    dispose: async () => {
+      trainer.dispose();
+      await model.dispose();
+    },
+  };
+}
+
+// `--only forward,decode,sft,grpo,bf16,scaling,tokenizer,rewards` runs those sections alone.
 const only = (() => {
   const i = process.argv.indexOf('--only');
   return i < 0 ? null : new Set(process.argv[i + 1].split(','));
@@ -217,6 +307,7 @@ async function main() {
   if (want('decode')) await benchDecode(py);
   if (want('sft')) await benchSft(py);
   if (want('grpo')) await benchGrpo(py);
+  if (want('bf16')) await benchBf16(py);
   if (!quick && want('scaling')) {
     const { benchScaling } = await import('./scaling.mjs');
     await benchScaling();

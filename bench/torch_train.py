@@ -4,6 +4,8 @@
  - "grpo": one JustGRPO step as its reference loops it: the AR rollout (one full forward per token,
    Gumbel-max in float64), then for each position t one forward + backward of the G inputs
    [prompt, x_<t, MASK...] at row P + t with the clipped-ratio loss, then grad clipping and AdamW.
+With "autocast": true, every forward (and the loss) runs under torch.autocast('cpu', bfloat16), as
+JustGRPO's train.py runs: bf16 matmuls (oneDNN) with fp32 weights and optimizer.
 Prints one JSON line. usage: torch_train.py '{"task": "sft"|"grpo", "config": {...}, ...}'
 """
 import json
@@ -64,6 +66,16 @@ def grpo_step(params, cfg, opt, prompt, G, L, g):
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    if spec.get("autocast"):
+        # The forward passes of both steps go through llada_ref.forward: wrapping it covers the
+        # rollout, the loss and (autograd follows the forward's dtypes) the backward.
+        plain = llada_ref.forward
+
+        def forward(*args):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return plain(*args).float()
+
+        llada_ref.forward = forward
     torch.set_num_threads(spec["threads"])
     cfg = llada_ref.Config.from_dict(spec["config"])
     params = {k: v.requires_grad_() for k, v in llada_ref.random_params(cfg, seed=0, dtype=torch.float32).items()}

@@ -6,7 +6,7 @@
 import type { ModelConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import type { LladaModel } from './model.js';
-import { native } from './native/binding.js';
+import { native, nativeInfo } from './native/binding.js';
 import { parseGrpoConfig } from './train/grpo-config.js';
 import { GRPOTrainer } from './train/grpo.js';
 
@@ -65,7 +65,8 @@ export type BenchStep = {
 };
 
 export type BenchResult = {
-  model: { parameters: number; dModel: number; nLayers: number; vocabSize: number; backend: string };
+  /** dtype: the compute dtype; kernels: what runs the products (OpenBLAS's core, or oneDNN's ISA for bf16 on the CPU). */
+  model: { parameters: number; dModel: number; nLayers: number; vocabSize: number; backend: string; dtype: string; kernels: string };
   numGenerations: number;
   promptLength: number;
   genLength: number;
@@ -113,7 +114,10 @@ export async function runBench(model: LladaModel, options: BenchOptions = {}): P
     throw new ConfigError(`bench: promptLength + genLength (${P + L}) exceeds the model's maxSequenceLength (${c.maxSequenceLength})`);
   const prompt = benchPrompt(c, P);
   const result: BenchResult = {
-    model: { parameters: model.numParams, dModel: c.dModel, nLayers: c.nLayers, vocabSize: c.vocabSize, backend: model.backend },
+    model: {
+      parameters: model.numParams, dModel: c.dModel, nLayers: c.nLayers, vocabSize: c.vocabSize, backend: model.backend,
+      dtype: model.deviceInfo().dtype, kernels: benchKernels(model),
+    },
     numGenerations: G, promptLength: P, genLength: L, runs,
   };
   const repeat = async (fn: () => Promise<unknown>) => {
@@ -195,12 +199,20 @@ async function benchGrpo(model: LladaModel, prompt: number[], G: number, L: numb
   }
 }
 
+/** Which kernels run the model's products: oneDNN's ISA for bf16 on the CPU, OpenBLAS's core for fp32, the device elsewhere. */
+function benchKernels(model: LladaModel): string {
+  const d = model.deviceInfo();
+  if (d.backend !== 'cpu') return d.name;
+  return d.dtype === 'BF16' ? d.name.replace(/^CPU \((.*)\)$/, '$1') : `OpenBLAS ${nativeInfo().blas}`;
+}
+
 /** The result as the CLI prints it. */
 export function benchTable(r: BenchResult): string {
   const lines: string[] = [];
   const m = r.model;
   lines.push(`model: ${(m.parameters / 1e6).toFixed(1)}M parameters (d ${m.dModel}, ${m.nLayers} layers, vocab ${m.vocabSize}) on ${m.backend}; ` +
     `G ${r.numGenerations}, prompt ${r.promptLength}, gen ${r.genLength}; medians of ${r.runs} runs after a warm-up`);
+  lines.push(`compute: ${m.dtype} (${m.kernels})`);
   if (r.forward) lines.push(`forward (${r.forward.tokens} tokens, logits at every position): ${r.forward.seconds.toFixed(3)} s, ${r.forward.tokensPerSecond.toFixed(0)} tokens/s`);
   for (const d of r.decode ?? [])
     lines.push(`decode ${d.decoder}${d.decoder === 'ar' ? '' : ` (block ${d.blockLength})`}, T 1: ${d.seconds.toFixed(3)} s, ${d.tokensPerSecond.toFixed(1)} tokens/s, NFE ${d.nfe}`);

@@ -1,7 +1,7 @@
 export { loadModel, LladaModel } from './model.js';
 export { atomicDirectory } from './fsutil.js';
 export { loadHubRows, resolveDatasetSplit, resolveModelDir, type DownloadProgress, type HubDatasetRef, type HubOptions, type ResolveModelOptions } from './hub/index.js';
-export type { Backend, CallOptions, CudaDType, LoadModelOptions, SaveOptions, RandomModelOptions } from './model.js';
+export type { Backend, CallOptions, ComputeDType, CudaDType, LoadModelOptions, SaveOptions, RandomModelOptions } from './model.js';
 export { parseModelConfig, toRawConfig } from './config.js';
 export type { ModelConfig } from './config.js';
 export { Tokenizer } from './tokenizer.js';

@@ -6,7 +6,7 @@ import { atomicDirectory, exists, isNonEmptyDirectory, parseJsonText, readRegula
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, JustGRPOError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
-import { createNativeEngine, native, type NativeEngine } from './native/binding.js';
+import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 import { resolveModelDir, type HubOptions } from './hub/index.js';
@@ -16,13 +16,23 @@ export type Backend = 'cpu' | 'cuda';
 /** Weights and activations on the GPU: bf16 (fp32 accumulation) for speed, fp32 to compare with the CPU backend. */
 export type CudaDType = 'BF16' | 'F32';
 
+/**
+ * The compute dtype. On the CPU, `'fp32'` is the exact reference path and `'bf16'` runs the matrix
+ * products with bf16 inputs and fp32 sums (oneDNN), fp32 master weights and everything else in fp32;
+ * on CUDA, the weights and activations. The upper-case names are the same dtypes.
+ */
+export type ComputeDType = 'fp32' | 'bf16' | CudaDType;
+
 export type LoadModelOptions = {
   /** Where the model runs. Defaults to `'cpu'`. */
   backend?: Backend;
   /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
   device?: number;
-  /** Weight and activation dtype on the GPU (backend `'cuda'` only; the CPU backend computes in fp32). Defaults to `'BF16'`. */
-  dtype?: CudaDType;
+  /**
+   * Compute dtype (see ComputeDType): `'bf16'` on the CPU runs the matrix products in bf16 through
+   * oneDNN. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA.
+   */
+  dtype?: ComputeDType;
   /** For a Hub id: the branch, tag or commit (overrides `owner/name@revision`). Defaults to `'main'`. */
   revision?: string;
   /** For a Hub id: endpoint, token, cache, offline mode, download progress. Defaults to the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE). */
@@ -62,8 +72,8 @@ export type RandomModelOptions = {
   backend?: Backend;
   /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
   device?: number;
-  /** Weight and activation dtype on the GPU (backend `'cuda'` only). Defaults to `'BF16'`. */
-  dtype?: CudaDType;
+  /** Compute dtype, as for loadModel. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA. */
+  dtype?: ComputeDType;
 };
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -197,6 +207,12 @@ export class LladaModel {
 
   get backend(): Backend {
     return this.#backend;
+  }
+
+  /** Where the model runs and its compute dtype ('BF16' on the CPU: `name` says which oneDNN kernels run the products). */
+  deviceInfo(): NativeDeviceInfo {
+    this.#check();
+    return this.#engine.deviceInfo();
   }
 
   /** Number of parameters. */
@@ -422,6 +438,13 @@ export async function loadModel(dirOrHubId: string, options: LoadModelOptions = 
   return LladaModel.load(dir, options);
 }
 
+/** A ComputeDType as the engine names it. */
+export function nativeDType(dtype: unknown): CudaDType {
+  if (dtype === 'bf16' || dtype === 'BF16') return 'BF16';
+  if (dtype === 'fp32' || dtype === 'F32') return 'F32';
+  throw expected("'fp32' or 'bf16'", 'dtype', dtype);
+}
+
 function checkBackend(backend: string): void {
   if (backend !== 'cpu' && backend !== 'cuda') throw expected("'cpu' or 'cuda'", 'backend', backend);
   const n = native();
@@ -435,14 +458,13 @@ function checkBackend(backend: string): void {
 }
 
 /** The engine for a config on its backend; `source` (the config.json it came from) prefixes errors. */
-function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: CudaDType } = {}, source?: string): NativeEngine {
+function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: ComputeDType } = {}, source?: string): NativeEngine {
   const backend = options.backend ?? 'cpu';
   const device = options.device ?? 0;
   if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
-  const dtype = options.dtype ?? 'BF16';
-  if (dtype !== 'BF16' && dtype !== 'F32') throw expected("'BF16' or 'F32'", 'dtype', dtype);
+  const dtype = nativeDType(options.dtype ?? (backend === 'cpu' ? 'fp32' : 'bf16'));
   try {
-    return createNativeEngine(config, backend === 'cpu' ? { backend } : { backend, device, dtype });
+    return createNativeEngine(config, backend === 'cpu' ? { backend, dtype } : { backend, device, dtype });
   } catch (err) {
     if (source && err instanceof InsufficientMemoryError)
       throw new InsufficientMemoryError(`${source}: the model does not fit: ${err.message.replace(/^Engine: /, '')}`, { cause: err });

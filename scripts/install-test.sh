@@ -99,6 +99,20 @@ t_generate="$(elapsed "$t0")"
   if (c.tokens.length !== 8 || r.nfe < 1) { console.error("install-test: unexpected generate output", r); process.exit(1); }
   console.log(`generated ${c.tokens.length} tokens in ${r.nfe} forward passes: ${JSON.stringify(c.text)}`);'
 
+# bf16 opens oneDNN (libdnnl.so.2) only when asked for; where the system has it the prebuilt binary
+# runs bf16 as is, and where it does not the error says what to install.
+echo "== npx justgrpo generate --dtype bf16"
+if "${user_env[@]}" npx --no-install justgrpo generate --model m --prompt hi --gen-length 8 --block-length 8 --steps 8 --dtype bf16 --json > gen-bf16.json 2> gen-bf16.err; then
+  "${user_env[@]}" node -e '
+    const [a, b] = process.argv.slice(1).map((f) => JSON.parse(require("fs").readFileSync(f, "utf8")).completions[0].tokens);
+    if (b.length !== 8) { console.error("install-test: unexpected generate output"); process.exit(1); }
+    console.log(`8 tokens in bf16, ${JSON.stringify(a) === JSON.stringify(b) ? "the same as" : "different from"} fp32'"'"'s`);' gen.json gen-bf16.json
+  "${user_env[@]}" npx --no-install justgrpo info --model m | grep '^cpu bf16'
+else
+  grep -q 'libdnnl' gen-bf16.err || { cat gen-bf16.err >&2; die "bf16 failed without saying what to install"; }
+  echo "bf16 is unavailable here, as the error says: $(cat gen-bf16.err)"
+fi
+
 echo "== npx justgrpo train --max-steps 1"
 mkdir -p data rewards
 printf '%s\n' '{"prompt":"What is 1 + 2?","response":"3"}' '{"prompt":"What is 2 + 2?","response":"4"}' \
@@ -149,6 +163,17 @@ if command -v qemu-x86_64 >/dev/null 2>&1; then
       if (b.length !== 8) { console.error("install-test: unexpected generate output"); process.exit(1); }
       console.log(`8 tokens, ${JSON.stringify(a) === JSON.stringify(b) ? "the same as" : "different from"} this CPU'"'"'s`);' gen.json "qemu-$cpu.json"
   done
+  # bf16 on a CPU with no bf16 instructions (nor AVX): the products widen their inputs for OpenBLAS.
+  if [ -s gen-bf16.json ]; then
+    echo "== generate --dtype bf16 under qemu-x86_64 -cpu Conroe"
+    "${user_env[@]}" "$(command -v qemu-x86_64)" -cpu Conroe "$(command -v node)" node_modules/justgrpo/dist/cli/main.js \
+      generate --model m --prompt hi --gen-length 8 --block-length 8 --steps 8 --dtype bf16 --json 2> qemu-bf16.err > qemu-bf16.json \
+      || { grep -v '^qemu-x86_64: warning' qemu-bf16.err >&2; die "bf16 generate failed on an emulated Conroe CPU"; }
+    "${user_env[@]}" node -e '
+      const [a, b] = process.argv.slice(1).map((f) => JSON.parse(require("fs").readFileSync(f, "utf8")).completions[0].tokens);
+      if (b.length !== 8) { console.error("install-test: unexpected generate output"); process.exit(1); }
+      console.log(`8 tokens, ${JSON.stringify(a) === JSON.stringify(b) ? "the same as" : "different from"} this CPU'"'"'s bf16`);' gen-bf16.json qemu-bf16.json
+  fi
 else
   echo "== skipped the emulated-CPU runs: qemu-x86_64 is not installed (apt-get install qemu-user)"
 fi

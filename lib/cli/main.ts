@@ -17,8 +17,8 @@ import { loadModelArg, loadTaskArg, MODEL_FLAG_HELP } from './hub.js';
 import { runEval, writeEvalOutputs } from '../eval/index.js';
 import { isHubId } from '../hub/index.js';
 import { BENCH_SECTIONS, benchModelConfig, benchTable, runBench, type BenchSize } from '../bench.js';
-import { LladaModel, type Backend } from '../model.js';
-import { nativeInfo } from '../native/binding.js';
+import { LladaModel, type Backend, type ComputeDType } from '../model.js';
+import { native, nativeInfo } from '../native/binding.js';
 import { plotRun } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
@@ -104,6 +104,7 @@ function addRunOptions(cmd: Command, command: string): Command {
     new Option('--max-steps <n>', 'optimizer steps (overrides maxSteps)').argParser(intArg('--max-steps', 1)),
     new Option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)'),
     new Option('--seed <n>', 'seed (overrides seed)').argParser(intArg('--seed')),
+    new Option('--dtype <name>', 'fp32 | bf16: the compute dtype (overrides dtype)').argParser(choiceArg('--dtype', DTYPES)),
     new Option('--json', 'print one JSON line per logged step and a final summary'),
   ])
     cmd.addOption(option);
@@ -111,8 +112,8 @@ function addRunOptions(cmd: Command, command: string): Command {
 }
 
 /** The run those flags describe: a parsed config (with the directory its paths are relative to) or a resume. */
-async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: number }>(
-  opts: { config?: string; resume?: string; out?: string; maxSteps?: number; seed?: number },
+async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: number; dtype?: ComputeDType }>(
+  opts: { config?: string; resume?: string; out?: string; maxSteps?: number; seed?: number; dtype?: ComputeDType },
   parse: (raw: unknown, source: string) => C,
 ): Promise<{ config?: C; baseDir?: string; resume?: string; overrides: Partial<C> }> {
   if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
@@ -120,11 +121,15 @@ async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: n
   if (opts.out !== undefined) overrides.outputDir = path.resolve(opts.out);
   if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
   if (opts.seed !== undefined) overrides.seed = opts.seed;
+  if (opts.dtype !== undefined) overrides.dtype = opts.dtype;
   if (!opts.config) return { resume: opts.resume, overrides };
   // With both, --resume wins; the config serves only a run that died before its first checkpoint.
   const file = await readConfigFile(opts.config);
   return { config: parse(file.raw, opts.config), baseDir: file.baseDir, resume: opts.resume, overrides };
 }
+
+const DTYPES = ['fp32', 'bf16'] as const;
+const DTYPE_HELP = "fp32 | bf16: the compute dtype (bf16 on the CPU: matrix products in bf16 through oneDNN, fp32 sums)";
 
 const program = new Command();
 program
@@ -174,7 +179,10 @@ program
       } catch {
         tokenizer = 'none';
       }
-      const info = { model: isHubId(opts.model) && !existsSync(opts.model) ? opts.model : path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer, engine: nativeInfo() };
+      const info = {
+        model: isHubId(opts.model) && !existsSync(opts.model) ? opts.model : path.resolve(opts.model), numParams: model.numParams, config: c, tokenizer,
+        engine: nativeInfo(), bf16: native().bf16Kernels?.() ?? 'not in this build',
+      };
       if (opts.json) {
         console.log(JSON.stringify(info));
         return;
@@ -194,6 +202,7 @@ program
         ['mask / eos / bos', `${c.maskTokenId} / ${c.eosTokenId ?? '-'} / ${c.bosTokenId ?? '-'}`],
         ['tokenizer', tokenizer],
         ['engine', `${info.engine.source} ${info.engine.path} (${info.engine.backends.join(', ')}; ${info.engine.blas})`],
+        ['cpu bf16', info.bf16],
       ];
       const w = Math.max(...rows.map(([k]) => k.length));
       for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
@@ -218,9 +227,10 @@ program
   .option('--cfg-scale <s>', 'classifier-free guidance scale (0 = off)', numberArg('--cfg-scale'), 0)
   .option('--samples <n>', 'completions to draw', intArg('--samples'), 1)
   .option('--seed <n>', 'seed', intArg('--seed'), 0)
+  .option('--dtype <name>', DTYPE_HELP, choiceArg('--dtype', DTYPES), 'fp32' as ComputeDType)
   .option('--json', 'print tokens, text, NFE and tokens/s as JSON')
   .action(async (opts) => {
-    const model = await loadModelArg(opts.model, { json: opts.json });
+    const model = await loadModelArg(opts.model, { json: opts.json, dtype: opts.dtype });
     try {
       const prompt = encodePrompt(model, opts.prompt, opts.raw);
       const genLength = opts.genLength ?? defaultGenLength(model, prompt.length, opts.decoder === 'ar' ? 1 : opts.blockLength);
@@ -273,13 +283,14 @@ program
   .option('--raw', 'feed the task prompt as is, without the chat template')
   .option('--seed <n>', 'seed', intArg('--seed'), 0)
   .option('--out <dir>', 'write results.json and samples.jsonl here')
+  .option('--dtype <name>', DTYPE_HELP, choiceArg('--dtype', DTYPES), 'fp32' as ComputeDType)
   .option('--json', 'print the results as JSON')
   .action(async (opts) => {
     if (opts.samples > 1 && opts.temperature === 0)
       throw new ConfigError(`--samples ${opts.samples} at --temperature 0 draws ${opts.samples} identical greedy completions per item; give a --temperature > 0 (e.g. 1) for pass@k, or drop --samples`);
     const task = await loadTaskArg(opts.task, { dataDir: opts.dataDir, json: opts.json });
     if (task.items.length === 0) throw new InputError(`${opts.task}: the task has no items to evaluate`);
-    const model = await loadModelArg(opts.model, { json: opts.json });
+    const model = await loadModelArg(opts.model, { json: opts.json, dtype: opts.dtype });
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
@@ -430,6 +441,7 @@ program
   .option('--model <dir>', `${MODEL_FLAG_HELP} (its weights change in memory only; nothing is written)`)
   .option('--size <name>', 'without --model, a random model of this size (those of npm run bench): tiny | small', choiceArg('--size', ['tiny', 'small'] as const), 'tiny' as BenchSize)
   .option('--backend <name>', 'cpu | cuda', choiceArg('--backend', ['cpu', 'cuda'] as const), 'cpu' as Backend)
+  .option('--dtype <name>', `${DTYPE_HELP} (default: fp32 on the CPU, bf16 on CUDA)`, choiceArg('--dtype', DTYPES))
   .option('--num-generations <n>', 'completions per prompt (G)', intArg('--num-generations', 1), 8)
   .option('--prompt-length <n>', 'prompt tokens', intArg('--prompt-length', 1), 32)
   .option('--gen-length <n>', 'completion tokens', intArg('--gen-length', 1), 32)
@@ -439,8 +451,8 @@ program
   .option('--json', 'print the measurements as JSON')
   .action(async (opts) => {
     const model = opts.model
-      ? await loadModelArg(opts.model, { backend: opts.backend, json: opts.json })
-      : await LladaModel.random(benchModelConfig(opts.size), { seed: 0, backend: opts.backend });
+      ? await loadModelArg(opts.model, { backend: opts.backend, json: opts.json, dtype: opts.dtype })
+      : await LladaModel.random(benchModelConfig(opts.size), { seed: 0, backend: opts.backend, dtype: opts.dtype });
     try {
       const result = await runBench(model, {
         numGenerations: opts.numGenerations, promptLength: opts.promptLength, genLength: opts.genLength, runs: opts.runs,

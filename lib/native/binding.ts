@@ -60,17 +60,21 @@ export type NativeDeviceInfo = {
   totalMemory: number;
   /** CUDA only; empty on the CPU. */
   computeCapability: string;
-  /** Weights and activations. */
+  /** The compute dtype (on the CPU with BF16, `name` says which oneDNN kernels run the products). */
   dtype: 'F32' | 'BF16';
 };
 
-/** Which backend an engine runs on: the CPU (fp32, the reference) or one GPU (CUDA builds). */
+/** Which backend an engine runs on, in which dtype: the CPU (fp32, the reference; or bf16 products) or one GPU (CUDA builds). */
 export type NativeEngineOptions = {
   /** Defaults to `'cpu'`. */
   backend?: 'cpu' | 'cuda';
   /** The GPU's index. Defaults to `0`. */
   device?: number;
-  /** CUDA weights and activations. Defaults to `'BF16'`. */
+  /**
+   * The compute dtype: on CUDA the weights and activations; on the CPU `'BF16'` runs the matrix
+   * products in bf16 through oneDNN (fp32 master weights, the rest in fp32). Defaults to `'BF16'`
+   * on CUDA and `'F32'` (the exact reference) on the CPU.
+   */
   dtype?: 'BF16' | 'F32';
 };
 
@@ -255,6 +259,8 @@ export interface NativeModule {
   opTimes(start: boolean): { gemm: number; attention: number; gemmFlops: number };
   /** OpenBLAS's build configuration and the kernel set it chose for this CPU (absent in builds before it was added). */
   blas?: string;
+  /** What runs the CPU's bf16 products ("oneDNN 2.6.3, avx512_core_bf16"), or why nothing can; opens oneDNN. */
+  bf16Kernels?: () => string;
 }
 
 /** Which native binary was loaded, and why that one. */

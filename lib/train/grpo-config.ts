@@ -85,6 +85,11 @@ export const grpoConfigSchema = z.strictObject({
   reuseRolloutMemoryMB: z.number().min(0).default(4096),
   /** Tokens per forward/backward of the loss (the memory budget of the packed (sample, t) batch). */
   maxTokensPerBatch: z.number().int().positive().default(16384),
+  /**
+   * Compute dtype of the model: 'fp32' (exact), or 'bf16' (the CPU's matrix products with bf16
+   * inputs and fp32 sums through oneDNN; fp32 master weights, optimizer and everything else).
+   */
+  dtype: z.enum(['fp32', 'bf16']).default('fp32'),
   checkpointActivations: z.boolean().default(false),
   maxSteps: z.number().int().positive().default(125),
   seed: z.number().int().min(0).default(0),

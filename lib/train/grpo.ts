@@ -594,7 +594,9 @@ export async function runGrpo(
     const fns = resolved.rewardModule ? await loadRewardModule(resolved.rewardModule) : {};
     const named: Record<string, RewardFunction> = {};
     for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
-    const ref = config.beta > 0 ? (resolved.refModel ? await loadModel(resolved.refModel) : await openModel(config.model, baseDir)) : null;
+    const ref = config.beta > 0
+      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype }) : await openModel(config.model, baseDir, config.dtype))
+      : null;
     let trainer: GRPOTrainer;
     try {
       trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });

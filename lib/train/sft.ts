@@ -53,6 +53,11 @@ export const sftConfigSchema = z.strictObject({
   maskEps: z.number().gt(0).lt(1).default(1e-3),
   /** Pad responses with eos to the longest sequence of the micro-batch, as LLaDA's SFT does (teaches the eos tail). */
   padToLongest: z.boolean().default(true),
+  /**
+   * Compute dtype of the model: 'fp32' (exact), or 'bf16' (the CPU's matrix products with bf16
+   * inputs and fp32 sums through oneDNN; fp32 master weights, optimizer and everything else).
+   */
+  dtype: z.enum(['fp32', 'bf16']).default('fp32'),
   checkpointActivations: z.boolean().default(false),
   seed: z.number().int().min(0).default(0),
   outputDir: z.string().default('runs/sft'),

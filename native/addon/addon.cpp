@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../common/ops.h"
+#include "../cpu/onednn.h"
 #include "../cpu/op_timer.h"
 #include "backends.h"
 #include "engine.h"
@@ -50,6 +51,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("opTimes", Napi::Function::New(env, OpTimes, "opTimes"));
   // Which OpenBLAS and which of its kernel sets this CPU got (it dispatches at load).
   exports.Set("blas", std::string(openblas_get_config()) + " (core " + openblas_get_corename() + ")");
+  // What runs the CPU's bf16 products: oneDNN's version and the ISA it picked, or why there is none.
+  // A function: it opens oneDNN, which nothing else does until bf16 is asked for.
+  exports.Set("bf16Kernels", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return Napi::String::New(info.Env(), jg::cpu::onednn_describe());
+              }, "bf16Kernels"));
   return exports;
 }
 

@@ -17,9 +17,9 @@ std::vector<std::string> backend_names() {
 }
 
 std::unique_ptr<Backend> make_backend(const ModelConfig& cfg, const BackendOptions& o) {
-  if (o.backend == "cpu") return std::make_unique<cpu::Model>(cfg);
+  if (o.backend == "cpu") return std::make_unique<cpu::Model>(cfg, o.dtype.value_or(DType::F32));
 #ifdef JUSTGRPO_CUDA
-  if (o.backend == "cuda") return std::make_unique<cuda::Model>(cfg, o.device, o.dtype);
+  if (o.backend == "cuda") return std::make_unique<cuda::Model>(cfg, o.device, o.dtype.value_or(DType::BF16));
 #endif
   JG_FAIL(ErrorKind::UNSUPPORTED, "Backend '", o.backend, "' is not in this build");
 }

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,9 @@ namespace jg {
 struct BackendOptions {
   std::string backend = "cpu";
   int device = 0;
-  DType dtype = DType::BF16;  // the CUDA backend's weights and activations (the CPU computes in fp32)
+  // The compute dtype; unset: each backend's default (the CPU: F32, its exact reference path, with
+  // BF16 its matrix products in bf16; CUDA: BF16 weights and activations).
+  std::optional<DType> dtype;
 };
 
 // "cpu", and "cuda" in CUDA builds.

@@ -4,7 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
+#include "onednn.h"
 #include "ops.h"
 #include "op_timer.h"
 #include "threadpool.h"
@@ -78,6 +80,58 @@ void matmul_backward(float* dinp, float* dweight, const float* dout, const float
   if (N == 0) return;
   if (dinp) sgemm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
   sgemm(true, false, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+}
+
+namespace {
+
+// The bf16 products' rounded inputs, per calling thread, grown to the largest product seen.
+struct Bf16Scratch {
+  std::vector<uint16_t> a, b;
+  uint16_t* take_a(int64_t n) {
+    if (static_cast<int64_t>(a.size()) < n) a.resize(n);
+    return a.data();
+  }
+  uint16_t* take_b(int64_t n) {
+    if (static_cast<int64_t>(b.size()) < n) b.resize(n);
+    return b.data();
+  }
+};
+thread_local Bf16Scratch bf16_scratch;
+
+}  // namespace
+
+// out (N,OC) = bf16(inp) (N,C) @ weight (OC,C)^T, weight the bf16 copy; fp32 sums and output.
+void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC) {
+  if (N == 0) return;
+  matmul_forward_bf16(out, matmul_input_bf16(inp, N * C), weight, N, C, OC);
+}
+
+const uint16_t* matmul_input_bf16(const float* inp, int64_t n) {
+  uint16_t* a = bf16_scratch.take_a(n);
+  to_bf16(a, inp, n);
+  return a;
+}
+
+void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC) {
+  gemm_bf16(true, N, OC, C, inp, C, weight, C, 0.0f, out, OC);
+}
+
+// As matmul_backward, with the products in bf16: dinp += bf16(dout) @ weight and dweight +=
+// bf16(dout)^T @ bf16(inp), summed in fp32 and added to the fp32 gradients.
+void matmul_backward_bf16(float* dinp, float* dweight, const float* dout, const float* inp, const uint16_t* weight,
+                          int64_t N, int64_t C, int64_t OC) {
+  if (N == 0) return;
+  const int64_t big = std::max(N * OC, N * C);
+  uint16_t* a = bf16_scratch.take_a(big);
+  uint16_t* b = bf16_scratch.take_b(N * C);
+  if (dinp) {
+    to_bf16(a, dout, N * OC);
+    gemm_bf16(false, N, C, OC, a, OC, weight, C, 1.0f, dinp, C);
+  }
+  // dweight: dout^T (OC,N), laid out transposed so oneDNN reads both inputs row by row.
+  to_bf16_transposed(a, dout, N, OC);
+  to_bf16(b, inp, N * C);
+  gemm_bf16(false, OC, C, N, a, N, b, C, 1.0f, dweight, C);
 }
 
 }  // namespace jg::cpu

@@ -12,6 +12,7 @@
 #include "../common/rope.h"
 #include "../common/tensor_io.h"
 #include "../common/validate.h"
+#include "onednn.h"
 #include "ops.h"
 #include "simd.h"
 #include "threadpool.h"
@@ -74,8 +75,12 @@ struct Model::Plan {
 };
 
 // The config is checked before the layout multiplies its sizes.
-Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_((check_model_config(cfg), cfg)) {
+Model::Model(const ModelConfig& cfg, DType dtype) : cfg_(cfg), layout_((check_model_config(cfg), cfg)), dtype_(dtype) {
+  JG_CHECK(dtype == DType::F32 || dtype == DType::BF16, "Expected 'F32' or 'BF16' for `dtype` on the CPU");
+  // Before any allocation: a missing oneDNN is an UNSUPPORTED error that says what to install.
+  if (dtype == DType::BF16) onednn_require();
   params_.resize(layout_.total(), "model parameters");
+  if (dtype == DType::BF16) weights_bf16_.resize((layout_.total() + 1) / 2, "bf16 weights");
   const int64_t half = cfg.head_dim() / 2;
   check_fits(checked_mul(cfg.max_seq_len, 2 * half * int64_t(sizeof(float))), "RoPE tables");
   rope_cos_.resize(cfg.max_seq_len * half);
@@ -84,7 +89,8 @@ Model::Model(const ModelConfig& cfg) : cfg_(cfg), layout_((check_model_config(cf
 }
 
 DeviceInfo Model::device_info() const {
-  // The processor's name as the kernel reports it (Linux), else a plain "CPU".
+  // The processor's name as the kernel reports it (Linux), else a plain "CPU"; with bf16, the
+  // products' library and the kernels it runs (e.g. "oneDNN 2.6.3, avx512_core_bf16").
   std::string name = "CPU";
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);)
@@ -92,12 +98,46 @@ DeviceInfo Model::device_info() const {
       name = line.substr(line.find(':') + 2);
       break;
     }
-  return {"cpu", name, "F32", 0, static_cast<double>(std::max<int64_t>(0, available_memory_bytes())), ""};
+  if (dtype_ == DType::BF16) name = str_cat(name, " (", onednn_describe(), ")");
+  return {"cpu", name, dtype_ == DType::BF16 ? "BF16" : "F32", 0,
+          static_cast<double>(std::max<int64_t>(0, available_memory_bytes())), ""};
+}
+
+void Model::refresh_bf16(const ParamInfo& p) {
+  // The embedding is looked up in fp32, never multiplied: its rows of the copy stay unwritten (and,
+  // the buffer being mapped, never paged in).
+  if (dtype_ != DType::BF16 || p.shape.size() != 2 || p.offset == layout_.wte) return;
+  to_bf16(weights_bf16() + p.offset, params_.data() + p.offset, p.numel);
+}
+
+void Model::refresh_bf16() {
+  for (const ParamInfo& p : layout_.params()) refresh_bf16(p);
+}
+
+void Model::mm_forward(float* out, const float* inp, int64_t w, int64_t N, int64_t C, int64_t OC) {
+  if (dtype_ == DType::BF16) matmul_forward_bf16(out, inp, weights_bf16() + w, N, C, OC);
+  else matmul_forward(out, inp, params_.data() + w, N, C, OC);
+}
+
+void Model::mm_forward_each(std::initializer_list<Product> products, const float* inp, int64_t N, int64_t C) {
+  if (dtype_ != DType::BF16 || N == 0) {
+    for (const Product& p : products) mm_forward(p.out, inp, p.w, N, C, p.OC);
+    return;
+  }
+  const uint16_t* in16 = matmul_input_bf16(inp, N * C);
+  for (const Product& p : products) matmul_forward_bf16(p.out, in16, weights_bf16() + p.w, N, C, p.OC);
+}
+
+void Model::mm_backward(float* dinp, float* dweight, const float* dout, const float* inp, int64_t w, int64_t N,
+                        int64_t C, int64_t OC) {
+  if (dtype_ == DType::BF16) matmul_backward_bf16(dinp, dweight, dout, inp, weights_bf16() + w, N, C, OC);
+  else matmul_backward(dinp, dweight, dout, inp, params_.data() + w, N, C, OC);
 }
 
 void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) {
   JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
   read_tensor(params_.data() + p.offset, p.numel, file_dtype, path, offset, p.name);
+  refresh_bf16(p);
 }
 
 int64_t Model::count_non_finite(const ParamInfo& p) {
@@ -128,6 +168,7 @@ void Model::get_param(float* dst, const ParamInfo& p) {
 
 void Model::set_param(const ParamInfo& p, const float* src) {
   std::memcpy(params_.data() + p.offset, src, static_cast<size_t>(p.numel) * sizeof(float));
+  refresh_bf16(p);
 }
 
 void Model::init_random(uint64_t seed, float stdev) {
@@ -143,6 +184,7 @@ void Model::init_random(uint64_t seed, float stdev) {
     std::normal_distribution<float> dist(0.0f, stdev);
     for (int64_t j = 0; j < params[i].numel; j++) p[j] = dist(rng);
   }
+  refresh_bf16();
 }
 
 void Model::logprobs(float* out, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
@@ -160,7 +202,8 @@ int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
 }
 
 void Model::release() {
-  for (FloatBuffer* b : {&params_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_}) b->release();
+  for (FloatBuffer* b : {&params_, &weights_bf16_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_})
+    b->release();
   logprob_ws_.release();
   step_logits_ = {};
 }
@@ -207,32 +250,27 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
     for (int64_t u = 0; u < U; u++)
       std::memcpy(a.xn1 + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
     rmsnorm_forward(a.xn1, a.rstd1, a.xn1, P + L.attn_norm, U, d, eps);
-    matmul_forward(a.q, a.xn1, P + L.q_proj, U, d, d);
-    matmul_forward(a.k, a.xn1, P + L.k_proj, U, d, kv);
-    matmul_forward(a.v, a.xn1, P + L.v_proj, U, d, kv);
+    mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, U, d);
     spread_rows(a.q, by_token_.slot.data(), N, d);
     spread_rows(a.k, by_token_.slot.data(), N, kv);
     spread_rows(a.v, by_token_.slot.data(), N, kv);
   } else {
     rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
-    matmul_forward(a.q, a.xn1, P + L.q_proj, N, d, d);
-    matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
-    matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+    mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   }
   rope_forward(a.q, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   attention_forward(a.att, a.lse, a.q, a.k, a.v, batch.seq_starts, batch.n_seqs, H, KV, hd);
-  matmul_forward(a.proj, a.att, P + L.attn_out, N, d, d);
+  mm_forward(a.proj, a.att, L.attn_out, N, d, d);
   // Training keeps x_in for backward, so the sum goes to a copy; the float adds are the same.
   if (a.x_mid != a.x_in) std::memcpy(a.x_mid, a.x_in, N * d * sizeof(float));
   residual_forward(a.x_mid, a.proj, N * d);
 
   rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, N, d, eps);
-  matmul_forward(a.gate, a.xn2, P + L.ff_proj, N, d, mlp);
-  matmul_forward(a.up, a.xn2, P + L.up_proj, N, d, mlp);
+  mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, N, d);
   swiglu_forward(a.act, a.gate, a.up, N, mlp);
   if (!x_out) return;
-  matmul_forward(a.proj, a.act, P + L.ff_out, N, mlp, d);
+  mm_forward(a.proj, a.act, L.ff_out, N, mlp, d);
   if (x_out != a.x_mid) std::memcpy(x_out, a.x_mid, N * d * sizeof(float));
   residual_forward(x_out, a.proj, N * d);
 }
@@ -248,18 +286,18 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
   // x_out = x_mid + ff_out(silu(ff_proj(xn2)) * up_proj(xn2)): the residual passes dx through
   // unchanged, and the branch gets dx as its output gradient with no copy.
   zero(p.dact, N * mlp);
-  matmul_backward(p.dact, G + L.ff_out, dx, a.act, P + L.ff_out, N, mlp, d);
+  mm_backward(p.dact, G + L.ff_out, dx, a.act, L.ff_out, N, mlp, d);
   zero(p.dgate, N * mlp);
   zero(p.dup, N * mlp);
   swiglu_backward(p.dgate, p.dup, p.dact, a.gate, a.up, N, mlp);
   zero(p.dxn, N * d);
-  matmul_backward(p.dxn, G + L.ff_proj, p.dgate, a.xn2, P + L.ff_proj, N, d, mlp);
-  matmul_backward(p.dxn, G + L.up_proj, p.dup, a.xn2, P + L.up_proj, N, d, mlp);
+  mm_backward(p.dxn, G + L.ff_proj, p.dgate, a.xn2, L.ff_proj, N, d, mlp);
+  mm_backward(p.dxn, G + L.up_proj, p.dup, a.xn2, L.up_proj, N, d, mlp);
   rmsnorm_backward(dx, G + L.ff_norm, p.dxn, a.x_mid, P + L.ff_norm, a.rstd2, N, d);
 
   // x_mid = x_in + attn_out(attention(rope(q), rope(k), v)), q/k/v from xn1.
   zero(p.datt, N * d);
-  matmul_backward(p.datt, G + L.attn_out, dx, a.att, P + L.attn_out, N, d, d);
+  mm_backward(p.datt, G + L.attn_out, dx, a.att, L.attn_out, N, d, d);
   zero(p.dq, N * d);
   zero(p.dk, N * kv);
   zero(p.dv, N * kv);
@@ -280,9 +318,9 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
     sum_rows_by_slot(p.dk, slot, N, U, kv, p.datt);
     sum_rows_by_slot(p.dv, slot, N, U, kv, p.datt);
     zero(p.dxn, U * d);
-    matmul_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, P + L.q_proj, U, d, d);
-    matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, U, d, kv);
-    matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, U, d, kv);
+    mm_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, L.q_proj, U, d, d);
+    mm_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, L.k_proj, U, d, kv);
+    mm_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, L.v_proj, U, d, kv);
     // p.datt: the U embedding rows, then (in p.dq, free now) their gradients.
     for (int64_t u = 0; u < U; u++)
       std::memcpy(p.datt + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
@@ -292,9 +330,9 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
     return;
   }
   zero(p.dxn, N * d);
-  matmul_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, P + L.q_proj, N, d, d);
-  matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, N, d, kv);
-  matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, N, d, kv);
+  mm_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, L.q_proj, N, d, d);
+  mm_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, L.k_proj, N, d, kv);
+  mm_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, L.v_proj, N, d, kv);
   rmsnorm_backward(dx, G + L.attn_norm, p.dxn, a.x_in, P + L.attn_norm, a.rstd1, N, d);
 }
 
@@ -334,23 +372,21 @@ void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, con
   for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
 
   rmsnorm_forward(a.xn1, a.rstd1, x, P + L.attn_norm, N, d, eps);
-  matmul_forward(a.k, a.xn1, P + L.k_proj, N, d, kv);
-  matmul_forward(a.v, a.xn1, P + L.v_proj, N, d, kv);
+  mm_forward_each({{a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   for (int64_t r = 0; r < R; r++)
     std::copy(a.xn1 + int64_t(rows[r]) * d, a.xn1 + (int64_t(rows[r]) + 1) * d, a.xn1_r + r * d);
-  matmul_forward(a.q, a.xn1_r, P + L.q_proj, R, d, d);
+  mm_forward(a.q, a.xn1_r, L.q_proj, R, d, d);
   rope_forward(a.q, pos_r.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
   attention_rows_forward(a.att, a.lse, a.q, a.k, a.v, rows, R, batch.seq_starts, batch.n_seqs, H, KV, hd);
-  matmul_forward(a.proj, a.att, P + L.attn_out, R, d, d);
+  mm_forward(a.proj, a.att, L.attn_out, R, d, d);
   for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, a.x_mid + r * d);
   residual_forward(a.x_mid, a.proj, R * d);
 
   rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, R, d, eps);
-  matmul_forward(a.gate, a.xn2, P + L.ff_proj, R, d, mlp);
-  matmul_forward(a.up, a.xn2, P + L.up_proj, R, d, mlp);
+  mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, R, d);
   swiglu_forward(a.act, a.gate, a.up, R, mlp);
-  matmul_forward(a.proj, a.act, P + L.ff_out, R, mlp, d);
+  mm_forward(a.proj, a.act, L.ff_out, R, mlp, d);
   if (sel != a.x_mid) std::memcpy(sel, a.x_mid, R * d * sizeof(float));
   residual_forward(sel, a.proj, R * d);
 }
@@ -368,19 +404,19 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
 
   // sel = x_mid + ff_out(silu(ff_proj(xn2)) * up_proj(xn2)), on the rows.
   zero(p.r_dact, R * mlp);
-  matmul_backward(p.r_dact, G + L.ff_out, dsel, a.act, P + L.ff_out, R, mlp, d);
+  mm_backward(p.r_dact, G + L.ff_out, dsel, a.act, L.ff_out, R, mlp, d);
   zero(p.r_dgate, R * mlp);
   zero(p.r_dup, R * mlp);
   swiglu_backward(p.r_dgate, p.r_dup, p.r_dact, a.gate, a.up, R, mlp);
   zero(p.r_dxn, R * d);
-  matmul_backward(p.r_dxn, G + L.ff_proj, p.r_dgate, a.xn2, P + L.ff_proj, R, d, mlp);
-  matmul_backward(p.r_dxn, G + L.up_proj, p.r_dup, a.xn2, P + L.up_proj, R, d, mlp);
+  mm_backward(p.r_dxn, G + L.ff_proj, p.r_dgate, a.xn2, L.ff_proj, R, d, mlp);
+  mm_backward(p.r_dxn, G + L.up_proj, p.r_dup, a.xn2, L.up_proj, R, d, mlp);
   // dsel becomes the gradient of x_mid: the residual passes it through, the norm adds its share.
   rmsnorm_backward(dsel, G + L.ff_norm, p.r_dxn, a.x_mid, P + L.ff_norm, a.rstd2, R, d);
 
   // x_mid = x[rows] + attn_out(attention(q of the rows, k and v of every row)).
   zero(p.r_datt, R * d);
-  matmul_backward(p.r_datt, G + L.attn_out, dsel, a.att, P + L.attn_out, R, d, d);
+  mm_backward(p.r_datt, G + L.attn_out, dsel, a.att, L.attn_out, R, d, d);
   zero(p.r_dq, R * d);
   zero(p.dk, N * kv);
   zero(p.dv, N * kv);
@@ -389,10 +425,10 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
   rope_backward(p.r_dq, pos_r.data(), rope_cos_.data(), rope_sin_.data(), R, H, hd);
   rope_backward(p.dk, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   zero(p.r_dxn, R * d);
-  matmul_backward(p.r_dxn, G + L.q_proj, p.r_dq, a.xn1_r, P + L.q_proj, R, d, d);
+  mm_backward(p.r_dxn, G + L.q_proj, p.r_dq, a.xn1_r, L.q_proj, R, d, d);
   zero(p.dxn, N * d);
-  matmul_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, P + L.k_proj, N, d, kv);
-  matmul_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, P + L.v_proj, N, d, kv);
+  mm_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, L.k_proj, N, d, kv);
+  mm_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, L.v_proj, N, d, kv);
   // Scatters in row order, so repeated rows add up deterministically.
   for (int64_t r = 0; r < R; r++) axpy(p.dxn + int64_t(rows[r]) * d, 1.0f, p.r_dxn + r * d, d);
   rmsnorm_backward(dx, G + L.attn_norm, p.dxn, x, P + L.attn_norm, a.rstd1, N, d);
@@ -433,7 +469,7 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
     forward_rows(sel, batch, rows, R);
   }
   rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
-  matmul_forward(logits, xn_.data(), params_.data() + layout_.lm_head, n_rows, d, V);
+  mm_forward(logits, xn_.data(), layout_.lm_head, n_rows, d, V);
 }
 
 void Model::plan(Plan& p, float* saved_base, float* scratch_base, int64_t N, int64_t R, bool with_grads,
@@ -551,7 +587,7 @@ double Model::head_loss(float* grads, const float* sel, const Plan& p, const int
   for (int64_t r0 = 0; r0 < R; r0 += p.head_chunk) {
     const int64_t rc = std::min(p.head_chunk, R - r0);
     const float* xn = p.xn_sel + r0 * d;
-    matmul_forward(p.logits, xn, P + layout_.lm_head, rc, d, V);
+    mm_forward(p.logits, xn, layout_.lm_head, rc, d, V);
     for (int32_t id : loss.excluded)
       for (int64_t r = 0; r < rc; r++) p.logits[r * V + id] = -std::numeric_limits<float>::infinity();
     logsoftmax_forward(logprobs + r0, p.lse + r0, p.logits, targets + r0, rc, V);
@@ -563,7 +599,7 @@ double Model::head_loss(float* grads, const float* sel, const Plan& p, const int
     if (!grads) continue;
     // In place: the chunk's logits become d loss / d logits, then feed the head's two GEMMs.
     logsoftmax_backward(p.logits, p.dlogp + r0, p.logits, p.lse + r0, targets + r0, rc, V);
-    matmul_backward(p.dxn_sel + r0 * d, grads + layout_.lm_head, p.logits, xn, P + layout_.lm_head, rc, d, V);
+    mm_backward(p.dxn_sel + r0 * d, grads + layout_.lm_head, p.logits, xn, layout_.lm_head, rc, d, V);
   }
   if (!grads) return total;
   zero(p.dsel, R * d);
@@ -663,7 +699,7 @@ void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, c
   train_forward(p, batch, rows, R, kept.pos_.data());
   // The head as forward() runs it, so the logits are the same bits.
   rmsnorm_forward(p.xn_sel, nullptr, p.sel, params_.data() + layout_.ln_f, R, d, static_cast<float>(cfg_.rms_norm_eps));
-  matmul_forward(logits, p.xn_sel, params_.data() + layout_.lm_head, R, d, V);
+  mm_forward(logits, p.xn_sel, layout_.lm_head, R, d, V);
 }
 
 double Model::backward_kept(float* grads, const KeptForward& kept, TrainWorkspace& ws, const int32_t* targets,

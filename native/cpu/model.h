@@ -1,4 +1,6 @@
-// The LLaDA model on the CPU, the reference backend: parameters in fp32, the forward pass over a
+// The LLaDA model on the CPU, the reference backend: parameters in fp32 (with dtype BF16, the
+// matrix products in bf16 through oneDNN from a bf16 copy of the weight matrices, everything else
+// as in fp32), the forward pass over a
 // packed batch, and the training path (a forward that keeps what backward needs, a loss over
 // selected rows, backward). Implements the Backend interface (native/common/backend.h); the
 // training state over it is cpu::Training (training.h).
@@ -7,6 +9,7 @@
 #include <atomic>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "../common/backend.h"
@@ -108,7 +111,11 @@ class KeptForward {
 
 class Model final : public Backend {
  public:
-  explicit Model(const ModelConfig& cfg);
+  // dtype F32: every product in fp32 through OpenBLAS (the reference). BF16: the matrix products
+  // (projections, MLP, LM head; forward and backward) take bf16 inputs and sum in fp32 through
+  // oneDNN; the fp32 parameters stay the master copy, and the bf16 copy of the weight matrices
+  // follows every change to them (loading, set_param, init_random, refresh_bf16 after a step).
+  explicit Model(const ModelConfig& cfg, DType dtype = DType::F32);
 
   // The Backend interface.
   const ModelConfig& config() const override { return cfg_; }
@@ -135,6 +142,10 @@ class Model final : public Backend {
 
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
+  DType dtype() const { return dtype_; }
+  // The bf16 copy of the weight matrices again from the fp32 parameters (after the optimizer
+  // wrote them); nothing in fp32.
+  void refresh_bf16();
 
   // The loss over selected rows of a packed batch: the layers, then ln_f and the LM head on `rows`
   // only (indices into the batch's tokens; repeats allowed), then `loss` on each row's
@@ -173,6 +184,21 @@ class Model final : public Backend {
   struct Plan;
 
   void positions(std::vector<int32_t>& pos, const Batch& batch) const;
+  // The products with the weight at parameter offset `w`, in the model's dtype (matmul_forward /
+  // matmul_backward, or their bf16 versions on the bf16 copy).
+  void mm_forward(float* out, const float* inp, int64_t w, int64_t N, int64_t C, int64_t OC);
+  // Several products of one input inp (N,C): each (out, weight offset, OC); in bf16 the input is
+  // rounded once for all of them.
+  struct Product {
+    float* out;
+    int64_t w, OC;
+  };
+  void mm_forward_each(std::initializer_list<Product> products, const float* inp, int64_t N, int64_t C);
+  void mm_backward(float* dinp, float* dweight, const float* dout, const float* inp, int64_t w, int64_t N, int64_t C,
+                   int64_t OC);
+  // The bf16 copy of one parameter (a no-op for vectors, which no product reads, and in fp32).
+  void refresh_bf16(const ParamInfo& p);
+  uint16_t* weights_bf16() { return reinterpret_cast<uint16_t*>(weights_bf16_.data()); }
   // x_out (N,d) = the layer applied to a.x_in, filling `a`; with x_out null, stops after the
   // activation (what backward needs, when it recomputes a checkpointed layer). `first`: a.x_in is
   // the embedding output, and the queries, keys and values are computed once per distinct token
@@ -212,7 +238,10 @@ class Model final : public Backend {
 
   ModelConfig cfg_;
   ParamLayout layout_;
+  DType dtype_;
   FloatBuffer params_;
+  // BF16: the weights rounded to bf16 at the parameters' offsets (two per float of the buffer).
+  FloatBuffer weights_bf16_;
   std::vector<float> rope_cos_, rope_sin_;
 
   // Activations of one layer at a time (inference keeps nothing for backward).

@@ -36,6 +36,15 @@ void matmul_forward(float* out, const float* inp, const float* weight, int64_t N
 // dout (N,OC), inp (N,C), weight (OC,C)
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                      int64_t N, int64_t C, int64_t OC);
+// The same two with bf16 products (oneDNN, onednn.h): the inputs rounded to bf16, weight the bf16
+// copy (OC,C) of the fp32 weight, fp32 sums and outputs (the gradients stay fp32, +=).
+void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC);
+void matmul_backward_bf16(float* dinp, float* dweight, const float* dout, const float* inp, const uint16_t* weight,
+                          int64_t N, int64_t C, int64_t OC);
+// inp (n) rounded to bf16, in this thread's buffer, valid until its next bf16 product; and the
+// forward on such an input, for several products that read one input (q, k and v; gate and up).
+const uint16_t* matmul_input_bf16(const float* inp, int64_t n);
+void matmul_forward_bf16(float* out, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC);
 
 // x (N, H, hd) rotated in place (rotate-half layout), pos (N) the position of each row.
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int64_t N, int64_t H,

@@ -68,6 +68,7 @@ StepStats Training::step(const AdamWOptions& o) {
     const AdamWParams hp{o.lr, o.beta1, o.beta2, o.eps, matrix ? o.weight_decay : 0.0, step_};
     adamw_update(model_.params() + p.offset, m_.data() + p.offset, v_.data() + p.offset, g + p.offset, p.numel, hp);
   }
+  model_.refresh_bf16();
   return out;
 }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import { parseModelConfig, readSafetensorsHeader, type ModelConfig } from '../../lib/index.js';
 import {
-  native, type NativeDType, type NativeEngine, type NativeModelConfig, type NativeStepOptions, type NativeTrainer,
+  native, type NativeDType, type NativeEngine, type NativeEngineOptions, type NativeModelConfig, type NativeStepOptions, type NativeTrainer,
 } from '../../lib/native/binding.js';
 import { FIXTURES } from './fixtures.js';
 
@@ -40,12 +40,12 @@ export function packBatch(seqs: number[][], rows: number[], targets: number[], w
   };
 }
 
-/** An engine holding a fixture model's weights. */
-export async function fixtureEngine(name: string): Promise<{ engine: NativeEngine; config: ModelConfig }> {
+/** An engine holding a fixture model's weights (on the CPU in fp32 unless `options` says otherwise). */
+export async function fixtureEngine(name: string, options: NativeEngineOptions = {}): Promise<{ engine: NativeEngine; config: ModelConfig }> {
   const dir = path.join(FIXTURES, name);
   const configFile = path.join(dir, 'config.json');
   const config = parseModelConfig(JSON.parse(readFileSync(configFile, 'utf8')), configFile);
-  const engine = new (native().Engine)({ ...config });
+  const engine = new (native().Engine)({ ...config }, options);
   const file = path.join(dir, 'model.safetensors');
   const header = await readSafetensorsHeader(file);
   await engine.loadTensors(
