@@ -32,6 +32,7 @@ void gemm_bf16(bool, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const 
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -80,6 +81,9 @@ struct Api {
   // widen their bf16 inputs to fp32 and run through OpenBLAS. The products of bf16 values are exact
   // in fp32, so this computes what the bf16 kernels do, up to the order of the fp32 sums.
   bool widen = false;
+  // JUSTGRPO_BF16_PRODUCTS=openblas asks for the widened products where oneDNN has bf16 kernels too:
+  // on AVX512-BF16 without AMX, oneDNN 2.6's bf16 matmul can trail OpenBLAS's AVX-512 sgemm.
+  bool widen_asked = false;
 };
 
 // This .node file's directory, where the prebuilt package may carry libdnnl.so.2.
@@ -157,6 +161,8 @@ Api load() {
   } else {
     a.widen = true;
   }
+  const char* env = std::getenv("JUSTGRPO_BF16_PRODUCTS");
+  if (env && std::strcmp(env, "openblas") == 0 && !a.widen) a.widen = a.widen_asked = true;
   return a;
 }
 
@@ -285,6 +291,9 @@ inline float from_bf16(uint16_t h) {
 // single-threaded OpenBLAS sgemm (the caller splits the work over the pool, as for oneDNN's).
 void widened_gemm(bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
                   int64_t ldb, bool beta, float* C, int64_t ldc) {
+  // The pool splits the product; each block is one single-threaded sgemm, as the fp32 products run.
+  static const bool single = (openblas_set_num_threads(1), true);
+  (void)single;
   thread_local std::vector<float> wa, wb;
   wa.resize(M * K);
   wb.resize(K * N);
@@ -338,7 +347,9 @@ std::string onednn_describe() {
   if (!a.error.empty()) return a.error;
   const dnnl_version_t* v = a.version();
   return str_cat("oneDNN ", v->major, ".", v->minor, ".", v->patch, ", ", isa_name(a.get_effective_cpu_isa()),
-                 a.widen ? ": no bf16 matmul for this CPU, the bf16 inputs widened to fp32 for OpenBLAS" : "");
+                 a.widen_asked ? ": the bf16 inputs widened to fp32 for OpenBLAS (JUSTGRPO_BF16_PRODUCTS=openblas)"
+                 : a.widen     ? ": no bf16 matmul for this CPU, the bf16 inputs widened to fp32 for OpenBLAS"
+                               : "");
 }
 
 void to_bf16(uint16_t* dst, const float* src, int64_t n) {

@@ -273,22 +273,26 @@ describe('bf16 where the CPU has no bf16 instructions', () => {
   // AVX512_CORE emulates bf16 in oneDNN's own kernels; AVX2 has no bf16 matmul in oneDNN 2.6, so the
   // engine widens the bf16 inputs to fp32 for OpenBLAS. Either computes the same products (bf16 x bf16
   // is exact in fp32), so the logits agree with the native bf16 ones to fp32 round-off.
-  it.each([['AVX512_CORE', /avx512_core \(bf16 emulated\)/], ['AVX2', /avx2: no bf16 matmul for this CPU/]])(
-    'ONEDNN_MAX_CPU_ISA=%s: the same logits as the bf16 instructions give', async (isa, kernels) => {
-      const dir = path.join(FIXTURES, 'gqa_f32');
-      const ids = [[1, 2, 3, 4, 5, 6, 7, 60, 60, 60], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]];
-      const script = `import { loadModel } from ${JSON.stringify(path.join(root, 'dist', 'index.js'))};
-        const m = await loadModel(${JSON.stringify(dir)}, { dtype: 'bf16' });
-        const l = await m.logits(${JSON.stringify(ids)});
-        console.log(JSON.stringify({ name: m.deviceInfo().name, logits: Array.from(l) }));`;
-      const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-        encoding: 'utf8', env: { ...process.env, ONEDNN_MAX_CPU_ISA: isa },
-      });
-      const r = JSON.parse(out) as { name: string; logits: number[] };
-      expect(r.name).toMatch(kernels);
-      const here = await keep(await loadModel(dir, { dtype: 'bf16' })).logits(ids);
-      const f32 = await keep(await loadModel(dir)).logits(ids);
-      expect(relError(Float32Array.from(r.logits), here)).toBeLessThan(1e-5);
-      expect(relError(Float32Array.from(r.logits), f32)).toBeLessThan(LOGITS_TOL);
+  // JUSTGRPO_BF16_PRODUCTS=openblas asks for the widened path on any CPU.
+  it.each([
+    ['ONEDNN_MAX_CPU_ISA=AVX512_CORE', { ONEDNN_MAX_CPU_ISA: 'AVX512_CORE' }, /avx512_core \(bf16 emulated\)/],
+    ['ONEDNN_MAX_CPU_ISA=AVX2', { ONEDNN_MAX_CPU_ISA: 'AVX2' }, /avx2: no bf16 matmul for this CPU/],
+    ['JUSTGRPO_BF16_PRODUCTS=openblas', { JUSTGRPO_BF16_PRODUCTS: 'openblas' }, /widened to fp32 for OpenBLAS \(JUSTGRPO_BF16_PRODUCTS=openblas\)/],
+  ])('%s: the same logits as the bf16 instructions give', async (_name, env, kernels) => {
+    const dir = path.join(FIXTURES, 'gqa_f32');
+    const ids = [[1, 2, 3, 4, 5, 6, 7, 60, 60, 60], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]];
+    const script = `import { loadModel } from ${JSON.stringify(path.join(root, 'dist', 'index.js'))};
+      const m = await loadModel(${JSON.stringify(dir)}, { dtype: 'bf16' });
+      const l = await m.logits(${JSON.stringify(ids)});
+      console.log(JSON.stringify({ name: m.deviceInfo().name, logits: Array.from(l) }));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8', env: { ...process.env, ...env },
     });
+    const r = JSON.parse(out) as { name: string; logits: number[] };
+    expect(r.name).toMatch(kernels);
+    const here = await keep(await loadModel(dir, { dtype: 'bf16' })).logits(ids);
+    const f32 = await keep(await loadModel(dir)).logits(ids);
+    expect(relError(Float32Array.from(r.logits), here)).toBeLessThan(1e-5);
+    expect(relError(Float32Array.from(r.logits), f32)).toBeLessThan(LOGITS_TOL);
+  });
 });
