@@ -203,7 +203,8 @@ async function benchGrpo(model: LladaModel, prompt: number[], G: number, L: numb
 function benchKernels(model: LladaModel): string {
   const d = model.deviceInfo();
   if (d.backend !== 'cpu') return d.name;
-  return d.dtype === 'BF16' ? d.name.replace(/^CPU \((.*)\)$/, '$1') : `OpenBLAS ${nativeInfo().blas}`;
+  // The CPU's name ends with the bf16 products' library in parentheses: "<processor> (oneDNN 2.6.3, ...)".
+  return d.dtype === 'BF16' ? d.name.replace(/^.*\((oneDNN[^()]*)\)$/, '$1') : `OpenBLAS ${nativeInfo().blas}`;
 }
 
 /** The result as the CLI prints it. */

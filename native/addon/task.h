@@ -6,8 +6,9 @@
 #include <napi.h>
 
 #include <algorithm>
-#include <atomic>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <functional>
 #include <string>
 #include <utility>
@@ -108,8 +109,10 @@ class DecodeTask : public Napi::AsyncWorker {
         run_(std::move(run)) {
     engine_->Ref();
     if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
-    if (on_progress.IsFunction())
+    if (on_progress.IsFunction()) {
       tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "decode progress", 0, 1);
+      on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
+    }
   }
   ~DecodeTask() override { engine_->Unref(); }
 
@@ -121,9 +124,11 @@ class DecodeTask : public Napi::AsyncWorker {
       if (tsfn_) {
         const int64_t L = gen_length_;
         progress = [this, L](const DecodeProgress& p) {
-          auto* msg = new Message{p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L), settled_};
-          // Non-blocking: a slow listener drops updates instead of stalling the decoder.
-          if (tsfn_.NonBlockingCall(msg, &Deliver) != napi_ok) delete msg;
+          progress_->push({p.committed, p.total, std::vector<int32_t>(p.canvas, p.canvas + L)});
+          // Non-blocking: the JavaScript thread drains the queue when it gets to it; the decoder
+          // never waits for a listener.
+          auto* ref = new std::shared_ptr<ProgressQueue>(progress_);
+          if (tsfn_.NonBlockingCall(ref, &Deliver) != napi_ok) delete ref;
         };
       }
       result_ = run_(progress);
@@ -160,18 +165,42 @@ class DecodeTask : public Napi::AsyncWorker {
   struct Message {
     int64_t committed, total;
     std::vector<int32_t> canvas;
-    std::shared_ptr<std::atomic<bool>> settled;
   };
 
-  // Runs on the JavaScript thread; an update still queued when the call settled is dropped, so no
-  // progress callback ever follows the Promise's resolution.
-  static void Deliver(Napi::Env env, Napi::Function fn, Message* msg) {
-    if (env != nullptr && fn != nullptr && !msg->settled->load()) {
-      auto canvas = Napi::Int32Array::New(env, msg->canvas.size());
-      std::copy(msg->canvas.begin(), msg->canvas.end(), canvas.Data());
-      fn.Call({Napi::Number::New(env, double(msg->committed)), Napi::Number::New(env, double(msg->total)), canvas});
+  // Updates on their way to the listener: the worker pushes, the JavaScript thread drains (from a
+  // thread-safe call, and once more before the call settles, so every update reaches the listener
+  // before the Promise does and none after it). Bounded: past kMax pending, the oldest are dropped.
+  struct ProgressQueue {
+    static constexpr size_t kMax = 256;
+    std::mutex mu;
+    std::deque<Message> pending;
+    bool settled = false;
+    void push(Message m) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (pending.size() == kMax) pending.pop_front();
+      pending.push_back(std::move(m));
     }
-    delete msg;
+    // The pending updates, or none once the call has settled.
+    std::deque<Message> take(bool settle) {
+      std::lock_guard<std::mutex> lock(mu);
+      std::deque<Message> out;
+      if (!settled) out.swap(pending);
+      settled = settled || settle;
+      return out;
+    }
+  };
+
+  static void Call(Napi::Env env, Napi::Function fn, std::deque<Message> messages) {
+    for (const Message& m : messages) {
+      auto canvas = Napi::Int32Array::New(env, m.canvas.size());
+      std::copy(m.canvas.begin(), m.canvas.end(), canvas.Data());
+      fn.Call({Napi::Number::New(env, double(m.committed)), Napi::Number::New(env, double(m.total)), canvas});
+    }
+  }
+
+  static void Deliver(Napi::Env env, Napi::Function fn, std::shared_ptr<ProgressQueue>* ref) {
+    if (env != nullptr && fn != nullptr) Call(env, fn, (*ref)->take(false));
+    delete ref;
   }
 
   template <typename T, typename A>
@@ -181,10 +210,20 @@ class DecodeTask : public Napi::AsyncWorker {
     return a;
   }
 
+  // On the JavaScript thread, before the Promise settles: the last updates reach the listener now.
   void finish() {
-    settled_->store(true);
     engine_->unclaim();
-    if (tsfn_) tsfn_.Release();
+    if (tsfn_) {
+      std::deque<Message> last = progress_->take(true);
+      if (!on_progress_.IsEmpty()) {
+        try {
+          Call(Env(), on_progress_.Value(), std::move(last));
+        } catch (const Napi::Error&) {
+          // A listener that throws does not change the call's outcome.
+        }
+      }
+      tsfn_.Release();
+    }
   }
 
   Napi::Promise::Deferred deferred_;
@@ -194,7 +233,8 @@ class DecodeTask : public Napi::AsyncWorker {
   DecodeResult result_;
   Napi::ObjectReference owner_;
   Napi::ThreadSafeFunction tsfn_;
-  std::shared_ptr<std::atomic<bool>> settled_ = std::make_shared<std::atomic<bool>>(false);
+  Napi::FunctionReference on_progress_;
+  std::shared_ptr<ProgressQueue> progress_ = std::make_shared<ProgressQueue>();
   js::CallError error_;
 };
 

@@ -240,6 +240,22 @@ describe('options and calls', () => {
     expect(seen.map((s) => s[1])).toEqual([6, 4, 2, 0]);
   });
 
+  it('every progress update reaches the listener before the Promise settles, none after', async () => {
+    const m = await fixture('mha_f32');
+    for (let i = 0; i < 5; i++) {
+      const seen: number[] = [];
+      let settled = false, late = 0;
+      await m.generate([1, 2], {
+        genLength: 8, blockLength: 8, steps: 4,
+        onProgress: (f) => (settled ? late++ : seen.push(f)),
+      });
+      settled = true;
+      expect(seen).toEqual([0.25, 0.5, 0.75, 1]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(late).toBe(0);
+    }
+  });
+
   it('an AbortSignal stops a long decode and the model stays usable', async () => {
     const m = await LladaModel.random(
       { dModel: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, headDim: 32, mlpHiddenSize: 256, vocabSize: 100, embeddingSize: 104,
