@@ -482,13 +482,19 @@ export class Sandbox {
     return args;
   }
 
-  private async execute(code: string, options: SandboxRunOptions): Promise<SandboxResult> {
-    if (this.caps.isolation === 'bwrap') return this.executeBwrap(code, options);
-    const started = Date.now();
+  /** The run's time and memory limits (its options over the sandbox's), checked. */
+  private limits(options: SandboxRunOptions): { timeoutMs: number; memoryMb: number } {
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
     const memoryMb = options.memoryMb ?? this.opts.memoryMb;
     if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw expected('a positive number of milliseconds', 'timeoutMs', timeoutMs);
     if (!Number.isInteger(memoryMb) || memoryMb < 64) throw expected('an integer number of MiB, at least 64', 'memoryMb', memoryMb);
+    return { timeoutMs, memoryMb };
+  }
+
+  private async execute(code: string, options: SandboxRunOptions): Promise<SandboxResult> {
+    if (this.caps.isolation === 'bwrap') return this.executeBwrap(code, options);
+    const started = Date.now();
+    const { timeoutMs, memoryMb } = this.limits(options);
     const uid = this.caps.dropsPrivileges ? this.allocateUid() : undefined;
     let workdir: string | undefined;
     try {
@@ -514,10 +520,7 @@ export class Sandbox {
 
   private async executeBwrap(code: string, options: SandboxRunOptions): Promise<SandboxResult> {
     const started = Date.now();
-    const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
-    const memoryMb = options.memoryMb ?? this.opts.memoryMb;
-    if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw expected('a positive number of milliseconds', 'timeoutMs', timeoutMs);
-    if (!Number.isInteger(memoryMb) || memoryMb < 64) throw expected('an integer number of MiB, at least 64', 'memoryMb', memoryMb);
+    const { timeoutMs, memoryMb } = this.limits(options);
     const uid = this.caps.dropsPrivileges ? this.allocateUid() : undefined;
     try {
       // Nothing on the host's disk: the program's files live in the sandbox's tmpfs.
