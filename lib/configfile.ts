@@ -31,10 +31,18 @@ export async function readConfigFile(file: string): Promise<{ raw: unknown; base
  */
 export type ExtraAlias = { to: string; convert?: (value: unknown, config: Record<string, unknown>, source: string) => unknown };
 
+/** TRL's `bf16: true | false`: the compute dtype, `dtype: 'bf16' | 'fp32'`. */
+export const BF16_ALIAS: ExtraAlias = {
+  to: 'dtype',
+  convert: (value, _config, source) => {
+    if (typeof value !== 'boolean') throw new ConfigError(`${source}: \`bf16\` must be true or false but is ${JSON.stringify(value)}`);
+    return value ? 'bf16' : 'fp32';
+  },
+};
+
 /** TRL names with no meaning here, and why (said instead of a did-you-mean). */
 const TRL_ONLY: Record<string, string> = {
-  bf16: 'the CPU trainer computes in fp32 (there is no precision setting)',
-  fp16: 'the CPU trainer computes in fp32 (there is no precision setting)',
+  fp16: "the compute dtype is fp32 or bf16 (`dtype`, or TRL's `bf16: true`); fp16 is not offered",
   use_vllm: 'rollouts run in the engine itself',
   max_prompt_length: "prompts over the model's length are an error or skipped (data.overlong)",
   report_to: 'metrics go to metrics.jsonl in the output directory',

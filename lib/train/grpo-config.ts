@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { dataSourceSchema } from './datasource.js';
 
-import type { ExtraAlias } from '../configfile.js';
+import { BF16_ALIAS, type ExtraAlias } from '../configfile.js';
 import { ConfigError } from '../errors.js';
 import { LOSS_TYPES } from './advantages.js';
 import { modelSchema, parseConfig } from './run.js';
@@ -122,6 +122,7 @@ export const grpoConfigSchema = z.strictObject({
 const GRPO_TRL_NAMES: Record<string, ExtraAlias> = {
   model_name_or_path: { to: 'model' },
   gradient_checkpointing: { to: 'checkpointActivations' },
+  bf16: BF16_ALIAS,
   per_device_train_batch_size: {
     to: 'promptsPerStep',
     convert: (value, config, source) => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import { z } from 'zod';
 
-import type { ExtraAlias } from '../configfile.js';
+import { BF16_ALIAS, type ExtraAlias } from '../configfile.js';
 import { InputError } from '../errors.js';
 import { checkLoss } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
@@ -73,6 +73,7 @@ export type SftConfigInput = z.input<typeof sftConfigSchema>;
 const SFT_TRL_NAMES: Record<string, ExtraAlias> = {
   per_device_train_batch_size: { to: 'batchSize' },
   gradient_checkpointing: { to: 'checkpointActivations' },
+  bf16: BF16_ALIAS,
   num_train_epochs: { to: 'numEpochs' },
   model_name_or_path: { to: 'model' },
 };

@@ -67,8 +67,14 @@ describe("TRL's names in a GRPO config", () => {
     expect(msg).not.toContain('`zzz` (did you mean');
   });
 
-  it("TRL names without a meaning here say why; gradient_checkpointing is checkpointActivations", () => {
-    expect(configError(() => parseGrpoConfig({ ...minimal, bf16: true }, 'c'))).toBe("c: unknown key `bf16` (TRL's; not used here: the CPU trainer computes in fp32 (there is no precision setting))");
+  it("TRL names without a meaning here say why; gradient_checkpointing is checkpointActivations; bf16 is the dtype", () => {
+    expect(configError(() => parseGrpoConfig({ ...minimal, fp16: true }, 'c'))).toMatch(/^c: unknown key `fp16` \(TRL's; not used here: the compute dtype is fp32 or bf16/);
+    expect(parseGrpoConfig({ ...minimal, bf16: true }, 'c').dtype).toBe('bf16');
+    expect(parseGrpoConfig({ ...minimal, bf16: false }, 'c').dtype).toBe('fp32');
+    expect(parseSftConfig({ ...minimal, bf16: true }, 'c').dtype).toBe('bf16');
+    expect(parseGrpoConfig(minimal, 'c').dtype).toBe('fp32');
+    expect(configError(() => parseGrpoConfig({ ...minimal, bf16: 'yes' }, 'c'))).toMatch(/`bf16` must be true or false/);
+    expect(configError(() => parseGrpoConfig({ ...minimal, bf16: true, dtype: 'bf16' }, 'c'))).toMatch(/`bf16`.*`dtype`|`dtype`.*`bf16`/);
     expect(parseGrpoConfig({ ...minimal, gradient_checkpointing: true }, 'c').checkpointActivations).toBe(true);
     expect(parseSftConfig({ ...minimal, gradient_checkpointing: true }, 'c').checkpointActivations).toBe(true);
   });
