@@ -12,6 +12,8 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      # dlopen: MPI (native/common/comm.cpp) is found at run time, never linked.
+      "libraries": ["-ldl"],
       "conditions": [
         # oneDNN's header (libdnnl-dev) gives the bf16 products; the library itself is opened at run
         # time, only when bf16 is asked for (native/cpu/onednn.h), so nothing links against it.

@@ -8,6 +8,7 @@
 #include "../cpu/onednn.h"
 #include "../cpu/op_timer.h"
 #include "backends.h"
+#include "comm.h"
 #include "engine.h"
 #include "trainer.h"
 
@@ -38,6 +39,8 @@ Napi::Value OpTimes(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", jg::Engine::Init(env));
   exports.Set("Trainer", jg::Trainer::Init(env, exports.Get("Engine").As<Napi::Function>()));
+  // MPI's world communicator (data parallelism), loaded from the system's libmpi when first made.
+  exports.Set("Communicator", jg::Comm::Init(env));
   const auto names = jg::backend_names();
   Napi::Array backends = Napi::Array::New(env, names.size());
   for (size_t i = 0; i < names.size(); i++) backends.Set(i, Napi::String::New(env, names[i]));

@@ -8,6 +8,7 @@
 #include "../common/check.h"
 #include "../common/tensor_io.h"
 #include "args.h"
+#include "comm.h"
 #include "errors.h"
 #include "task.h"
 
@@ -75,6 +76,7 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("policyLossBackward", &Trainer::PolicyLossBackward),
                          InstanceMethod("policyLoss", &Trainer::PolicyLoss),
                          InstanceMethod("step", &Trainer::Step),
+                         InstanceMethod("allReduceGrads", &Trainer::AllReduceGrads),
                          InstanceMethod("getGrad", &Trainer::GetGrad),
                          InstanceMethod("setGrad", &Trainer::SetGrad),
                          InstanceMethod("getMoments", &Trainer::GetMoments),
@@ -219,6 +221,26 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
           r.Set("skipped", Napi::Boolean::New(env, out->skipped));
           return r;
         }, Value());
+  })
+}
+
+// allReduceGrads(communicator, timeoutSeconds) -> Promise<void>: the gradients summed over every
+// rank, in place and off the event loop (data parallelism: between the last backward and step()).
+// They never pass through JavaScript.
+Napi::Value Trainer::AllReduceGrads(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("allReduceGrads", {
+    training();
+    Communicator& c = Comm::from_js(info[0], "communicator");
+    if (!info[1].IsNumber() || !(info[1].As<Napi::Number>().DoubleValue() > 0))
+      expected("a number of seconds > 0", "timeoutSeconds", describe(info[1]));
+    const double timeout = info[1].As<Napi::Number>().DoubleValue();
+    Training* t = training_.get();
+    const ParamLayout* layout = &backend().layout();
+    return queue_task(info.Env(), engine_, "allReduceGrads",
+        [t, layout, &c, timeout] {
+          t->reduce_grads(*layout, [&](float* d, int64_t n) { c.all_reduce_sum(d, n, timeout, "the all-reduce of the gradients"); });
+        },
+        nullptr, Value());
   })
 }
 

@@ -26,6 +26,7 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value PolicyLossBackward(const Napi::CallbackInfo& info);
   Napi::Value PolicyLoss(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value AllReduceGrads(const Napi::CallbackInfo& info);
   Napi::Value GetGrad(const Napi::CallbackInfo& info);
   Napi::Value SetGrad(const Napi::CallbackInfo& info);
   Napi::Value GetMoments(const Napi::CallbackInfo& info);

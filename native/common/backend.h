@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +62,17 @@ class Training {
                       const LossSpec& spec, float* logprobs, uint8_t* region) = 0;
   // Non-finite gradients zeroed and counted, global-norm clipping, then AdamW on every parameter.
   virtual StepStats step(const AdamWOptions& o) = 0;
+  // Data parallelism: `reduce` (an all-reduce sum across ranks) applied in place to the gradients,
+  // between the last backward and step(). This default goes parameter by parameter through host
+  // copies, so any backend has it; a backend whose gradients are one host buffer hands it over whole.
+  virtual void reduce_grads(const ParamLayout& layout, const std::function<void(float* data, int64_t n)>& reduce) {
+    for (const ParamInfo& p : layout.params()) {
+      std::vector<float> g(static_cast<size_t>(p.numel));
+      get_grad(g.data(), p);
+      reduce(g.data(), p.numel);
+      set_grad(p, g.data());
+    }
+  }
   // AdamW updates done; the next uses step_count() + 1 for bias correction.
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t n) = 0;

@@ -72,6 +72,12 @@ StepStats Training::step(const AdamWOptions& o) {
   return out;
 }
 
+// The whole gradient buffer in one call, alignment padding included (zeros on every rank), so a
+// rank that ran no backward this step (zero_grad() pending) contributes its zeros.
+void Training::reduce_grads(const ParamLayout&, const std::function<void(float* data, int64_t n)>& reduce) {
+  reduce(live_grads(), model_.layout().total());
+}
+
 int64_t Training::workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
   return model_.train_workspace_bytes(n_tokens, n_rows, true, workspace_.checkpoint_activations());
 }
