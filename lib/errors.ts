@@ -38,6 +38,12 @@ export class TrainingDivergedError extends JustGRPOError {}
  */
 export class HubError extends JustGRPOError {}
 
+/**
+ * Data parallelism failed: MPI asked for and not found, a collective that timed out (the message
+ * names the rank that did not answer), ranks that disagree.
+ */
+export class DistributedError extends JustGRPOError {}
+
 /** The native engine failed; the message names the native call. */
 export class EngineError extends JustGRPOError {}
 

@@ -28,6 +28,9 @@ export type { GrpoConfig, GrpoConfigInput, GrpoTrainerConfig, GrpoTrainerConfigI
 export { runSft, parseSftConfig, sftConfigSchema } from './train/sft.js';
 export type { SftConfig, SftConfigInput, SftHooks, SftResult, SftStepMetrics } from './train/sft.js';
 export { TrainingSession } from './train/session.js';
+// Data parallelism: pass `communicator: openCommunicator()` to runGrpo / runSft / GRPOTrainer.create.
+export { openCommunicator, launchEnvironment, shard, LocalCommunicator, MpiCommunicator } from './train/distributed.js';
+export type { Communicator, DistributedMode } from './train/distributed.js';
 export type { OptimizerOptions, StepResult } from './train/session.js';
 export { LOSS_TYPES, groupAdvantages, tokenWeights } from './train/advantages.js';
 export type { LossType, ScaleRewards } from './train/advantages.js';

@@ -24,6 +24,8 @@ import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo } from '../train/grpo.js';
 import { parseSftConfig, runSft, type SftConfig } from '../train/sft.js';
 import { choiceArg, intArg, listArg, numberArg, withFlagNames } from './args.js';
+import { cliCommunicator, DISTRIBUTED_MODES, relaunchUnderMpirun } from './distributed.js';
+import { launchEnvironment, type Communicator, type DistributedMode } from '../train/distributed.js';
 
 const pkg = JSON.parse(
   readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -106,9 +108,27 @@ function addRunOptions(cmd: Command, command: string): Command {
     new Option('--seed <n>', 'seed (overrides seed)').argParser(intArg('--seed')),
     new Option('--dtype <name>', 'fp32 | bf16: the compute dtype (overrides dtype)').argParser(choiceArg('--dtype', DTYPES)),
     new Option('--json', 'print one JSON line per logged step and a final summary'),
+    new Option('--nproc <n>', 'data-parallel ranks on this machine, started through mpirun (the run is the same run whatever N; see README, "Past one machine")').argParser(intArg('--nproc', 1)),
+    new Option('--distributed <mode>', 'auto: MPI when started by mpirun with several ranks | mpi: always | none: one process').argParser(choiceArg('--distributed', DISTRIBUTED_MODES)).default('auto'),
   ])
     cmd.addOption(option);
   return cmd;
+}
+
+/** The ranks of a run of this process, once every rank is done: finalized on success, aborted on failure. */
+let activeComm: Communicator | null = null;
+
+/**
+ * `--nproc N` (outside a launcher): runs the command as N ranks under mpirun and returns null (this
+ * process then only passes on their exit status). Otherwise this process's communicator.
+ */
+async function startRanks(opts: { nproc?: number; distributed?: DistributedMode }): Promise<Communicator | null> {
+  if (opts.nproc !== undefined && opts.nproc > 1 && !launchEnvironment()) {
+    process.exitCode = await relaunchUnderMpirun(opts.nproc);
+    return null;
+  }
+  activeComm = cliCommunicator(opts.distributed ?? 'auto');
+  return activeComm;
 }
 
 /** The run those flags describe: a parsed config (with the directory its paths are relative to) or a resume. */
@@ -337,18 +357,22 @@ addRunOptions(
   program.command('sft').description("Masked-diffusion supervised fine-tuning (LLaDA's objective); {text} data pre-trains"),
   'sft',
 ).action(async (opts) => {
-    const args = await runArgs<SftConfig>(opts, parseSftConfig);
+    const comm = await startRanks(opts);
+    if (!comm) return;
+    // Rank 0 speaks for the run; the others print only their own errors.
+    const lead = comm.rank === 0;
+    const args = { ...(await runArgs<SftConfig>(opts, parseSftConfig)), communicator: comm };
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
-    const bar = !opts.json && process.stderr.isTTY
+    const bar = lead && !opts.json && process.stderr.isTTY
       ? new cliProgress.SingleBar({
           format: 'sft |{bar}| {value}/{total} steps | loss {loss} | {tps} tok/s | ETA {eta_formatted}',
           hideCursor: true,
         }, cliProgress.Presets.shades_classic)
       : null;
     try {
-      const result = await runSft(args, {
+      const result = await runSft(args, !lead ? { signal: ac.signal } : {
         signal: ac.signal,
         onStart: (info) => {
           const msg = `sft: ${info.examples} examples, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;
@@ -364,9 +388,10 @@ addRunOptions(
         },
       });
       bar?.stop();
-      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      if (!lead) process.exitCode = result.interrupted ? 130 : 0;
+      else if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`sft: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
-      reportInterrupted(result);
+      if (lead) reportInterrupted(result);
     } finally {
       bar?.stop();
       process.off('SIGINT', onSignal);
@@ -377,16 +402,19 @@ addRunOptions(
   program.command('train').description('JustGRPO: GRPO with the diffusion model as an autoregressive policy (AR-order rollouts, exact likelihoods)'),
   'train',
 ).action(async (opts) => {
-    const args = await runArgs<GrpoConfig>(opts, parseGrpoConfig);
+    const comm = await startRanks(opts);
+    if (!comm) return;
+    const lead = comm.rank === 0;
+    const args = { ...(await runArgs<GrpoConfig>(opts, parseGrpoConfig)), communicator: comm };
     const ac = new AbortController();
     const onSignal = () => ac.abort();
     process.once('SIGINT', onSignal);
-    const bars = !opts.json && process.stderr.isTTY
+    const bars = lead && !opts.json && process.stderr.isTTY
       ? new cliProgress.MultiBar({ format: '{name} |{bar}| {value}/{total} | {info}', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
       : null;
     let run: cliProgress.SingleBar | undefined;
     try {
-      const result = await runGrpo(args, {
+      const result = await runGrpo(args, !lead ? { signal: ac.signal } : {
         signal: ac.signal,
         onStart: (info) => {
           const msg = `train: ${info.prompts} prompts, ${info.numParams} parameters, steps ${info.startStep + 1}..${info.totalSteps} -> ${info.outputDir}`;
@@ -411,9 +439,10 @@ addRunOptions(
         },
       });
       bars?.stop();
-      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      if (!lead) process.exitCode = result.interrupted ? 130 : 0;
+      else if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`train: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
-      reportInterrupted(result);
+      if (lead) reportInterrupted(result);
     } finally {
       bars?.stop();
       process.off('SIGINT', onSignal);
@@ -476,10 +505,17 @@ process.on('beforeExit', () => {
   console.error('justgrpo: the command stopped without finishing: it was waiting on something that will never happen (a promise that never settles, e.g. in a reward function)');
   process.exitCode = 1;
 });
-program.parseAsync().then(() => (settled = true), (err: unknown) => {
+program.parseAsync().then(() => {
+  settled = true;
+  if (activeComm && activeComm.size > 1) activeComm.finalize();
+}, (err: unknown) => {
   settled = true;
   // Expected failures (bad input, missing files) print one line; anything else keeps its stack.
-  if (err instanceof JustGRPOError) console.error(`justgrpo: ${err.message}`);
-  else console.error(err);
+  const who = activeComm && activeComm.size > 1 ? `rank ${activeComm.rank}: ` : '';
+  if (err instanceof JustGRPOError) console.error(`justgrpo: ${who}${err.message}`);
+  else console.error(who ? `justgrpo: ${who}` : '', err);
   process.exitCode = 1;
+  // One failed rank ends the job: the others may be waiting in a collective for it. Rank 0 has
+  // released its lock and kept its last checkpoint by now (writes are atomic).
+  if (activeComm && activeComm.size > 1) activeComm.abort(1);
 });

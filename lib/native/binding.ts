@@ -230,8 +230,33 @@ export interface NativeTrainer {
   releaseKept(): void;
   /** Bytes of training workspace crossEntropyBackward needs for this shape (beyond 12 bytes per parameter for gradients and moments). */
   workspaceBytes(nTokens: number, nRows: number): number;
+  /**
+   * The gradients summed over every rank of `communicator`, in place (native side, off the event
+   * loop); between the last backward and step(). Rejects after timeoutSeconds naming the silent rank.
+   */
+  allReduceGrads(communicator: NativeCommunicator, timeoutSeconds: number): Promise<void>;
   /** Frees gradients, moments and workspace and releases the engine; later calls throw "Trainer is disposed". */
   dispose(): void;
+}
+
+/**
+ * MPI's world communicator, from the system's libmpi loaded at run time (Open MPI or MPICH ABI).
+ * Every collective waits at most timeoutSeconds; `what` names it in errors.
+ */
+export interface NativeCommunicator {
+  readonly rank: number;
+  readonly size: number;
+  /** The MPI library and the file it was loaded from. */
+  readonly library: string;
+  allReduce(data: Float64Array, op: 'sum' | 'max', timeoutSeconds: number, what: string): Promise<Float64Array>;
+  /** Sums in place. */
+  allReduceF32(data: Float32Array, timeoutSeconds: number, what: string): Promise<void>;
+  /** Root's bytes on every rank (each passes an array of the same length). */
+  broadcast(data: Uint8Array, root: number, timeoutSeconds: number, what: string): Promise<Uint8Array>;
+  barrier(timeoutSeconds: number, what: string): Promise<void>;
+  /** MPI_Abort: every rank ends with `code`. */
+  abort(code: number): never;
+  finalize(): void;
 }
 
 /** Named typed arrays in and out of `testOp`. */
@@ -250,6 +275,8 @@ export interface NativeModule {
   /** The op table (native/common/ops.h), by name: what testOp runs and the parity harness compares. */
   ops: string[];
   Trainer: new (engine: NativeEngine, options?: NativeTrainerOptions) => NativeTrainer;
+  /** MPI_COMM_WORLD, initialising MPI on first use (absent in binaries built before data parallelism). */
+  Communicator?: new () => NativeCommunicator;
   backends: string[];
   /**
    * Seconds spent in GEMMs and in attention (wall time of those calls) since the clocks last
@@ -396,6 +423,25 @@ export function createNativeEngine(config: NativeModelConfig, options: NativeEng
   } catch (err) {
     throw fromNative(err);
   }
+}
+
+/**
+ * MPI's world communicator (MPI starts on the first call); its errors are the package's, with a
+ * DistributedError where no MPI library can be loaded.
+ */
+export function createNativeCommunicator(): NativeCommunicator {
+  const ctor = native().Communicator;
+  if (!ctor) throw new EngineError('This build of the justgrpo engine has no communicator; rebuild it (npm run build:native)');
+  try {
+    return mapErrors(new ctor());
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+/** The native object behind a proxy made here (native methods that take another native object need it). */
+export function unwrapNative<T extends object>(proxy: T): T {
+  return (unwrapped.get(proxy) as T | undefined) ?? proxy;
 }
 
 /** A native trainer over an engine made by createNativeEngine, whose errors are the package's. */

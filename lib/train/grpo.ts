@@ -12,6 +12,7 @@ import { rewardFunction, type RewardFunction } from '../rewards/registry.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeights } from './advantages.js';
 import { MetricsLog } from './checkpoint.js';
+import { agree, allGatherJson, gather, LocalCommunicator, placement, shard, type Communicator } from './distributed.js';
 import { checkLoss } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, parseTrainerConfig, type GrpoConfig, type GrpoConfigInput, type GrpoTrainerConfig, type GrpoTrainerConfigInput } from './grpo-config.js';
@@ -131,6 +132,7 @@ export class GRPOTrainer {
   readonly #ref: LladaModel | null;
   readonly #rewardFns: { name: string; fn: RewardFunction; weight: number }[];
   readonly #stopIds: Set<number>;
+  readonly #comm: Communicator;
   /** Ids outside the policy's distribution, as the sampler sees it: the mask token and embedding padding. */
   readonly excludedIds: Int32Array;
   /** Optimizer steps done: the default `step` argument of the next `step()` / `trainOnRollouts()`. */
@@ -138,8 +140,9 @@ export class GRPOTrainer {
   #lastAdvantages: number[] = [];
 
   private constructor(model: LladaModel, config: GrpoTrainerConfig, session: TrainingSession, ref: LladaModel | null,
-    rewardFns: { name: string; fn: RewardFunction; weight: number }[]) {
+    rewardFns: { name: string; fn: RewardFunction; weight: number }[], comm: Communicator) {
     this.model = model;
+    this.#comm = comm;
     this.config = config;
     this.#session = session;
     this.#ref = ref;
@@ -152,11 +155,15 @@ export class GRPOTrainer {
   /**
    * A trainer for `model`. `config` holds any GrpoConfig fields (not `model` or `data`); the rest
    * take the defaults `justgrpo train` uses. `rewardFunctions` by name (the name is the metric's).
+   * `communicator`: data parallelism (see lib/train/distributed.ts): `step()` takes the whole step's
+   * prompts on every rank and works on this rank's shard; `trainOnRollouts()` takes this rank's
+   * rollouts (ranks in order make the global batch). Either way the update is the one a single
+   * process would make on the global batch.
    */
   static async create(
     model: LladaModel,
     config: GrpoTrainerConfigInput = {},
-    options: { rewardFunctions?: Record<string, RewardFunction>; refModel?: LladaModel } = {},
+    options: { rewardFunctions?: Record<string, RewardFunction>; refModel?: LladaModel; communicator?: Communicator } = {},
   ): Promise<GRPOTrainer> {
     if (!(model instanceof LladaModel)) throw new InputError('Expected a LladaModel for `model` (from loadModel)');
     const fns = options.rewardFunctions ?? {};
@@ -166,7 +173,12 @@ export class GRPOTrainer {
     const rewardFns = c.rewardFunctions.map((name, i) => ({ name, fn: rewardFunction(name, fns), weight: c.rewardWeights?.[i] ?? 1 }));
     if (c.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
     const session = TrainingSession.create(model, { checkpointActivations: c.checkpointActivations });
-    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns);
+    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, options.communicator ?? new LocalCommunicator());
+  }
+
+  /** The ranks this trainer's steps run on (one process: a LocalCommunicator). */
+  get communicator(): Communicator {
+    return this.#comm;
   }
 
   get session(): TrainingSession {
@@ -240,10 +252,16 @@ export class GRPOTrainer {
     const batch = inputs.every(isPromptRecord) ? [...inputs] : promptRecords(this.model.tokenizer, inputs);
     if (batch.length === 0) throw new InputError('Expected at least one prompt for `prompts` but received none');
     const c = this.config, G = c.numGenerations, L = c.maxCompletionLength;
+    const comm = this.#comm, P = batch.length;
+    if (P < comm.size) throw new InputError(`Expected at least one prompt per rank (${comm.size} ranks) for \`prompts\` but received ${P}`);
+    // This rank's prompts; prompt p's completions draw from the stream of its global index p, so
+    // the rollouts do not depend on the rank count.
+    const part = shard(P, comm.rank, comm.size);
+    const local = batch.slice(part.start, part.end);
     const t0 = performance.now();
     options.onPhase?.('rollout');
-    const seed = (c.seed * 1048576 + step * batch.length) % 2 ** 36;
-    const prompts = batch.map((p) => p.ids);
+    const seed = (c.seed * 1048576 + step * P + part.start) % 2 ** 36;
+    const prompts = local.map((p) => p.ids);
     const rollOpts = { decoder: 'ar', genLength: L, temperature: c.temperature, numSamples: G, seed } as const;
     const keepBytes = Math.floor(c.reuseRolloutMemoryMB * 2 ** 20);
     const roll = keepBytes > 0 ? await this.#session.rollout(prompts, rollOpts, keepBytes) : await this.model.generate(prompts, rollOpts);
@@ -251,35 +269,54 @@ export class GRPOTrainer {
     options.onPhase?.('reward');
     // Without a tokenizer, reward functions still get the ids (completionIds) and empty texts.
     const texts = this.#completionTexts(roll.tokens);
-    const scored = await this.score(batch, texts, roll.tokens);
+    const scored = await this.score(local, texts, roll.tokens);
     const tReward = performance.now();
     const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
-    const skip = c.onRewardError === 'skip' && Object.values(scored.errors).some((n) => n > 0);
+    // Every rank's scores, so the skip decision and the reward metrics are the global ones.
+    const names = Object.keys(scored.perFunction);
+    const nullable = (xs: (number | null)[]) => xs.map((x) => x ?? NaN);
+    const [totals, ...perFn] = (await gather(comm, [nullable(scored.total), ...names.map((n) => nullable(scored.perFunction[n]!))], part.start * G, P * G, 'the gather of the rewards'))
+      .map((xs) => xs.map((x) => (Number.isNaN(x) ? null : x)));
+    const errors = await comm.allReduce(names.map((n) => scored.errors[n] ?? 0), 'sum', 'the sum of the reward errors');
+    const skip = c.onRewardError === 'skip' && errors.some((n) => n > 0);
     this.#lastAdvantages = rollouts.completionIds.map(() => 0);
-    const m = skip ? this.#skippedStep(rollouts, step) : await this.#train(rollouts, step, options, keepBytes > 0);
-    await options.onCompletions?.({
-      step: step + 1, prompts: texts.map((_, i) => batch[Math.floor(i / G)]!.text), completions: texts,
-      rewards: scored.total, advantages: this.#lastAdvantages, perFunction: scored.perFunction,
-    });
-    const entropy = roll.entropies.flat().reduce((a, b) => a + b, 0) / (roll.entropies.length * L);
-    for (const [name, scores] of Object.entries(scored.perFunction)) {
-      const xs = scores.filter((s): s is number => s !== null);
+    const m = skip ? this.#skippedStep(totals!, step) : await this.#train(rollouts, step, options, keepBytes > 0);
+    if (options.onCompletions) {
+      const mine = {
+        prompts: texts.map((_, i) => local[Math.floor(i / G)]!.text), completions: texts, rewards: scored.total, advantages: this.#lastAdvantages,
+        perFunction: scored.perFunction,
+      };
+      const all = await allGatherJson(comm, mine, 'the gather of the completions log');
+      await options.onCompletions({
+        step: step + 1, prompts: all.flatMap((l) => l.prompts), completions: all.flatMap((l) => l.completions),
+        rewards: all.flatMap((l) => l.rewards), advantages: all.flatMap((l) => l.advantages),
+        perFunction: Object.fromEntries(names.map((n) => [n, all.flatMap((l) => l.perFunction[n]!)])),
+      });
+    }
+    names.forEach((name, j) => {
+      const xs = perFn[j]!.filter((s): s is number => s !== null);
       const mean = xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
       m[`rewards/${name}/mean`] = mean;
       m[`rewards/${name}/std`] = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
-      if (scored.errors[name]) m[`rewards/${name}/errors`] = scored.errors[name]!;
-    }
-    m.entropy = entropy;
-    m.rollout_time = (tRollout - t0) / 1000;
-    m.reward_time = (tReward - tRollout) / 1000;
-    m.step_time = (performance.now() - t0) / 1000;
-    m.tokens_per_second = (roll.tokens.length * L) / m.step_time;
-    m.rollout_tokens_per_second = roll.tokensPerSecond;
+      if (errors[j]) m[`rewards/${name}/errors`] = errors[j]!;
+    });
     // The share of the rollout's forward work saved by computing identical canvases once (the G
     // samples of a prompt until they diverge): 0 when every canvas differs, near 1 for a policy
     // that always agrees with itself.
     const canvasTokens = roll.nfe.reduce((a, n, row) => a + n * (prompts[Math.floor(row / G)]!.length + L), 0);
-    m.rollout_shared = canvasTokens > 0 ? 1 - roll.forwardTokens / canvasTokens : 0;
+    const entropySum = roll.entropies.flat().reduce((a, b) => a + b, 0);
+    const [entropyAll, canvasAll, forwardAll, rolloutRate] = await comm.allReduce(
+      [entropySum, canvasTokens, roll.forwardTokens, roll.tokensPerSecond], 'sum', 'the sum of the rollout metrics');
+    // Times are the slowest rank's: the step waits for it.
+    const [rolloutTime, rewardTime, stepTime] = await comm.allReduce(
+      [(tRollout - t0) / 1000, (tReward - tRollout) / 1000, (performance.now() - t0) / 1000], 'max', 'the step times');
+    m.entropy = entropyAll! / (P * G * L);
+    m.rollout_time = rolloutTime!;
+    m.reward_time = rewardTime!;
+    m.step_time = stepTime!;
+    m.tokens_per_second = (P * G * L) / m.step_time;
+    m.rollout_tokens_per_second = rolloutRate!;
+    m.rollout_shared = canvasAll! > 0 ? 1 - forwardAll! / canvasAll! : 0;
     return m;
   }
 
@@ -294,19 +331,23 @@ export class GRPOTrainer {
     return this.model.tokenizer.decodeBatch(cut, { skipSpecialTokens: true });
   }
 
-  // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip').
-  #skippedStep(r: Rollouts, step: number): GrpoStepMetrics {
+  // The metrics of a step whose update was skipped (bad rewards with onRewardError: 'skip'); the
+  // rewards of the whole step (every rank's).
+  #skippedStep(rewards: (number | null)[], step: number): GrpoStepMetrics {
     this.stepsDone = step + 1;
-    const rs = r.rewards.filter((x): x is number => x !== null);
+    const rs = rewards.filter((x): x is number => x !== null);
     return {
       step: step + 1, loss: 0, skipped: 1, non_finite: 0, grad_norm: 0,
       reward: rs.reduce((a, b) => a + b, 0) / Math.max(1, rs.length),
       learning_rate: learningRateAt(step, { ...this.config, totalSteps: this.config.maxSteps }),
-      num_tokens: r.completionIds.length * this.config.maxCompletionLength,
+      num_tokens: rewards.length * this.config.maxCompletionLength,
     };
   }
 
-  /** One optimizer step (or numIterations of them) on rollouts the caller supplies; `step` as in `step()`. */
+  /**
+   * One optimizer step (or numIterations of them) on rollouts the caller supplies; `step` as in
+   * `step()`. With a communicator, `r` is this rank's part of the step's rollouts.
+   */
   trainOnRollouts(r: Rollouts, step: number = this.stepsDone, options: TrainOptions = {}): Promise<GrpoStepMetrics> {
     return this.#train(r, step, options, false);
   }
@@ -320,32 +361,42 @@ export class GRPOTrainer {
     r.completionIds.forEach((t, i) => {
       if (t.length !== L) throw new InputError(`Completion ${i} has ${t.length} tokens; maxCompletionLength is ${L}`);
     });
-    const ended = r.completionIds.map((t) => t.some((x) => this.#stopIds.has(x)));
-    let adv = groupAdvantages(r.rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    const endedLocal = r.completionIds.map((t) => t.some((x) => this.#stopIds.has(x)));
+    const lengthsLocal = r.completionIds.map((t) => {
+      const end = t.findIndex((x) => this.#stopIds.has(x));
+      return end < 0 ? L : end + 1;
+    });
+    // The whole step's rewards and lengths on every rank: advantages, normalisers and metrics are
+    // computed from the global batch exactly as one process would, then this rank takes its slice.
+    const comm = this.#comm;
+    const { offset, total } = await placement(comm, N, 'the placement of the completions');
+    const [gRewards, gEnded, lengths] = await gather(comm, [r.rewards.map((x) => x ?? NaN), endedLocal.map(Number), lengthsLocal], offset, total, 'the gather of the rewards');
+    const rewards = gRewards!.map((x) => (Number.isNaN(x) ? null : x));
+    const ended = gEnded!.map((e) => e > 0);
+    const mine = <T>(xs: T[]) => xs.slice(offset, offset + N);
+    let adv = groupAdvantages(rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
     // Finite rewards can still overflow the group statistics (rewards of +-1e308: the sum is
     // infinite, the std NaN), and NaN advantages make the loss silently 0: a reward error too.
     const badGroups = adv.groupStd.flatMap((s, g) => (Number.isFinite(s) && adv.advantages.slice(g * G, (g + 1) * G).every(Number.isFinite) ? [] : [g]));
     let statErrors = 0;
     if (badGroups.length > 0) {
-      const g = badGroups[0]!, rs = r.rewards.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
+      const g = badGroups[0]!, rs = rewards.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
       const what = `the rewards of prompt ${g} at step ${step + 1} (from ${Math.min(...rs)} to ${Math.max(...rs)}) give a non-finite mean or standard deviation`;
       if (c.onRewardError === 'error')
         throw new InputError(`${what}; scale the rewards (set onRewardError: 'zero' to score such groups 0, or 'skip' to skip the step)`);
-      if (c.onRewardError === 'skip') return { ...this.#skippedStep(r, step), reward_errors: badGroups.length * G };
+      if (c.onRewardError === 'skip') return { ...this.#skippedStep(rewards, step), reward_errors: badGroups.length * G };
       const bad = new Set(badGroups);
-      adv = groupAdvantages(r.rewards.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+      adv = groupAdvantages(rewards.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
       statErrors = badGroups.length * G;
     }
-    this.#lastAdvantages = adv.advantages;
+    const advantages = mine(adv.advantages);
+    this.#lastAdvantages = advantages;
     const old = r.oldLogprobs ?? (await this.#logprobs(this.model, r));
-    const lengths = r.completionIds.map((t) => {
-      const end = t.findIndex((x) => this.#stopIds.has(x));
-      return end < 0 ? L : end + 1;
-    });
-    const weights = tokenWeights({
+    const allWeights = tokenWeights({
       lossType: c.lossType, maxCompletionLength: L, valid: adv.valid, localBatch: c.promptsPerStep * G, positionsKept: c.lossPositions ?? L,
-      maskLengths: lengths.map((n, i) => (c.maskTruncatedCompletions && !ended[i] ? 0 : n)),
+      maskLengths: lengths!.map((n, i) => (c.maskTruncatedCompletions && !ended[i] ? 0 : n)),
     });
+    const weights = mine(allWeights);
     const lr = learningRateAt(step, { ...c, totalSteps: c.maxSteps });
     let stats: LossStats = { loss: 0, clipped: 0, clippedLow: 0, clippedHigh: 0, kl: 0 };
     let gradNorm = 0, nonFinite = 0, skipped = 0;
@@ -357,8 +408,16 @@ export class GRPOTrainer {
       // Kept activations are valid for the first pass only (the session also refuses stale ones).
       const keptSteps = kept && iter === 0 ? this.#session.keptSteps().steps : 0;
       if (iter === 0) reused = new Set(positions.flat().filter((t) => t < keptSteps)).size;
-      stats = await this.#lossBackward(r, adv.advantages, old, weights, positions, keptSteps);
+      stats = await this.#lossBackward(r, advantages, old, weights, positions, keptSteps);
+      if (comm.size > 1) {
+        const [loss, clipped, clippedLow, clippedHigh, kl] = await comm.allReduce(
+          [stats.loss, stats.clipped, stats.clippedLow, stats.clippedHigh, stats.kl], 'sum', 'the sum of the loss');
+        stats = { loss: loss!, clipped: clipped!, clippedLow: clippedLow!, clippedHigh: clippedHigh!, kl: kl! };
+      }
       checkLoss(stats.loss, step + 1, c.maxLoss);
+      // Summed over ranks before the hook and the step: clipping, the non-finite count and AdamW
+      // then see the global gradient, identically on every rank.
+      await this.#session.allReduceGrads(comm);
       await options.onGradients?.(this.#session);
       options.onPhase?.('optimizer');
       const res = await this.#session.step(lr, c as OptimizerOptions);
@@ -366,18 +425,18 @@ export class GRPOTrainer {
       nonFinite += res.nonFinite;
       if (res.skipped) skipped = 1;
     }
-    const rs = r.rewards.filter((x): x is number => x !== null);
+    const rs = rewards.filter((x): x is number => x !== null);
     // TRL's clip ratios and KL are means over every completion token, whichever rows the loss
     // visited (zero-advantage completions are skipped unless beta > 0).
-    const trained = positions.reduce((a, p) => a + p.length, 0);
+    const trained = total * Math.min(c.lossPositions ?? L, L);
     const metrics: GrpoStepMetrics = {
       step: step + 1,
       loss: stats.loss,
       reward: rs.reduce((a, b) => a + b, 0) / Math.max(1, rs.length),
       reward_std: adv.groupStd.reduce((a, b) => a + b, 0) / adv.groupStd.length,
       frac_reward_zero_std: adv.zeroStdGroups / adv.groupStd.length,
-      'completions/mean_length': lengths.reduce((a, b) => a + b, 0) / N,
-      'completions/clipped_ratio': ended.filter((e) => !e).length / N,
+      'completions/mean_length': lengths!.reduce((a, b) => a + b, 0) / total,
+      'completions/clipped_ratio': ended.filter((e) => !e).length / total,
       'clip_ratio/region_mean': stats.clipped / trained,
       'clip_ratio/low_mean': stats.clippedLow / trained,
       'clip_ratio/high_mean': stats.clippedHigh / trained,
@@ -385,7 +444,7 @@ export class GRPOTrainer {
       non_finite: nonFinite,
       skipped,
       learning_rate: lr,
-      num_tokens: N * L,
+      num_tokens: total * L,
       valid_samples: adv.valid.filter(Boolean).length,
     };
     if (c.beta > 0) metrics.kl = stats.kl / trained;
@@ -577,6 +636,7 @@ export async function runGrpo(
 ): Promise<RunResult> {
   // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
   const parsed = args.config && parseGrpoConfig(args.config, 'runGrpo config');
+  const comm = args.communicator ?? new LocalCommunicator();
   const { last: _last, ...result } = await runTraining('grpo', parseGrpoConfig, { ...args, config: parsed }, hooks, async ({ config, baseDir, outputDir, state }, model) => {
     // Paths are stored absolute (Hub ids and data sets as they are).
     const resolved: GrpoConfig = {
@@ -599,12 +659,12 @@ export async function runGrpo(
       : null;
     let trainer: GRPOTrainer;
     try {
-      trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined });
+      trainer = await GRPOTrainer.create(model, config, { rewardFunctions: named, refModel: ref ?? undefined, communicator: comm });
     } catch (err) {
       await ref?.dispose();
       throw err;
     }
-    const completionsLog = config.logCompletions ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
+    const completionsLog = config.logCompletions && comm.rank === 0 ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
     const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
     const promptAt = epochSampler(prompts, config.seed);
     const e = resolved.eval;
@@ -620,7 +680,8 @@ export async function runGrpo(
         let logged: CompletionLog | null = null;
         const m = await trainer.step(batch, step, {
           onPhase: (p) => hooks.onPhase?.(step + 1, p), onGradients: (session) => hooks.onGradients?.(step + 1, session),
-          onCompletions: (l) => void (logged = l),
+          // Every rank takes part in gathering the log (a collective); rank 0 writes it.
+          ...(config.logCompletions ? { onCompletions: (l: CompletionLog) => void (logged = l) } : {}),
         });
         // The completions of the steps whose metrics are logged (the driver logs those steps).
         const done = step + 1;
@@ -628,15 +689,24 @@ export async function runGrpo(
         return m;
       },
       evalDue: (step) => e !== undefined && evalPrompts.length > 0 && (step === 0 || step % e.evalSteps === 0 || step === config.maxSteps),
-      // The mean reward of the eval prompts' completions from a parallel decoder.
+      // The mean reward of the eval prompts' completions from a parallel decoder; each rank decodes
+      // its shard (prompt p seeded by its global index, as in one process) and the sums are added.
       evaluate: async (step) => {
         const genLength = e!.genLength ?? config.maxCompletionLength;
-        const out = await model.generate(evalPrompts.map((p) => p.ids), { decoder: e!.decoder, genLength, blockLength: e!.blockLength, steps: e!.steps, threshold: e!.threshold });
-        const s = await trainer.score(evalPrompts, out.tokens.map((t) => model.completionText(t)), out.tokens);
-        const xs = s.total.map((x) => x ?? 0);
-        const reward = xs.reduce((a, b) => a + b, 0) / xs.length;
-        hooks.onEval?.({ step, reward, count: xs.length });
-        return { 'eval/reward': reward, 'eval/count': xs.length };
+        const part = shard(evalPrompts.length, comm.rank, comm.size);
+        const mine = evalPrompts.slice(part.start, part.end);
+        let sum = 0;
+        if (mine.length > 0) {
+          const out = await model.generate(mine.map((p) => p.ids), {
+            decoder: e!.decoder, genLength, blockLength: e!.blockLength, steps: e!.steps, threshold: e!.threshold, seed: part.start,
+          });
+          const s = await trainer.score(mine, out.tokens.map((t) => model.completionText(t)), out.tokens);
+          sum = s.total.reduce((a: number, x) => a + (x ?? 0), 0);
+        }
+        const [total] = await comm.allReduce([sum], 'sum', 'the sum of the evaluation rewards');
+        const reward = total! / evalPrompts.length;
+        hooks.onEval?.({ step, reward, count: evalPrompts.length });
+        return { 'eval/reward': reward, 'eval/count': evalPrompts.length };
       },
     };
   });

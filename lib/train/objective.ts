@@ -23,12 +23,14 @@ export type MaskingOptions = {
   maskEps?: number;
   /** Sequences per optimizer step (all micro-batches): the loss is their mean. */
   sequencesPerStep: number;
+  /** The length padding fills to. Defaults to the longest of `examples` (a rank's shard passes its whole micro-batch's). */
+  padTo?: number;
 };
 
 /** Builds the masked batch for `examples`; `rngFor(i)` gives example i its own stream. */
 export function maskedDiffusionBatch(examples: SftExample[], rngFor: (i: number) => Rng, o: MaskingOptions): PackedBatch {
   const eps = o.maskEps ?? 1e-3;
-  const longest = Math.max(...examples.map((e) => e.prompt.length + e.response.length));
+  const longest = o.padTo ?? Math.max(...examples.map((e) => e.prompt.length + e.response.length));
   const seqs: number[][] = [];
   const rows: number[] = [], targets: number[] = [], weights: number[] = [];
   const starts = [0];

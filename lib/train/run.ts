@@ -14,7 +14,8 @@ import { isHubId } from '../hub/index.js';
 import { LladaModel, loadModel, type ComputeDType } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
-import { listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
+import { checkpointDir, listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
+import { agree, anyRank, LocalCommunicator, type Communicator } from './distributed.js';
 import { withLastCheckpoint } from './faults.js';
 import { acquireLock } from './lock.js';
 import { Rng, STREAM } from './rng.js';
@@ -84,6 +85,12 @@ export type RunArgs<C> = {
   resume?: string;
   /** Fields on top of the config (a resumed run's is the one stored in its checkpoint). */
   overrides?: Partial<C>;
+  /**
+   * Data parallelism: the ranks this run spans (lib/train/distributed.ts, `openCommunicator`). Every
+   * rank calls the run with the same arguments; rank 0 alone writes (lock, metrics, checkpoints).
+   * Defaults to one process.
+   */
+  communicator?: Communicator;
 };
 
 /** The fields of a run config the driver reads. */
@@ -200,25 +207,41 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
   hooks: RunHooks<M>,
   setup: (plan: RunPlan<C>, model: LladaModel) => Promise<RunMethod<M>>,
 ): Promise<RunResult & { last: M | null }> {
-  const plan = await planRun(kind, parse, args);
-  const { outputDir, state } = plan;
-  const created = await makeOutputDir(outputDir);
-  const lock = await acquireLock(outputDir).catch(async (err: unknown) => {
-    if (created) await rmdir(outputDir).catch(() => {});
-    throw wrapOutputError(err, outputDir);
-  });
+  const comm = args.communicator ?? new LocalCommunicator();
+  // Rank 0 owns the output directory; the other ranks read (config, data, checkpoint) and write nothing.
+  const lead = comm.rank === 0;
+  let plan: RunPlan<C> | null = null, lock: Awaited<ReturnType<typeof acquireLock>> | null = null, created = false;
   let model: LladaModel | null = null, method: RunMethod<M> | null = null, wrote = false;
   try {
-    const dtype = plan.config.dtype;
-    model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype }) : await openModel(plan.config.model, plan.baseDir, dtype);
-    method = await setup(plan, model);
-    const metrics = await openMetrics(outputDir, state, plan.restart, lock.stale !== null);
-    wrote = true;
-    const { session, totalSteps } = method;
-    const c = plan.config;
-    if (plan.checkpoint) await session.loadOptimizer(plan.checkpoint);
+    let startError: unknown;
+    let metrics: MetricsLog | null = null;
+    try {
+      plan = await planRun(kind, parse, args);
+      if (lead) {
+        created = await makeOutputDir(plan.outputDir);
+        const dir = plan.outputDir;
+        lock = await acquireLock(dir).catch((err: unknown) => {
+          throw wrapOutputError(err, dir);
+        });
+      }
+      const dtype = plan.config.dtype;
+      model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype }) : await openModel(plan.config.model, plan.baseDir, dtype);
+      method = await setup(plan, model);
+      if (lead) {
+        metrics = await openMetrics(plan.outputDir, plan.state, plan.restart, lock!.stale !== null);
+        wrote = true;
+      }
+      if (plan.checkpoint) await method.session.loadOptimizer(plan.checkpoint);
+    } catch (err) {
+      startError = err ?? new Error('start-up failed');
+    }
+    // A rank that failed to start would leave the others waiting at their first collective.
+    await agree(comm, startError, 'to start the run');
+    const { session, totalSteps } = method!;
+    const { outputDir, state } = plan!;
+    const c = plan!.config;
     const startStep = state?.step ?? 0;
-    method.started?.(startStep);
+    method!.started?.(startStep);
     const stateAt = (step: number): TrainerState => ({
       kind, step, examplesSeen: step * method!.examplesPerStep, seed: c.seed, config: method!.resolved, version: 1,
     });
@@ -227,38 +250,41 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
       // Up to reuseRolloutMemoryMB of kept rollout activations would otherwise stay allocated
       // through the evaluation's decoding.
       await session.releaseKept();
-      await metrics.append({ step, ...(await method!.evaluate(step)) });
+      const m = await method!.evaluate(step);
+      await metrics?.append({ step, ...m });
     };
     if (startStep === 0) await evaluate(0);
     let step = startStep, checkpoint: string | null = null, last: M | null = null, interrupted = false;
+    // Stop requests are per process (a signal may reach one rank only): every rank stops at the same step.
+    const stopRequested = () => anyRank(comm, hooks.signal?.aborted ?? false, 'the stop check');
     while (step < totalSteps) {
-      if (hooks.signal?.aborted) {
+      if (await stopRequested()) {
         interrupted = true;
         break;
       }
-      last = await method.step(step);
+      last = await method!.step(step);
       step++;
-      if (step % c.loggingSteps === 0 || step === totalSteps) await metrics.append(last);
+      if (step % c.loggingSteps === 0 || step === totalSteps) await metrics?.append(last);
       hooks.onStep?.(last);
       await evaluate(step);
-      const stop = hooks.signal?.aborted ?? false;
+      const stop = await stopRequested();
       if (step % c.saveSteps === 0 || step === totalSteps || stop) {
-        checkpoint = await saveCheckpoint(outputDir, model, session, stateAt(step), c.saveTotalLimit);
+        checkpoint = lead ? await saveCheckpoint(outputDir, model!, session, stateAt(step), c.saveTotalLimit) : checkpointDir(outputDir, step);
         hooks.onCheckpoint?.(checkpoint);
       }
       if (stop && step < totalSteps) interrupted = true;
       if (stop) break;
     }
     await session.releaseKept();
-    if (interrupted && checkpoint === null) checkpoint = plan.checkpoint;
+    if (interrupted && checkpoint === null) checkpoint = plan!.checkpoint;
     return { outputDir, checkpoint, steps: step, interrupted, last };
   } catch (err) {
-    throw await withLastCheckpoint(err, outputDir);
+    throw plan && lead ? await withLastCheckpoint(err, plan.outputDir) : err;
   } finally {
     await method?.dispose?.();
     await model?.dispose();
-    await lock.release();
-    if (created && !wrote) await rmdir(outputDir).catch(() => {});
+    await lock?.release();
+    if (plan && created && !wrote) await rmdir(plan.outputDir).catch(() => {});
   }
 }
 

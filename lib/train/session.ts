@@ -2,11 +2,12 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
+import { CheckpointError, DistributedError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
-import { createNativeTrainer, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
+import { createNativeTrainer, unwrapNative, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
+import type { Communicator } from './distributed.js';
 import type { PackedBatch } from './objective.js';
 
 export type OptimizerOptions = {
@@ -128,6 +129,20 @@ export class TrainingSession {
       skipNonFinite: o.nonFiniteGradients === 'skip',
     };
     return this.#model.run(() => this.#trainer.step(opts));
+  }
+
+  /**
+   * Data parallelism: the gradients summed over every rank of `comm`, in place in the engine (they
+   * never pass through JavaScript); call between the last backward and `step`. One process: nothing.
+   */
+  async allReduceGrads(comm: Communicator): Promise<void> {
+    if (comm.size === 1 || comm.native === null) return;
+    const native = unwrapNative(comm.native);
+    try {
+      await this.#model.run(() => this.#trainer.allReduceGrads(native, comm.timeoutSeconds));
+    } catch (err) {
+      throw new DistributedError((err as Error).message.replace(/^allReduceGrads: /, ''), { cause: err });
+    }
   }
 
   getGrad(name: string): Float32Array {

@@ -7,6 +7,7 @@ import { z } from 'zod';
 
 import { BF16_ALIAS, type ExtraAlias } from '../configfile.js';
 import { InputError } from '../errors.js';
+import { LocalCommunicator, shard } from './distributed.js';
 import { checkLoss } from './faults.js';
 import { readJsonl, tokenizeExamples } from './data.js';
 import { dataSourceSchema } from './datasource.js';
@@ -116,6 +117,7 @@ export async function runSft(
 ): Promise<SftResult> {
   // A config from code gets the defaults a config file gets (parsing a parsed one changes nothing).
   const parsed = args.config && parseSftConfig(args.config, 'runSft config');
+  const comm = args.communicator ?? new LocalCommunicator();
   const { last, ...result } = await runTraining('sft', parseSftConfig, { ...args, config: parsed }, hooks, async ({ config, baseDir, outputDir }, model) => {
     // Paths are stored absolute so a resumed run finds them from anywhere (Hub data sets as they are).
     const trainFile = resolveSource(baseDir, config.data.train);
@@ -140,30 +142,40 @@ export async function runSft(
       started: (startStep) => hooks.onStart?.({ totalSteps, startStep, examples: examples.length, numParams: model.numParams, outputDir }),
       dispose: () => session.dispose(),
       // One optimizer step: gradientAccumulationSteps micro-batches of masked-diffusion cross-entropy.
+      // With several ranks each takes its shard of every micro-batch: example i keeps its global
+      // index (its masking draws) and the micro-batch's longest length (its padding), so the summed
+      // loss and gradients are one process's.
       step: async (step) => {
         const t0 = performance.now();
         session.zeroGrad();
         let loss = 0, tokens = 0;
+        const part = shard(config.batchSize, comm.rank, comm.size);
         for (let micro = 0; micro < config.gradientAccumulationSteps; micro++) {
           const first = step * perStep + micro * config.batchSize;
           const batchExamples = Array.from({ length: config.batchSize }, (_, i) => exampleAt(first + i));
-          const batch = maskedDiffusionBatch(batchExamples, (i) => new Rng(config.seed, STREAM.mask, first + i), {
+          const padTo = Math.max(...batchExamples.map((e) => e.prompt.length + e.response.length));
+          const mine = batchExamples.slice(part.start, part.end);
+          if (mine.length === 0) continue;
+          const batch = maskedDiffusionBatch(mine, (i) => new Rng(config.seed, STREAM.mask, first + part.start + i), {
             maskTokenId: mc.maskTokenId,
             padTokenId: config.padToLongest ? mc.eosTokenId : null,
             maskEps: config.maskEps,
             sequencesPerStep: perStep,
+            padTo,
           });
           tokens += batch.numTokens;
           if (batch.rows.length > 0) loss += (await session.lossBackward(batch)).loss;
         }
+        [loss, tokens] = Array.from(await comm.allReduce([loss, tokens], 'sum', 'the sum of the loss'));
         checkLoss(loss, step + 1, config.maxLoss);
+        await session.allReduceGrads(comm);
         await hooks.onGradients?.(step + 1, session);
         const lr = learningRateAt(step, { ...config, totalSteps });
         const r = await session.step(lr, config);
-        const seconds = (performance.now() - t0) / 1000;
+        const [seconds] = await comm.allReduce([(performance.now() - t0) / 1000], 'max', 'the step time');
         return {
           step: step + 1, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, skipped: r.skipped ? 1 : 0, num_tokens: tokens,
-          tokens_per_second: tokens / seconds, step_time: seconds, epoch: ((step + 1) * perStep) / examples.length,
+          tokens_per_second: tokens / seconds!, step_time: seconds!, epoch: ((step + 1) * perStep) / examples.length,
         };
       },
     };
