@@ -511,7 +511,7 @@ program.parseAsync().then(() => {
 }, (err: unknown) => {
   settled = true;
   // Expected failures (bad input, missing files) print one line; anything else keeps its stack.
-  const who = activeComm && activeComm.size > 1 ? `rank ${activeComm.rank}: ` : '';
+  const who = activeComm && activeComm.size > 1 && !(err instanceof Error && /^Rank \d+:/.test(err.message)) ? `rank ${activeComm.rank}: ` : '';
   if (err instanceof JustGRPOError) console.error(`justgrpo: ${who}${err.message}`);
   else console.error(who ? `justgrpo: ${who}` : '', err);
   process.exitCode = 1;
