@@ -36,7 +36,11 @@ export interface Communicator {
   finalize(): void;
 }
 
-/** Rank and size from the launcher's environment (Open MPI, MPICH/Hydra, PMIx), or null outside one. */
+/**
+ * Rank and size from the launcher's environment (Open MPI, MPICH/Hydra, PMIx), or null outside one.
+ * Slurm's own variables are not read: a batch script's SLURM_NTASKS describes the allocation, not
+ * this process (under srun, `--distributed mpi` asks MPI itself).
+ */
 export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): { rank: number; size: number; launcher: string } | null {
   const pairs: [string, string, string][] = [
     ['OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'Open MPI'],
@@ -162,7 +166,12 @@ export function openCommunicator(mode: DistributedMode = 'auto', options: { time
     return new LocalCommunicator();
   }
   if (mode === 'auto' && !(launch && launch.size > 1)) return new LocalCommunicator();
-  return MpiCommunicator.world(options);
+  const comm = MpiCommunicator.world(options);
+  // An MPI that does not belong to the launcher starts alone (a "singleton"): every rank would then
+  // train the whole run by itself.
+  if (launch && comm.size !== launch.size)
+    throw new DistributedError(`${launch.launcher} started ${launch.size} ranks, but ${comm.library} sees ${comm.size}: the MPI library does not match the launcher (use the mpirun of the same MPI, or set JUSTGRPO_MPI_LIBRARY to its libmpi.so)`);
+  return comm;
 }
 
 /** Items [start, end) of n that rank `rank` of `size` takes: contiguous blocks, the first n % size one longer. */

@@ -106,10 +106,11 @@ describe('collectives on a group of ranks', () => {
 });
 
 describe('launchers', () => {
-  it("recognises Open MPI's, MPICH's and PMIx's rank variables, and nothing else", () => {
+  it("recognises Open MPI's, MPICH's and PMIx's rank variables, and nothing else (not a Slurm allocation's)", () => {
     expect(launchEnvironment({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '4' })).toEqual({ rank: 1, size: 4, launcher: 'Open MPI' });
     expect(launchEnvironment({ PMI_RANK: '0', PMI_SIZE: '2' })).toEqual({ rank: 0, size: 2, launcher: 'MPICH' });
     expect(launchEnvironment({ PMIX_RANK: '3', PMIX_SIZE: '8' })).toEqual({ rank: 3, size: 8, launcher: 'PMIx' });
+    expect(launchEnvironment({ SLURM_PROCID: '0', SLURM_NTASKS: '16' })).toBeNull();
     expect(launchEnvironment({})).toBeNull();
     expect(launchEnvironment({ PMI_RANK: '2', PMI_SIZE: '2' })).toBeNull();
   });
