@@ -647,6 +647,9 @@ export async function runGrpo(
       ...(config.refModel ? { refModel: resolveSource(baseDir, config.refModel, 'model') } : {}),
       ...(config.eval ? { eval: { ...config.eval, data: resolveSource(baseDir, config.eval.data) } } : {}),
     };
+    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
+    if (perStep < comm.size)
+      throw new ConfigError(`promptsPerStep x gradientAccumulationSteps is ${perStep}, fewer prompts per step than the ${comm.size} ranks; each rank needs at least one (a prompt's completions stay on one rank)`);
     const maxPrompt = model.config.maxSequenceLength - config.maxCompletionLength;
     if (maxPrompt < 1) throw new ConfigError(`maxCompletionLength ${config.maxCompletionLength} leaves no room for a prompt in max_sequence_length ${model.config.maxSequenceLength}`);
     const prompts = await readPrompts(resolved.data.train, model.tokenizer, { ...config.data, maxPromptLength: maxPrompt });
@@ -665,7 +668,6 @@ export async function runGrpo(
       throw err;
     }
     const completionsLog = config.logCompletions && comm.rank === 0 ? await openCompletionsLog(outputDir, state?.step ?? 0) : null;
-    const perStep = config.promptsPerStep * config.gradientAccumulationSteps;
     const promptAt = epochSampler(prompts, config.seed);
     const e = resolved.eval;
     return {

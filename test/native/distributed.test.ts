@@ -211,6 +211,16 @@ describe.skipIf(!haveMpirun)('data parallelism over MPI (2 ranks on this machine
   });
 });
 
+describe.skipIf(!haveMpirun)('data parallelism: start-up', () => {
+  it('fewer prompts per step than ranks: one config error on every rank before anything is written', async () => {
+    const config = grpoConfig('grpo-few', { promptsPerStep: 1 });
+    const r = await justgrpo(['train', '--config', config, '--out', 'few'], { ranks: 2 });
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/promptsPerStep x gradientAccumulationSteps is 1, fewer prompts per step than the 2 ranks/);
+    expect(existsSync(path.join(tmp, 'few'))).toBe(false);
+  });
+});
+
 describe('data parallelism without MPI', () => {
   it('asking for MPI where no library loads is one clear error with the fix', async () => {
     const config = grpoConfig('grpo-nompi');
