@@ -44,18 +44,26 @@ export async function relaunchUnderMpirun(nproc: number): Promise<number> {
     ? [...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : []), '--oversubscribe', '--bind-to', 'none']
     : [];
   const args = [...flags, '-np', String(nproc), process.execPath, ...process.execArgv, ...withoutNproc(process.argv.slice(1))];
-  const child = spawn('mpirun', args, { stdio: 'inherit', env });
-  const forward = (sig: NodeJS.Signals) => child.kill(sig);
-  process.on('SIGINT', forward);
-  process.on('SIGTERM', forward);
+  // mpirun in its own process group, so a terminal's Ctrl-C reaches this process only: the first
+  // becomes SIGUSR2, which mpirun forwards to every rank (stop after the step, with a checkpoint);
+  // a second one ends the job at once.
+  const child = spawn('mpirun', args, { stdio: 'inherit', env, detached: true });
+  let interrupts = 0;
+  const onInterrupt = () => child.kill(interrupts++ === 0 ? 'SIGUSR2' : 'SIGINT');
+  const onTerm = () => child.kill('SIGTERM');
+  const onExit = () => child.kill('SIGKILL');
+  process.on('SIGINT', onInterrupt);
+  process.on('SIGTERM', onTerm);
+  process.on('exit', onExit);
   try {
     return await new Promise<number>((resolve, reject) => {
       child.on('error', reject);
       child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
     });
   } finally {
-    process.off('SIGINT', forward);
-    process.off('SIGTERM', forward);
+    process.off('SIGINT', onInterrupt);
+    process.off('SIGTERM', onTerm);
+    process.off('exit', onExit);
   }
 }
 

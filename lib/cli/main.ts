@@ -115,6 +115,17 @@ function addRunOptions(cmd: Command, command: string): Command {
   return cmd;
 }
 
+/**
+ * The signals that stop a run after its current step, with a checkpoint. Under MPI a terminal's
+ * Ctrl-C reaches mpirun, not the ranks (each has its own process group), and mpirun ends the job
+ * within seconds; SIGUSR2, which mpirun forwards to every rank, stops it cleanly (--nproc turns a
+ * Ctrl-C into one; Node keeps SIGUSR1 for its debugger). SIGTERM gets the same treatment, in case
+ * the step finishes before mpirun's SIGKILL.
+ */
+function stopSignals(comm: Communicator): NodeJS.Signals[] {
+  return comm.size > 1 ? ['SIGINT', 'SIGUSR2', 'SIGTERM'] : ['SIGINT'];
+}
+
 /** The ranks of a run of this process, once every rank is done: finalized on success, aborted on failure. */
 let activeComm: Communicator | null = null;
 
@@ -364,7 +375,8 @@ addRunOptions(
     const args = { ...(await runArgs<SftConfig>(opts, parseSftConfig)), communicator: comm };
     const ac = new AbortController();
     const onSignal = () => ac.abort();
-    process.once('SIGINT', onSignal);
+    const signals = stopSignals(comm);
+    for (const sig of signals) process.once(sig, onSignal);
     const bar = lead && !opts.json && process.stderr.isTTY
       ? new cliProgress.SingleBar({
           format: 'sft |{bar}| {value}/{total} steps | loss {loss} | {tps} tok/s | ETA {eta_formatted}',
@@ -394,7 +406,7 @@ addRunOptions(
       if (lead) reportInterrupted(result);
     } finally {
       bar?.stop();
-      process.off('SIGINT', onSignal);
+      for (const sig of signals) process.off(sig, onSignal);
     }
   });
 
@@ -408,7 +420,8 @@ addRunOptions(
     const args = { ...(await runArgs<GrpoConfig>(opts, parseGrpoConfig)), communicator: comm };
     const ac = new AbortController();
     const onSignal = () => ac.abort();
-    process.once('SIGINT', onSignal);
+    const signals = stopSignals(comm);
+    for (const sig of signals) process.once(sig, onSignal);
     const bars = lead && !opts.json && process.stderr.isTTY
       ? new cliProgress.MultiBar({ format: '{name} |{bar}| {value}/{total} | {info}', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
       : null;
@@ -445,7 +458,7 @@ addRunOptions(
       if (lead) reportInterrupted(result);
     } finally {
       bars?.stop();
-      process.off('SIGINT', onSignal);
+      for (const sig of signals) process.off(sig, onSignal);
     }
   });
 

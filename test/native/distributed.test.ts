@@ -180,6 +180,28 @@ describe.skipIf(!haveMpirun)('data parallelism over MPI (2 ranks on this machine
     expect(await tensorsRelDiff(path.join(tmp, 's1', 'checkpoint-3', 'model.safetensors'), path.join(tmp, 's21', 'checkpoint-3', 'model.safetensors'))).toBeLessThan(1e-6);
   });
 
+  it('Ctrl-C on --nproc 2 stops every rank after the same step, with a checkpoint, exit 130', async () => {
+    const config = grpoConfig('grpo-int', { maxSteps: 200, saveSteps: 1000 });
+    const child = spawn(process.execPath, [cli, 'train', '--config', config, '--out', 'int', '--nproc', '2'], { cwd: tmp, env: { ...process.env, ...ONE_THREAD } });
+    let out = '';
+    const code = await new Promise<number | null>((resolve) => {
+      const onData = (d: Buffer) => {
+        out += d;
+        // A terminal's Ctrl-C reaches justgrpo (mpirun runs in its own process group).
+        if (/step 2:/.test(out) && !child.killed) child.kill('SIGINT');
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      child.on('close', resolve);
+    });
+    expect(code, out).toBe(130);
+    const step = Number(/interrupted after step (\d+); the checkpoint (\S+) holds it/.exec(out)?.[1]);
+    expect(step).toBeGreaterThanOrEqual(2);
+    expect(JSON.parse(readFileSync(path.join(tmp, 'int', `checkpoint-${step}`, 'trainer_state.json'), 'utf8')).step).toBe(step);
+    expect(metrics(path.join(tmp, 'int')).map((m) => m.step)).toEqual(Array.from({ length: step }, (_, i) => i + 1));
+    expect(existsSync(path.join(tmp, 'int', 'run.lock'))).toBe(false);
+  });
+
   it('a killed rank ends the job with an error naming it; the last checkpoint is intact', async () => {
     // Rank 1 is killed (SIGKILL) in its third reward call, after checkpoint-2.
     const config = grpoConfig('grpo-kill');
