@@ -79,14 +79,14 @@ bool bind(void* lib, const char* name, F& fn) {
   return fn != nullptr;
 }
 
-// The library named by JUSTGRPO_MPI_LIBRARY, else the one the launcher's environment points at
-// first, else each soname in turn. RTLD_GLOBAL: Open MPI loads its own plugins, which look up
+// The library named by JUSTGRPO_MPI_LIBRARY (and no other), else each soname in turn, the one the
+// launcher's environment points at first. RTLD_GLOBAL: Open MPI loads its own plugins, which look up
 // libmpi's symbols in the global scope.
 Mpi load_mpi() {
   Mpi m;
   std::vector<std::string> names;
-  if (const char* lib = std::getenv("JUSTGRPO_MPI_LIBRARY"); lib && *lib) names.push_back(lib);
-  if (std::getenv("OMPI_COMM_WORLD_SIZE")) names.insert(names.end(), {"libmpi.so.40", "libmpi.so.12", "libmpi.so"});
+  if (const char* lib = std::getenv("JUSTGRPO_MPI_LIBRARY"); lib && *lib) names.push_back(lib);  // that one only
+  else if (std::getenv("OMPI_COMM_WORLD_SIZE")) names.insert(names.end(), {"libmpi.so.40", "libmpi.so.12", "libmpi.so"});
   else names.insert(names.end(), {"libmpi.so.12", "libmpi.so.40", "libmpi.so", "libmpich.so.12"});
   void* lib = nullptr;
   std::string tried;
