@@ -86,8 +86,8 @@ Mpi load_mpi() {
   Mpi m;
   std::vector<std::string> names;
   if (const char* lib = std::getenv("JUSTGRPO_MPI_LIBRARY"); lib && *lib) names.push_back(lib);  // that one only
-  else if (std::getenv("OMPI_COMM_WORLD_SIZE")) names.insert(names.end(), {"libmpi.so.40", "libmpi.so.12", "libmpi.so"});
-  else names.insert(names.end(), {"libmpi.so.12", "libmpi.so.40", "libmpi.so", "libmpich.so.12"});
+  else if (std::getenv("OMPI_COMM_WORLD_SIZE")) names.insert(names.end(), {"libmpi.so.40", "libmpi.so.12", "libmpich.so.12", "libmpi.so"});
+  else names.insert(names.end(), {"libmpi.so.12", "libmpich.so.12", "libmpi.so.40", "libmpi.so"});  // Debian: libmpich.so.12
   void* lib = nullptr;
   std::string tried;
   for (const std::string& n : names) {
@@ -198,6 +198,7 @@ Communicator::Communicator() {
   if (m.Get_library_version(version, &len) == 0) {
     std::string v(version, std::min<int>(std::max(len, 0), static_cast<int>(sizeof(version))));
     v = v.substr(0, v.find_first_of(",\n"));
+    for (char& ch : v) if (ch == '\t') ch = ' ';  // MPICH: "MPICH Version:\t4.0.2"
     library_ = str_cat(v, " (", m.file, ")");
   } else {
     library_ = m.file;

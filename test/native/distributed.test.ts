@@ -233,6 +233,31 @@ describe.skipIf(!haveMpirun)('data parallelism over MPI (2 ranks on this machine
   });
 });
 
+const mpich = spawnSync('mpiexec.mpich', ['--version'], { encoding: 'utf8' });
+const haveMpich = !mpich.error && mpich.status === 0;
+if (!haveMpich) console.log("skipping the MPICH test: mpiexec.mpich is not on PATH (apt-get install mpich)");
+
+describe.skipIf(!haveMpich)('data parallelism over MPICH (the other ABI: integer handles)', () => {
+  it('2 ranks under mpiexec.mpich give the 1-rank run too', async () => {
+    const config = grpoConfig('grpo-mpich');
+    const one = await justgrpo(['train', '--config', config, '--out', 'm1'], { env: { DP_RECORD: path.join(tmp, 'm1-ids') } });
+    expect(one.code, one.out).toBe(0);
+    const two = await new Promise<Run>((resolve, reject) => {
+      const child = spawn('mpiexec.mpich', ['-n', '2', process.execPath, cli, 'train', '--config', config, '--out', 'm2'], {
+        cwd: tmp, env: { ...process.env, ...ONE_THREAD, DP_RECORD: path.join(tmp, 'm2-ids') },
+      });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, out }));
+    });
+    expect(two.code, two.out).toBe(0);
+    expect(recordedSteps(path.join(tmp, 'm2-ids'), 2)).toEqual(recordedSteps(path.join(tmp, 'm1-ids'), 1));
+    expect(await tensorsRelDiff(path.join(tmp, 'm1', 'checkpoint-3', 'model.safetensors'), path.join(tmp, 'm2', 'checkpoint-3', 'model.safetensors'))).toBeLessThan(1e-6);
+  });
+});
+
 describe.skipIf(!haveMpirun)('data parallelism: start-up', () => {
   it('fewer prompts per step than ranks: one config error on every rank before anything is written', async () => {
     const config = grpoConfig('grpo-few', { promptsPerStep: 1 });
