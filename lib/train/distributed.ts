@@ -183,28 +183,34 @@ export function shard(n: number, rank: number, size: number): { start: number; e
 
 /**
  * Every rank's slices of global arrays, put together on every rank: each of `locals` holds items
- * [start, start + length) of a global array of `n`. One all-reduce of zero-padded arrays (each
- * position has exactly one writer, so the sums are exact); NaN travels as a separate flag.
+ * [start, start + length) of a global array of `n`. One all-reduce of zero-padded arrays: each
+ * position has exactly one writer, so the sums are exact (NaN and infinities too: x + 0 = x); null
+ * travels as a separate flag.
  */
-export async function gather(comm: Communicator, locals: ArrayLike<number>[], start: number, n: number, what: string): Promise<number[][]> {
+export async function gather(comm: Communicator, locals: ArrayLike<number | null>[], start: number, n: number, what: string): Promise<(number | null)[][]> {
   if (comm.size === 1) return locals.map((l) => Array.from(l));
   const k = locals.length;
   const buf = new Float64Array(2 * k * n);
   locals.forEach((local, j) => {
     for (let i = 0; i < local.length; i++) {
       const x = local[i]!;
-      if (Number.isNaN(x)) buf[(k + j) * n + start + i] = 1;
+      if (x === null) buf[(k + j) * n + start + i] = 1;
       else buf[j * n + start + i] = x;
     }
   });
   const all = await comm.allReduce(buf, 'sum', what);
-  return locals.map((_, j) => Array.from({ length: n }, (_, i) => (all[(k + j) * n + i]! > 0 ? NaN : all[j * n + i]!)));
+  return locals.map((_, j) => Array.from({ length: n }, (_, i) => (all[(k + j) * n + i]! > 0 ? null : all[j * n + i]!)));
+}
+
+/** gather of arrays that hold no null. */
+export async function gatherNumbers(comm: Communicator, locals: ArrayLike<number>[], start: number, n: number, what: string): Promise<number[][]> {
+  return (await gather(comm, locals, start, n, what)) as number[][];
 }
 
 /** Where this rank's `count` items sit in the global order (ranks in order), and the global count. */
 export async function placement(comm: Communicator, count: number, what: string): Promise<{ offset: number; total: number }> {
   if (comm.size === 1) return { offset: 0, total: count };
-  const [counts] = await gather(comm, [[count]], comm.rank, comm.size, what);
+  const [counts] = await gatherNumbers(comm, [[count]], comm.rank, comm.size, what);
   return { offset: counts!.slice(0, comm.rank).reduce((a, b) => a + b, 0), total: counts!.reduce((a, b) => a + b, 0) };
 }
 
@@ -223,7 +229,7 @@ export async function allGatherJson<T>(comm: Communicator, value: T, what: strin
  */
 export async function agree(comm: Communicator, err: unknown, what: string): Promise<void> {
   if (comm.size > 1) {
-    const [flags] = await gather(comm, [[err === undefined ? 0 : 1]], comm.rank, comm.size, `the check that every rank is ready ${what}`);
+    const [flags] = await gatherNumbers(comm, [[err === undefined ? 0 : 1]], comm.rank, comm.size, `the check that every rank is ready ${what}`);
     const failed = flags!.flatMap((f, r) => (f > 0 ? [r] : []));
     if (err === undefined && failed.length > 0)
       throw new DistributedError(`${failed.length === 1 ? 'Rank' : 'Ranks'} ${failed.join(', ')} failed ${what} (see ${failed.length === 1 ? 'its' : 'their'} error); rank ${comm.rank} stops too`);

@@ -12,7 +12,7 @@ import { rewardFunction, type RewardFunction } from '../rewards/registry.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { groupAdvantages, tokenWeights } from './advantages.js';
 import { MetricsLog } from './checkpoint.js';
-import { agree, allGatherJson, gather, LocalCommunicator, placement, shard, type Communicator } from './distributed.js';
+import { allGatherJson, gather, gatherNumbers, LocalCommunicator, placement, shard, type Communicator } from './distributed.js';
 import { checkLoss } from './faults.js';
 import { readJsonl } from './data.js';
 import { parseGrpoConfig, parseTrainerConfig, type GrpoConfig, type GrpoConfigInput, type GrpoTrainerConfig, type GrpoTrainerConfigInput } from './grpo-config.js';
@@ -274,9 +274,7 @@ export class GRPOTrainer {
     const rollouts = { promptIds: prompts, completionIds: roll.tokens, rewards: scored.total, oldLogprobs: roll.logprobs };
     // Every rank's scores, so the skip decision and the reward metrics are the global ones.
     const names = Object.keys(scored.perFunction);
-    const nullable = (xs: (number | null)[]) => xs.map((x) => x ?? NaN);
-    const [totals, ...perFn] = (await gather(comm, [nullable(scored.total), ...names.map((n) => nullable(scored.perFunction[n]!))], part.start * G, P * G, 'the gather of the rewards'))
-      .map((xs) => xs.map((x) => (Number.isNaN(x) ? null : x)));
+    const [totals, ...perFn] = await gather(comm, [scored.total, ...names.map((n) => scored.perFunction[n]!)], part.start * G, P * G, 'the gather of the rewards');
     const errors = await comm.allReduce(names.map((n) => scored.errors[n] ?? 0), 'sum', 'the sum of the reward errors');
     const skip = c.onRewardError === 'skip' && errors.some((n) => n > 0);
     this.#lastAdvantages = rollouts.completionIds.map(() => 0);
@@ -370,23 +368,24 @@ export class GRPOTrainer {
     // computed from the global batch exactly as one process would, then this rank takes its slice.
     const comm = this.#comm;
     const { offset, total } = await placement(comm, N, 'the placement of the completions');
-    const [gRewards, gEnded, lengths] = await gather(comm, [r.rewards.map((x) => x ?? NaN), endedLocal.map(Number), lengthsLocal], offset, total, 'the gather of the rewards');
-    const rewards = gRewards!.map((x) => (Number.isNaN(x) ? null : x));
-    const ended = gEnded!.map((e) => e > 0);
+    // (One collective at a time: every rank must issue them in the same order.)
+    const [rewards] = await gather(comm, [r.rewards], offset, total, 'the gather of the rewards');
+    const [endedAll, lengths] = await gatherNumbers(comm, [endedLocal.map(Number), lengthsLocal], offset, total, 'the gather of the completion lengths');
+    const ended = endedAll!.map((e) => e > 0);
     const mine = <T>(xs: T[]) => xs.slice(offset, offset + N);
-    let adv = groupAdvantages(rewards.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+    let adv = groupAdvantages(rewards!.map((x, i) => (c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
     // Finite rewards can still overflow the group statistics (rewards of +-1e308: the sum is
     // infinite, the std NaN), and NaN advantages make the loss silently 0: a reward error too.
     const badGroups = adv.groupStd.flatMap((s, g) => (Number.isFinite(s) && adv.advantages.slice(g * G, (g + 1) * G).every(Number.isFinite) ? [] : [g]));
     let statErrors = 0;
     if (badGroups.length > 0) {
-      const g = badGroups[0]!, rs = rewards.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
+      const g = badGroups[0]!, rs = rewards!.slice(g * G, (g + 1) * G).filter((x): x is number => x !== null);
       const what = `the rewards of prompt ${g} at step ${step + 1} (from ${Math.min(...rs)} to ${Math.max(...rs)}) give a non-finite mean or standard deviation`;
       if (c.onRewardError === 'error')
         throw new InputError(`${what}; scale the rewards (set onRewardError: 'zero' to score such groups 0, or 'skip' to skip the step)`);
-      if (c.onRewardError === 'skip') return { ...this.#skippedStep(rewards, step), reward_errors: badGroups.length * G };
+      if (c.onRewardError === 'skip') return { ...this.#skippedStep(rewards!, step), reward_errors: badGroups.length * G };
       const bad = new Set(badGroups);
-      adv = groupAdvantages(rewards.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
+      adv = groupAdvantages(rewards!.map((x, i) => (bad.has(Math.floor(i / G)) ? 0 : c.maskTruncatedCompletions && !ended[i] ? null : x)), G, c.scaleRewards);
       statErrors = badGroups.length * G;
     }
     const advantages = mine(adv.advantages);
@@ -425,7 +424,7 @@ export class GRPOTrainer {
       nonFinite += res.nonFinite;
       if (res.skipped) skipped = 1;
     }
-    const rs = rewards.filter((x): x is number => x !== null);
+    const rs = rewards!.filter((x): x is number => x !== null);
     // TRL's clip ratios and KL are means over every completion token, whichever rows the loss
     // visited (zero-advantage completions are skipped unless beta > 0).
     const trained = total * Math.min(c.lossPositions ?? L, L);

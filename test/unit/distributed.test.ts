@@ -53,15 +53,15 @@ describe('shard', () => {
 });
 
 describe('collectives on a group of ranks', () => {
-  it('gather puts every rank\'s slices back in global order, NaN included', async () => {
+  it('gather puts every rank\'s slices back in global order, null, NaN and infinities included', async () => {
     const ranks = group(2);
     const out = await Promise.all([
-      gather(ranks[0]!, [[1, NaN], [10, 20]], 0, 3, 'test'),
-      gather(ranks[1]!, [[3], [30]], 2, 3, 'test'),
+      gather(ranks[0]!, [[1, null], [10, NaN]], 0, 3, 'test'),
+      gather(ranks[1]!, [[-0.5], [Infinity]], 2, 3, 'test'),
     ]);
     for (const [a, b] of out) {
-      expect(a).toEqual([1, NaN, 3]);
-      expect(b).toEqual([10, 20, 30]);
+      expect(a).toEqual([1, null, -0.5]);
+      expect(b).toEqual([10, NaN, Infinity]);
     }
   });
 
