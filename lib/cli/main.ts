@@ -400,10 +400,11 @@ addRunOptions(
         },
       });
       bar?.stop();
-      if (!lead) process.exitCode = result.interrupted ? 130 : 0;
-      else if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      // Rank 0 speaks for the run (exit status included: a rank's non-zero status makes mpirun end the job).
+      if (!lead) return;
+      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`sft: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
-      if (lead) reportInterrupted(result);
+      reportInterrupted(result);
     } finally {
       bar?.stop();
       for (const sig of signals) process.off(sig, onSignal);
@@ -452,10 +453,11 @@ addRunOptions(
         },
       });
       bars?.stop();
-      if (!lead) process.exitCode = result.interrupted ? 130 : 0;
-      else if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
+      // Rank 0 speaks for the run (exit status included: a rank's non-zero status makes mpirun end the job).
+      if (!lead) return;
+      if (opts.json) console.log(JSON.stringify({ event: 'done', ...result }));
       else console.error(`train: ${result.steps} steps; checkpoint ${result.checkpoint}; metrics ${path.join(result.outputDir, 'metrics.jsonl')}`);
-      if (lead) reportInterrupted(result);
+      reportInterrupted(result);
     } finally {
       bars?.stop();
       for (const sig of signals) process.off(sig, onSignal);

@@ -276,6 +276,9 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
       if (stop) break;
     }
     await session.releaseKept();
+    // No rank leaves before rank 0 has written its last checkpoint (a launcher may end the job as
+    // soon as one rank exits).
+    if (comm.size > 1) await comm.barrier('the end of the run');
     if (interrupted && checkpoint === null) checkpoint = plan!.checkpoint;
     return { outputDir, checkpoint, steps: step, interrupted, last };
   } catch (err) {
