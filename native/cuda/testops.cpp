@@ -123,8 +123,11 @@ bool test_op(Op op, const OpArgs& a, OpOutputs& o) {
       rope_backward(dx, stride, pos, d_table, d_table + max_len * hd / 2, N, H, hd, s);
       auto back = dev.back(dx, N * stride);
       std::vector<float> res(N * row);
-      for (int64_t n = 0; n < N; n++)
+      for (int64_t n = 0; n < N; n++) {
         std::copy(back.begin() + n * stride, back.begin() + n * stride + row, res.begin() + n * row);
+        for (int64_t i = row; i < stride; i++)
+          JG_CHECK(back[n * stride + i] == 0.0f, "testOp: rope_backward wrote between rows (row ", n, ")");
+      }
       o.f32["dx"] = res;
     }
   } else if (op == OP_ATTENTION) {
