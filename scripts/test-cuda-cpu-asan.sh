@@ -8,7 +8,7 @@
 # Leak checking is off: node and V8 keep memory to their exit (scripts/test-asan.sh covers leaks of
 # the CPU engine). Any sanitizer report fails the run. ASan warns once that it "is ignoring requested
 # __asan_handle_no_return" and that false positives may follow: HIP-CPU switches between fiber stacks
-# it was not told about. No report followed in the runs so far (ops, model and stand-in suites). `npm run test:cuda-cpu:asan -- FILE...` runs
+# it was not told about. No report followed in the runs so far (ops, backward, model and stand-in suites). `npm run test:cuda-cpu:asan -- FILE...` runs
 # only those test files.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,7 +30,7 @@ libubsan="$(g++ -print-file-name=libubsan.so)"
 [ -f dist/index.js ] || npx tsc -p tsconfig.json || exit 1
 
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/model.test.ts)
+[ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/backward.test.ts test/gpu/model.test.ts)
 log="$out/test.log"
 echo "== test/gpu against $out (ASan + UBSan): ${files[*]}"
 # --testTimeout: the sanitizers slow the model suite's decoding cases 5-10x, past vitest's 120 s.
