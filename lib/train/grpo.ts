@@ -165,7 +165,14 @@ export class GRPOTrainer {
     const c = parseTrainerConfig(Object.keys(fns).length ? { ...given, rewardFunctions: Object.keys(fns) } : given, 'GRPOTrainer.create config');
     const rewardFns = c.rewardFunctions.map((name, i) => ({ name, fn: rewardFunction(name, fns), weight: c.rewardWeights?.[i] ?? 1 }));
     if (c.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
-    const session = TrainingSession.create(model, { checkpointActivations: c.checkpointActivations });
+    const promptLength = 256;  // a typical prompt: the plan is a forecast, the run allocates what it meets
+    const session = TrainingSession.create(model, {
+      checkpointActivations: c.checkpointActivations,
+      memoryPlan: {
+        dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
+        rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
+      },
+    });
     return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns);
   }
 

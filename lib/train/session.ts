@@ -7,6 +7,7 @@ import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { createNativeTrainer, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
+import { formatMemoryPlan, memoryPlan, type MemoryPlanOptions } from './memory-plan.js';
 import type { PackedBatch } from './objective.js';
 
 export type OptimizerOptions = {
@@ -37,17 +38,26 @@ export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export class TrainingSession {
   readonly #trainer: NativeTrainer;
   readonly #model: ModelInternals;
+  readonly #keepsNothing: boolean;
 
-  private constructor(trainer: NativeTrainer, model: ModelInternals) {
+  private constructor(trainer: NativeTrainer, model: ModelInternals, keepsNothing: boolean) {
     this.#trainer = trainer;
     this.#model = model;
+    this.#keepsNothing = keepsNothing;
   }
 
   /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
-  static create(model: LladaModel, options: { checkpointActivations?: boolean } = {}): TrainingSession {
+  static create(model: LladaModel, options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions } = {}): TrainingSession {
     const m = internals.get(model)!;
-    if (model.backend !== 'cpu')
-      throw new InputError(`Training runs on the CPU backend (this model is on '${model.backend}'); GPU training is CUDA part 2`);
+    // On the GPU memory is planned, not discovered: the plan is printed before anything is allocated.
+    if (model.backend === 'cuda' && options.memoryPlan) {
+      const o = { ...options.memoryPlan, checkpointActivations: options.checkpointActivations ?? false };
+      const total = m.engine.deviceInfo().totalMemory;
+      const cards = [{ name: `this GPU (${(total / 1e9).toFixed(0)} GB)`, bytes: total }].filter((c) => c.bytes > 0);
+      process.stderr.write(`${formatMemoryPlan(memoryPlan(model.config, o), o, cards)}\n`);
+    }
+    if (model.backend !== 'cpu' && model.backend !== 'cuda')
+      throw new InputError(`Training runs on the 'cpu' and 'cuda' backends, not on '${model.backend}'`);
     let trainer: NativeTrainer;
     try {
       trainer = createNativeTrainer(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
@@ -56,7 +66,7 @@ export class TrainingSession {
         throw new InsufficientMemoryError(`Training needs more memory than is available: ${err.message.replace(/^Trainer: /, '')}`, { cause: err });
       throw err;
     }
-    return new TrainingSession(trainer, m);
+    return new TrainingSession(trainer, m, model.backend === 'cuda');
   }
 
   /** AdamW updates applied so far. */
@@ -98,6 +108,9 @@ export class TrainingSession {
    * (policyLossBackwardKept) instead of running the forward again.
    */
   rollout(prompts: number[][], options: GenerateOptions, keepBytes: number): Promise<GenerateResult> {
+    // The CUDA backend keeps no rollout activations yet: a plain rollout, and keptSteps() stays 0,
+    // so the loss runs its own forward.
+    if (this.#keepsNothing) return this.#model.generate(prompts, options, (...a) => this.#model.engine.decode(...a));
     return this.#model.generate(prompts, options, (p, s, seeds, o, onProgress) => this.#trainer.rollout(p, s, seeds, o, onProgress, keepBytes));
   }
 

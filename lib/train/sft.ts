@@ -133,7 +133,10 @@ export async function runSft(
       throw new InputError(`${trainFile}: no usable examples${skipped ? ` (${skipped} malformed lines skipped)` : ''}`);
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
-    const session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
+    const session = TrainingSession.create(model, {
+      checkpointActivations: config.checkpointActivations,
+      memoryPlan: { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) },
+    });
     const exampleAt = epochSampler(examples, config.seed);
     return {
       session, totalSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,
