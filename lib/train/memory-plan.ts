@@ -146,7 +146,8 @@ export function formatMemoryPlan(plan: MemoryPlan, options: MemoryPlanOptions, c
     ['gradients', plan.gradients], ['kept rollout activations', plan.keptActivations], ['rollout workspace', plan.rolloutWorkspace],
     ['loss workspace', plan.lossWorkspace], ['cuBLAS, RoPE, staging', plan.fixed],
   ];
-  const lines = [`GPU memory plan (${(plan.params / 1e9).toFixed(2)}B parameters, ${options.dtype ?? 'bf16'}${options.checkpointActivations ? ', activation checkpointing' : ''}):`];
+  const count = plan.params >= 1e9 ? `${(plan.params / 1e9).toFixed(2)}B` : `${(plan.params / 1e6).toFixed(2)}M`;
+  const lines = [`GPU memory plan (${count} parameters, ${options.dtype ?? 'bf16'}${options.checkpointActivations ? ', activation checkpointing' : ''}):`];
   for (const [name, b] of rows) lines.push(`  ${name.padEnd(26)} ${fmt(b).padStart(10)}`);
   lines.push(`  ${'total'.padEnd(26)} ${fmt(plan.total).padStart(10)}`);
   for (const card of cards) {

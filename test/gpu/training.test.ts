@@ -17,10 +17,13 @@ import { describe, expect, it } from 'vitest';
 
 import './tier.js';
 
+import { GRPOTrainer, loadModel, type RewardFunction } from '../../lib/index.js';
+import { DEMO_MODEL_DIR } from '../../lib/demo/shipped.js';
 import {
   native, type NativeEngine, type NativeEngineOptions, type NativePolicyLossOptions, type NativeStepOptions, type NativeTrainer,
 } from '../../lib/native/binding.js';
 import { relError } from '../helpers/fixtures.js';
+import { lossWorkspaceBytes } from '../../lib/train/memory-plan.js';
 import { allGrads, allParams, args, fixtureEngine, packBatch, sameBits, trainCase, type RowBatch } from '../helpers/train.js';
 // @ts-expect-error plain JavaScript module shared with the GPU machine's runner
 import { gpuStatus } from './parity.mjs';
@@ -34,7 +37,7 @@ const BF16 = 5e-2;
 const STEP = 1e-4;
 const ADAMW: NativeStepOptions = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1 };
 
-type Pair = { V: number; cpu: NativeEngine; gpu: NativeEngine; tc: NativeTrainer; tg: NativeTrainer; batch: RowBatch; dispose(): void };
+type Pair = { V: number; config: Awaited<ReturnType<typeof fixtureEngine>>['config']; cpu: NativeEngine; gpu: NativeEngine; tc: NativeTrainer; tg: NativeTrainer; batch: RowBatch; dispose(): void };
 
 async function pair(name: string, gpu: NativeEngineOptions = { backend: 'cuda', dtype: 'F32' }, checkpoint = false): Promise<Pair> {
   const { engine: cpu, config } = await fixtureEngine(name);
@@ -43,7 +46,7 @@ async function pair(name: string, gpu: NativeEngineOptions = { backend: 'cuda', 
   const tg = new (native().Trainer)(g, { checkpointActivations: checkpoint });
   const batch = (await trainCase(name)).batch;
   return {
-    V: config.embeddingSize, cpu, gpu: g, tc, tg, batch,
+    V: config.embeddingSize, config, cpu, gpu: g, tc, tg, batch,
     dispose() {
       tc.dispose();
       tg.dispose();
@@ -300,5 +303,55 @@ describe.skipIf(!status.ok)('CUDA training in bf16 against the CPU in fp32', () 
     } finally {
       p.dispose();
     }
+  });
+});
+
+describe.skipIf(!status.ok)('CUDA training through the public API', () => {
+  it('the memory plan\'s loss workspace is the bytes the trainer carves (fp32 and bf16, with and without checkpointing)', async () => {
+    for (const dtype of ['F32', 'BF16'] as const) {
+      for (const checkpoint of [false, true]) {
+        const p = await pair('gqa_f32', { backend: 'cuda', dtype }, checkpoint);
+        try {
+          for (const [N, R] of [[100, 7], [43, 43], [1, 1]] as const)
+            expect(p.tg.workspaceBytes(N, R), `${dtype} ${checkpoint} ${N} ${R}`).toBe(
+              lossWorkspaceBytes(p.config, dtype === 'BF16' ? 'bf16' : 'fp32', checkpoint, N, R));
+        } finally {
+          p.dispose();
+        }
+      }
+    }
+  });
+
+  it("two JustGRPO steps of GRPOTrainer on a 'cuda' model (fp32) match the same steps on the CPU", async () => {
+    // Rewards that differ within each group: the number of digits in the completion.
+    const digits: RewardFunction = ({ completions }) => completions.map((c) => (c.match(/[0-9]/g) ?? []).length);
+    const config = { numGenerations: 4, promptsPerStep: 2, maxCompletionLength: 8, learningRate: 1e-3, seed: 3, maxGradNorm: 0.5 };
+    const run = async (backend: 'cpu' | 'cuda') => {
+      const model = await loadModel(DEMO_MODEL_DIR, { backend, dtype: 'F32' });
+      const trainer = await GRPOTrainer.create(model, config, { rewardFunctions: { digits } });
+      try {
+        const metrics = [];
+        for (const prompts of [['12+9=', '3+4='], ['7*6=', '10-3=']]) metrics.push(await trainer.step(prompts));
+        const weights = new Map<string, Float32Array>();
+        for (const { name } of model.parameterInfo()) weights.set(name, await model.getParameter(name));
+        return { metrics, weights };
+      } finally {
+        await trainer.dispose();
+        await model.dispose();
+      }
+    };
+    const a = await run('cpu');
+    const b = await run('cuda');
+    for (let s = 0; s < 2; s++) {
+      const ma = a.metrics[s]!, mb = b.metrics[s]!;
+      // The fp32 rollouts draw the same tokens, so the rewards are the same numbers.
+      expect(mb.reward).toBe(ma.reward);
+      expect(ma.frac_reward_zero_std).toBeLessThan(1);
+      // At ratio 1 the loss is -sum(w A), zero up to rounding (advantages sum to zero per group), so
+      // it is compared absolutely; the gradients are not small, and their norm is compared relatively.
+      expect(Math.abs(mb.loss - ma.loss), `loss of step ${s + 1}`).toBeLessThan(1e-6);
+      expectNumberClose(mb.grad_norm, ma.grad_norm, STEP, `grad norm of step ${s + 1}`);
+    }
+    expectClose(b.weights, a.weights, STEP, 'weight after two steps');
   });
 });
