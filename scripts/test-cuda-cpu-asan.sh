@@ -30,7 +30,7 @@ libubsan="$(g++ -print-file-name=libubsan.so)"
 [ -f dist/index.js ] || npx tsc -p tsconfig.json || exit 1
 
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/model.test.ts)
+[ ${#files[@]} -gt 0 ] || files=(test/gpu/tier-selftest.test.ts test/gpu/ops.test.ts test/gpu/backward.test.ts test/gpu/model.test.ts)
 log="$out/test.log"
 echo "== test/gpu against $out (ASan + UBSan): ${files[*]}"
 # --testTimeout: the sanitizers slow the model suite's decoding cases 5-10x, past vitest's 120 s.

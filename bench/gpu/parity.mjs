@@ -12,7 +12,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 // dist/model.js, not dist/index.js: its imports are the few packages prepare.sh carries.
 const { native } = await import(path.join(root, 'dist', 'native', 'binding.js'));
 const { loadModel, internals } = await import(path.join(root, 'dist', 'model.js'));
-const { gpuStatus, opCases, modelCases } = await import(path.join(root, 'test', 'gpu', 'parity.mjs'));
+const { gpuStatus, opCases, backwardCases, modelCases } = await import(path.join(root, 'test', 'gpu', 'parity.mjs'));
 
 const FIXTURES = path.join(root, 'test', 'reference', 'fixtures');
 const MODELS = ['mha_f32', 'gqa_f32', 'gqa_bf16', 'mha_f16'];
@@ -37,13 +37,14 @@ if (!status.ok) {
 console.log(`parity: ${status.reason}; ${n.backends.join(', ')}; CUDA runtime ${n.cuda.runtimeVersion}`);
 const filter = process.argv[2] ? new RegExp(process.argv[2]) : null;
 const ctx = { loadModel, fixtures: FIXTURES, models: MODELS, logitsCases, engineOf: (m) => internals.get(m).engine };
-const cases = [...opCases(), ...modelCases(ctx)].filter((c) => !filter || filter.test(c.name));
+const cases = [...opCases(), ...backwardCases(), ...modelCases(ctx)].filter((c) => !filter || filter.test(c.name));
 let passed = 0, failed = 0;
 for (const c of cases) {
   const t0 = performance.now();
   try {
     const r = (await c.run(n)) ?? {};
-    const detail = Object.entries(r).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toExponential(2) : v}`).join(', ');
+    const show = (v) => (typeof v === 'number' ? v.toExponential(2) : typeof v === 'object' ? `{${Object.entries(v).map(([k, x]) => `${k} ${show(x)}`).join(', ')}}` : v);
+    const detail = Object.entries(r).map(([k, v]) => `${k} ${show(v)}`).join(', ');
     console.log(`PASS ${c.name}${detail ? ` (${detail})` : ''} ${(performance.now() - t0).toFixed(0)} ms`);
     passed++;
   } catch (err) {

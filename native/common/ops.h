@@ -71,6 +71,13 @@ struct OpArgs {
     JG_CHECK(static_cast<int64_t>(v.size()) == n, "testOp: `", name, "` has ", v.size(), " elements, expected ", n);
     return v;
   }
+  bool has(const char* name) const { return f32.count(name) != 0; }
+  // Backward mode: a call that passes `dout` asks an op with a backward for its gradients too.
+  bool backward() const { return has("dout"); }
+  // A gradient's starting value (gradients accumulate): the input of that name if given, else zeros.
+  std::vector<float> grad_init(const char* name, int64_t n) const {
+    return has(name) ? f32n(name, n) : std::vector<float>(n, 0.0f);
+  }
 };
 
 struct OpOutputs {

@@ -372,13 +372,148 @@ export function cpuAsCuda(native, loadModel) {
   };
 }
 
+// ---- Training ops: the backward mode of the op table (a call that passes `dout` gets the
+// gradients too) and the optimizer, CUDA against the CPU backend.
+//
+// fp32: max |cuda - cpu| / max |cpu| per output (relError) against a threshold per op. Both sides
+// round the same fp32 formulas; what differs is the order of sums (dot products over hd or C, the
+// rows of a weight gradient) and the CPU's vectorised exp against expf: a few ulps of the largest
+// terms, ~1e-7 to 1e-6 of the scale. Thresholds: 1e-6 for the elementwise ops and RoPE (one or two
+// roundings per element), 1e-5 for those that sum over a row or over rows (rmsnorm, attention,
+// embedding's repeated tokens), as the brief's "~1e-5 relative". An indexing or masking mistake
+// gives 1e-2 or more.
+// bf16: the CUDA side reads its activations and weights rounded to bf16 (relative error <= 2^-9
+// each) and stores the forward's output in bf16; gradients stay fp32. NMSE against the fp32 CPU:
+// one rounding of one factor gives ~1.3e-6 (<= 4e-6); products of two or three rounded factors stay
+// below 2e-5. Attention's gradients go through the softmax twice (p from rounded q and k, and
+// dp - D, a difference of similar terms where D uses the bf16-rounded out): 1e-4 (measured <= 1.5e-5).
+// Every run of a case is also repeated on the CUDA side and must give the same bits (no
+// order-dependent atomics).
+const BWD_TOL = {
+  F32: { embedding: 1e-5, rmsnorm: 1e-5, rope: 1e-6, attention: 1e-5, swiglu: 1e-6, residual: 0, adamw: 1e-6 },
+  // null: no rounded input reaches these outputs (scatters, rotations and sums of fp32 gradients,
+  // the fp32 optimizer), so the fp32 relError threshold holds.
+  BF16: { embedding: null, rmsnorm: 2e-5, rope: null, attention: 1e-4, swiglu: 2e-5, residual: null, adamw: null },
+};
+
+const BWD_SHAPES = [
+  // Tokens drawn from a few ids, so most repeat: their rows add up in row order.
+  ['embedding', 'N=7,C=64,V=50', (r) => ({ inputs: { wte: r.normal(50 * 64), tokens: Int32Array.from({ length: 7 }, () => r.int(4)), dout: r.normal(7 * 64), dwte: r.normal(50 * 64, 0.1) }, sizes: { N: 7, C: 64 } })],
+  ['embedding', 'N=700,C=300,V=1000', (r) => ({ inputs: { wte: r.normal(1000 * 300), tokens: Int32Array.from({ length: 700 }, (_, i) => (i % 3 ? r.int(30) : r.int(1000))), dout: r.normal(700 * 300), dwte: r.normal(1000 * 300, 0.1) }, sizes: { N: 700, C: 300 } })],
+  ['rmsnorm', 'N=7,C=64', (r) => ({ inputs: { inp: r.normal(7 * 64, 3), weight: r.normal(64), dout: r.normal(7 * 64), dinp: r.normal(7 * 64, 0.1), dweight: r.normal(64, 0.1) }, sizes: { N: 7, C: 64, eps: 1e-5 } })],
+  ['rmsnorm', 'N=70,C=100', (r) => ({ inputs: { inp: r.normal(70 * 100), weight: r.normal(100), dout: r.normal(70 * 100) }, sizes: { N: 70, C: 100, eps: 1e-5 } })],
+  ['rmsnorm', 'N=33,C=4096', (r) => ({ inputs: { inp: r.normal(33 * 4096), weight: r.normal(4096), dout: r.normal(33 * 4096) }, sizes: { N: 33, C: 4096, eps: 1e-5 } })],
+  ['rope', 'N=9,H=4,hd=8', (r) => ({ inputs: { x: r.normal(9 * 4 * 8), pos: Int32Array.from({ length: 9 }, (_, i) => i), dout: r.normal(9 * 4 * 8) }, sizes: { N: 9, H: 4, hd: 8, maxLen: 16, theta: 10000 } })],
+  ['rope', 'N=40,H=8,hd=128', (r) => ({ inputs: { x: r.normal(40 * 8 * 128), pos: Int32Array.from({ length: 40 }, () => r.int(4096)), dout: r.normal(40 * 8 * 128) }, sizes: { N: 40, H: 8, hd: 128, maxLen: 4096, theta: 500000 } })],
+  ...[
+    ['S=[7],H=4,KV=4,hd=8', [7], 4, 4, 8],
+    ['S=[5,33,1],H=8,KV=2,hd=4', [5, 33, 1], 8, 2, 4],
+    ['S=[19,45],H=6,KV=3,hd=24', [19, 45], 6, 3, 24],
+    ['S=[40,17,33],H=4,KV=1,hd=64', [40, 17, 33], 4, 1, 64],
+    ['S=[70,3],H=4,KV=2,hd=128', [70, 3], 4, 2, 128],
+    ['S=[20],H=2,KV=1,hd=256', [20], 2, 1, 256],
+  ].map(([name, lens, H, KV, hd]) => ['attention', name, (r) => {
+    const s = starts(lens), N = s[s.length - 1];
+    return {
+      inputs: { q: r.normal(N * H * hd), k: r.normal(N * KV * hd), v: r.normal(N * KV * hd), seqStarts: s, dout: r.normal(N * H * hd), dq: r.normal(N * H * hd, 0.1), dk: r.normal(N * KV * hd, 0.1), dv: r.normal(N * KV * hd, 0.1) },
+      sizes: { H, KV, hd },
+    };
+  }]),
+  ['swiglu', 'N=7,M=48', (r) => ({ inputs: { gate: r.normal(7 * 48, 2), up: r.normal(7 * 48), dout: r.normal(7 * 48), dgate: r.normal(7 * 48, 0.1), dup: r.normal(7 * 48, 0.1) }, sizes: { N: 7, M: 48 } })],
+  ['swiglu', 'N=64,M=3000', (r) => ({ inputs: { gate: r.normal(64 * 3000, 2), up: r.normal(64 * 3000), dout: r.normal(64 * 3000) }, sizes: { N: 64, M: 3000 } })],
+  ['residual', 'n=1000', (r) => ({ inputs: { x: r.normal(1000), y: r.normal(1000), dout: r.normal(1000), dy: r.normal(1000, 0.1) }, sizes: {} })],
+  ...[
+    ['n=5000,step=1', 5000, 1, {}],
+    ['n=70000,step=7,wd=0.1', 70000, 7, {}],
+    ['n=5000,step=3,clipped', 5000, 3, { maxGradNorm: 1 }],
+    ['n=70000,step=2,not clipped,non-finite', 70000, 2, { maxGradNorm: 1e6, nonFinite: true }],
+  ].map(([name, n, step, extra]) => ['adamw', name, (r) => {
+    const grad = r.normal(n, 0.3);
+    if (extra.nonFinite) [grad[3], grad[n - 1], grad[n >> 1]] = [NaN, Infinity, -Infinity];
+    const v = Float32Array.from(r.normal(n, 0.01), (x) => x * x);
+    const sizes = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: name.includes('wd') ? 0.1 : 0, step };
+    if (extra.maxGradNorm !== undefined) sizes.maxGradNorm = extra.maxGradNorm;
+    return { inputs: { param: r.normal(n), m: r.normal(n, 0.01), v, grad }, sizes };
+  }]),
+];
+
+function sameBits(name, a, b) {
+  for (let i = 0; i < a.length; i++)
+    if (!Object.is(a[i], b[i])) throw new Error(`${name}[${i}]: ${a[i]} then ${b[i]}: two runs differ`);
+}
+
+function bf16Round(x) {
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  f[0] = x;
+  u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
+  return f[0];
+}
+
+/**
+ * One case per (training op, shape, dtype): the CPU's gradients (fp32) against the CUDA backend's,
+ * every gradient output compared; run(native) -> {errors: {output: error}, threshold}; throws on a
+ * mismatch, on NaN/inf, or when two CUDA runs differ in any bit.
+ */
+export function backwardCases() {
+  const cases = [];
+  let seed = 1000;
+  for (const dtype of ['F32', 'BF16']) {
+    for (const [op, shape, make] of BWD_SHAPES) {
+      const caseSeed = seed++;
+      const threshold = BWD_TOL[dtype][op];
+      const label = `${op}(${shape}) backward ${dtype}`;
+      cases.push({
+        name: label,
+        run(native) {
+          const { inputs, sizes } = make(rng(caseSeed));
+          const want = native.testOp('cpu', op, 'F32', inputs, sizes);
+          const got = native.testOp('cuda', op, dtype, inputs, sizes);
+          const again = native.testOp('cuda', op, dtype, inputs, sizes);
+          const errors = {};
+          // The forward's out too in fp32 (in bf16 the forward cases in opCases bound it): in
+          // backward mode it comes from the kernels that save rstd and lse.
+          const names = Object.keys(want).filter((k) => (k !== 'out' || dtype === 'F32') && k !== 'paramBf16');
+          if (names.length === 0) throw new Error(`${label}: the CPU returned no gradients`);
+          for (const k of Object.keys(got)) sameBits(`${label} ${k}`, got[k], again[k]);
+          for (const k of names) {
+            if (!got[k]) throw new Error(`${label}: CUDA returned no ${k}`);
+            if (got[k].length !== want[k].length) throw new Error(`${label} ${k}: ${got[k].length} values, not ${want[k].length}`);
+            if (k === 'nonFinite') {
+              expectEqual(`${label} ${k}`, got[k], want[k]);
+              continue;
+            }
+            let e;
+            if (threshold === null || dtype === 'F32') {
+              const tol = BWD_TOL.F32[op];
+              e = relError(got[k], want[k]);
+              if (!(e <= tol)) throw new Error(`${label} ${k}: relError ${e.toExponential(2)} > ${tol}`);
+            } else {
+              // The forward's saved rstd and lse are fp32 values of bf16-rounded inputs.
+              e = nmse(got[k], want[k]);
+              if (!(e <= threshold)) throw new Error(`${label} ${k}: NMSE ${e.toExponential(2)} > ${threshold}`);
+            }
+            errors[k] = e;
+          }
+          if (op === 'adamw' && dtype === 'BF16') {
+            if (!got.paramBf16) throw new Error(`${label}: no bf16 copy`);
+            for (let i = 0; i < got.param.length; i++)
+              if (got.paramBf16[i] !== bf16Round(got.param[i])) throw new Error(`${label} paramBf16[${i}]: ${got.paramBf16[i]} is not bf16(${got.param[i]})`);
+          }
+          return { errors, threshold };
+        },
+      });
+    }
+  }
+  return cases;
+}
+
 /**
  * Ops of the native op table (native/common/ops.h, `native.ops`) that no parity case covers, apart from
  * `cpuOnly`: the ops the CUDA backend does not have yet. A new op declared in the table is tested
  * against the CPU here, or this list names it.
  */
-export const CPU_ONLY_OPS = ['logsoftmax', 'adamw'];
+export const CPU_ONLY_OPS = ['logsoftmax'];
 export function uncoveredOps(native) {
-  const covered = new Set(opCases().map((c) => c.name.slice(0, c.name.indexOf('('))));
+  const covered = new Set([...opCases(), ...backwardCases()].map((c) => c.name.slice(0, c.name.indexOf('('))));
   return native.ops.filter((op) => !covered.has(op) && !CPU_ONLY_OPS.includes(op));
 }
