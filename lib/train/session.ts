@@ -38,12 +38,10 @@ export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export class TrainingSession {
   readonly #trainer: NativeTrainer;
   readonly #model: ModelInternals;
-  readonly #keepsNothing: boolean;
 
-  private constructor(trainer: NativeTrainer, model: ModelInternals, keepsNothing: boolean) {
+  private constructor(trainer: NativeTrainer, model: ModelInternals) {
     this.#trainer = trainer;
     this.#model = model;
-    this.#keepsNothing = keepsNothing;
   }
 
   /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
@@ -66,7 +64,7 @@ export class TrainingSession {
         throw new InsufficientMemoryError(`Training needs more memory than is available: ${err.message.replace(/^Trainer: /, '')}`, { cause: err });
       throw err;
     }
-    return new TrainingSession(trainer, m, model.backend === 'cuda');
+    return new TrainingSession(trainer, m);
   }
 
   /** AdamW updates applied so far. */
@@ -108,9 +106,6 @@ export class TrainingSession {
    * (policyLossBackwardKept) instead of running the forward again.
    */
   rollout(prompts: number[][], options: GenerateOptions, keepBytes: number): Promise<GenerateResult> {
-    // The CUDA backend keeps no rollout activations yet: a plain rollout, and keptSteps() stays 0,
-    // so the loss runs its own forward.
-    if (this.#keepsNothing) return this.#model.generate(prompts, options, (...a) => this.#model.engine.decode(...a));
     return this.#model.generate(prompts, options, (p, s, seeds, o, onProgress) => this.#trainer.rollout(p, s, seeds, o, onProgress, keepBytes));
   }
 

@@ -110,20 +110,23 @@ float* Training::master() {
   return static_cast<float*>(master_.get());
 }
 
-int64_t Training::plan(Plan& p, char* base, int64_t N, int64_t R, bool with_grads) const {
+void Training::plan(Plan& p, char* saved_base, char* scratch_base, int64_t N, int64_t R, bool with_grads, bool checkpoint,
+                    int64_t* saved_bytes, int64_t* scratch_bytes) const {
   const ModelConfig& c = model_.config();
   const int64_t d = c.d_model, H = c.n_heads, kv = c.kv_dim(), mlp = c.mlp_hidden, V = c.embedding_size;
   const int64_t L = c.n_layers, qkd = d + 2 * kv;
   const int es = model_.esize_;
-  Carve w{base};
+  // `saved`: what backward reads (what a kept rollout step holds on to); `scratch`: the rest.
+  Carve saved{saved_base}, scratch{scratch_base};
   p.N = N;
   p.R = R;
   p.with_grads = with_grads;
   // Without gradients nothing is kept: one layer set refilled per layer, as checkpointing does.
-  p.checkpoint = checkpoint_ || !with_grads;
+  p.checkpoint = checkpoint || !with_grads;
   p.x.assign(L + 1, nullptr);
-  for (auto& x : p.x) x = w.take<float>(N * d);
+  for (auto& x : p.x) x = saved.take<float>(N * d);
   p.layers.assign(p.checkpoint ? std::min<int64_t>(L, 1) : L, Layer{});
+  Carve& w = p.checkpoint ? scratch : saved;
   for (Layer& a : p.layers) {
     a.xn1 = w.take_bytes(N * d * es);
     a.rstd1 = w.take<float>(N);
@@ -136,35 +139,38 @@ int64_t Training::plan(Plan& p, char* base, int64_t N, int64_t R, bool with_grad
     a.gu = w.take_bytes(N * 2 * mlp * es);
     a.act = w.take_bytes(N * mlp * es);
   }
-  p.sel = w.take<float>(R * d);
-  p.seln = w.take_bytes(R * d * es);
-  p.rstd_f = w.take<float>(R);
+  p.sel = saved.take<float>(R * d);
+  p.seln = scratch.take_bytes(R * d * es);
+  p.rstd_f = scratch.take<float>(R);
   // Grid rows of the head's kernels are at most 65535.
   p.head_chunk = std::max<int64_t>(1, std::min<int64_t>({R, kHeadChunkFloats / std::max<int64_t>(V, 1), 65535}));
-  p.logits = w.take<float>(p.head_chunk * V);
-  p.dlogits = with_grads && es != 4 ? w.take_bytes(p.head_chunk * V * es) : p.logits;
-  p.lse = w.take<float>(R);
-  p.logprobs = w.take<float>(R);
-  p.dlogp = w.take<float>(R);
-  p.row_loss = w.take<double>(R);
-  p.region = w.take<uint8_t>(R);
+  p.logits = scratch.take<float>(p.head_chunk * V);
+  p.dlogits = with_grads && es != 4 ? scratch.take_bytes(p.head_chunk * V * es) : p.logits;
+  p.lse = scratch.take<float>(R);
+  p.logprobs = scratch.take<float>(R);
+  p.dlogp = scratch.take<float>(R);
+  p.row_loss = scratch.take<double>(R);
+  p.region = scratch.take<uint8_t>(R);
   if (with_grads) {
-    p.dseln = w.take<float>(R * d);
-    p.dsel = w.take<float>(R * d);
-    p.dx = w.take<float>(N * d);
-    p.dxn = w.take<float>(N * d);
-    p.datt = w.take<float>(N * d);
-    p.dqkv = w.take<float>(N * qkd);
-    p.dact = w.take<float>(N * mlp);
-    p.dgu = w.take<float>(N * 2 * mlp);
-    p.dtmp = es != 4 ? w.take_bytes(std::max({R * d, N * qkd, N * 2 * mlp}) * es) : nullptr;
+    p.dseln = scratch.take<float>(R * d);
+    p.dsel = scratch.take<float>(R * d);
+    p.dx = scratch.take<float>(N * d);
+    p.dxn = scratch.take<float>(N * d);
+    p.datt = scratch.take<float>(N * d);
+    p.dqkv = scratch.take<float>(N * qkd);
+    p.dact = scratch.take<float>(N * mlp);
+    p.dgu = scratch.take<float>(N * 2 * mlp);
+    p.dtmp = es != 4 ? scratch.take_bytes(std::max({R * d, N * qkd, N * 2 * mlp}) * es) : nullptr;
   }
-  return w.used;
+  *saved_bytes = saved.used;
+  *scratch_bytes = scratch.used;
 }
 
 int64_t Training::workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
   Plan p;
-  return plan(p, nullptr, n_tokens, n_rows, true);
+  int64_t saved = 0, scratch = 0;
+  plan(p, nullptr, nullptr, n_tokens, n_rows, true, checkpoint_, &saved, &scratch);
+  return saved + scratch;
 }
 
 const void* Training::as_act(const float* dout, int64_t n, void* scratch) {
@@ -341,44 +347,50 @@ double Training::head_loss(bool backward, const Plan& p, int64_t R, const int32_
   return total;
 }
 
-double Training::loss(bool backward, const Batch& in_batch, const int32_t* in_rows, const int32_t* targets,
-                      int64_t n_rows, const LossSpec& spec, float* logprobs, uint8_t* region) {
-  DeviceScope scope(model_.device());
-  JG_CHECK_AS(ErrorKind::DISPOSED, model_.weights_.get() != nullptr, "Model is disposed");
-  const ModelConfig& c = model_.config();
-  const int64_t d = c.d_model, n_layers = c.n_layers, R = n_rows;
-  cudaStream_t s = model_.stream();
-  // Identical sequences are computed once; their rows point into the one copy, and the gradients of
-  // repeated rows add up in scatter_add_rows.
-  const int32_t* rows = in_rows;
-  const Batch batch = model_.distinct(in_batch, rows, R);
+// Lays out the workspace (saved activations in `saved`, or in work_ too when null) for the batch
+// the model just uploaded, and points the plan at the upload's integers.
+void Training::lay_out(Plan& p, DeviceBuffer* saved, const Batch& batch, int64_t R, bool with_grads, bool checkpoint) {
   const int64_t N = batch.n_tokens();
-  model_.tokens_computed_ += N;
-  model_.upload_batch(batch, rows, R);
-
-  Plan p;
-  const int64_t bytes = plan(p, nullptr, N, R, backward);
-  plan(p, static_cast<char*>(work_.reserve(static_cast<size_t>(bytes), "training workspace")), N, R, backward);
+  int64_t saved_bytes = 0, scratch_bytes = 0;
+  plan(p, nullptr, nullptr, N, R, with_grads, checkpoint, &saved_bytes, &scratch_bytes);
+  char* s_base = nullptr;
+  char* w_base = nullptr;
+  if (saved) {
+    s_base = static_cast<char*>(saved->reserve(static_cast<size_t>(saved_bytes), "kept activations"));
+    w_base = static_cast<char*>(work_.reserve(static_cast<size_t>(scratch_bytes), "training workspace"));
+  } else {
+    w_base = static_cast<char*>(work_.reserve(static_cast<size_t>(saved_bytes + scratch_bytes), "training workspace"));
+    s_base = w_base + scratch_bytes;
+  }
+  plan(p, s_base, w_base, N, R, with_grads, checkpoint, &saved_bytes, &scratch_bytes);
   const int32_t* ints = static_cast<const int32_t*>(model_.ints_.get());
   p.S = batch.n_seqs;
   p.tokens = ints;
   p.starts = ints + N;
   p.pos = ints + N + p.S + 1;
   p.rows = ints + 2 * N + p.S + 1;
-  float* G = backward ? live_grads() : nullptr;
+}
 
-  embedding_forward(p.x[0], p.tokens, model_.param(model_.layout_.wte), model_.dtype(), N, d, s);
+void Training::train_forward(const Plan& p) {
+  const int64_t d = model_.config().d_model, n_layers = model_.config().n_layers;
+  model_.tokens_computed_ += p.N;
+  embedding_forward(p.x[0], p.tokens, model_.param(model_.layout_.wte), model_.dtype(), p.N, d, model_.stream());
   for (int64_t l = 0; l < n_layers; l++) {
     Layer a = p.layers[p.checkpoint ? 0 : l];
     a.x_in = p.x[l];
     layer_forward(a, p.x[l + 1], model_.layout_.layers[l], p);
   }
-  gather_rows(p.sel, p.x[n_layers], p.rows, R, d, s);
-  const double total = head_loss(backward, p, R, targets, spec, logprobs, region);
-  if (!backward) return total;
+  gather_rows(p.sel, p.x[n_layers], p.rows, p.R, d, model_.stream());
+}
 
-  JG_CUDA_CHECK(cudaMemsetAsync(p.dx, 0, N * d * sizeof(float), s));
-  scatter_add_rows(p.dx, p.dsel, p.rows, R, d, s);
+double Training::train_backward(const Plan& p, const int32_t* targets, const LossSpec& spec, float* logprobs,
+                                uint8_t* region) {
+  const int64_t d = model_.config().d_model, n_layers = model_.config().n_layers;
+  cudaStream_t s = model_.stream();
+  float* G = live_grads();
+  const double total = head_loss(true, p, p.R, targets, spec, logprobs, region);
+  JG_CUDA_CHECK(cudaMemsetAsync(p.dx, 0, p.N * d * sizeof(float), s));
+  scatter_add_rows(p.dx, p.dsel, p.rows, p.R, d, s);
   for (int64_t l = n_layers - 1; l >= 0; l--) {
     Layer a = p.layers[p.checkpoint ? 0 : l];
     a.x_in = p.x[l];
@@ -387,9 +399,53 @@ double Training::loss(bool backward, const Batch& in_batch, const int32_t* in_ro
     if (p.checkpoint) layer_forward(a, nullptr, model_.layout_.layers[l], p);
     layer_backward(p.dx, a, model_.layout_.layers[l], p);
   }
-  embedding_backward(G + model_.layout_.wte, p.dx, p.tokens, N, d, s);
+  embedding_backward(G + model_.layout_.wte, p.dx, p.tokens, p.N, d, s);
   JG_CUDA_CHECK(cudaStreamSynchronize(s));
   return total;
+}
+
+double Training::loss(bool backward, const Batch& in_batch, const int32_t* in_rows, const int32_t* targets,
+                      int64_t n_rows, const LossSpec& spec, float* logprobs, uint8_t* region) {
+  DeviceScope scope(model_.device());
+  JG_CHECK_AS(ErrorKind::DISPOSED, model_.weights_.get() != nullptr, "Model is disposed");
+  // Identical sequences are computed once; their rows point into the one copy, and the gradients of
+  // repeated rows add up in scatter_add_rows.
+  const int32_t* rows = in_rows;
+  const Batch batch = model_.distinct(in_batch, rows, n_rows);
+  model_.upload_batch(batch, rows, n_rows);
+  Plan p;
+  lay_out(p, nullptr, batch, n_rows, backward, checkpoint_);
+  train_forward(p);
+  if (!backward) return head_loss(false, p, n_rows, targets, spec, logprobs, region);
+  return train_backward(p, targets, spec, logprobs, region);
+}
+
+// The step's training forward with every layer's activations kept in `k`, then the head on the
+// rows as the inference forward computes it: logits (R, embedding_size) on the device.
+int64_t Training::forward_keep(Kept& k, float* d_logits, const Batch& in_batch, const int32_t* in_rows, int64_t R) {
+  const int32_t* rows = in_rows;
+  const Batch batch = model_.distinct(in_batch, rows, R);
+  const int64_t N = batch.n_tokens();
+  k.tokens.assign(batch.tokens, batch.tokens + N);
+  k.starts.assign(batch.seq_starts, batch.seq_starts + batch.n_seqs + 1);
+  k.rows.assign(rows, rows + R);
+  model_.upload_batch(batch, rows, R);
+  Plan p;
+  lay_out(p, &k.saved, batch, R, true, false);
+  train_forward(p);
+  const ModelConfig& c = model_.config();
+  rmsnorm_forward(p.seln, p.sel, model_.param(model_.layout_.ln_f), model_.dtype(), R, c.d_model,
+                  static_cast<float>(c.rms_norm_eps), model_.stream());
+  model_.blas_->matmul_forward(d_logits, DType::F32, c.embedding_size, p.seln, model_.param(model_.layout_.lm_head),
+                               model_.dtype(), R, c.d_model, c.embedding_size);
+  return kept_step_bytes(N, R);
+}
+
+int64_t Training::kept_step_bytes(int64_t n_tokens, int64_t n_rows) const {
+  Plan p;
+  int64_t saved = 0, scratch = 0;
+  plan(p, nullptr, nullptr, n_tokens, n_rows, true, false, &saved, &scratch);
+  return saved;
 }
 
 // As cpu::Training::step: non-finite gradients zeroed and counted, the global norm (before
@@ -483,14 +539,58 @@ void Training::read_moment(const ParamInfo& p, Moment which, DType dtype, const 
   set_moment(p, which, host.data());
 }
 
-ForwardHook Training::keeping_forward(double) {
-  return [this](float* logits, const Batch& b, const int32_t* rows, int64_t R, int64_t) {
-    model_.forward(logits, b, rows, R);
+ForwardHook Training::keeping_forward(double budget) {
+  // The decode loop runs in the worker with the engine claimed, so nothing else touches the kept
+  // state. On this backend the hook's logits are device memory (decode.cpp hands over its own).
+  return [this, budget](float* d_logits, const Batch& b, const int32_t* rows, int64_t R, int64_t step) {
+    DeviceScope scope(model_.device());
+    if (step == 0) {
+      kept_steps_ = 0;
+      kept_bytes_ = 0;
+      kept_version_ = model_.weights_version();
+    }
+    if (step == kept_steps_) {
+      // At most this much (less when identical sequences are kept once).
+      const int64_t need = kept_step_bytes(b.n_tokens(), R);
+      if (static_cast<double>(kept_bytes_ + need) <= budget) {
+        if (static_cast<int64_t>(kept_.size()) <= step) kept_.resize(step + 1);
+        try {
+          // Less than `need` when identical sequences were kept once.
+          kept_bytes_ += forward_keep(kept_[step], d_logits, b, rows, R);
+          kept_steps_ = step + 1;
+          return;
+        } catch (const OutOfMemoryError&) {
+          // The GPU cannot hold this step's activations: keep the steps so far and run the rest as
+          // plain forwards.
+          kept_[step].release();
+        }
+      }
+    }
+    model_.forward_device(d_logits, b, rows, R);
   };
 }
 
-double Training::backward_kept(int64_t, const int32_t*, const LossSpec&, float*, uint8_t*) {
-  JG_FAIL(ErrorKind::UNSUPPORTED, "The CUDA backend keeps no rollout activations yet (kept_steps() is 0)");
+int64_t Training::kept_steps() const { return kept_version_ == model_.weights_version() ? kept_steps_ : 0; }
+
+double Training::backward_kept(int64_t step, const int32_t* targets, const LossSpec& spec, float* logprobs,
+                               uint8_t* region) {
+  DeviceScope scope(model_.device());
+  JG_CHECK(step >= 0 && step < kept_steps(), "No kept forward for rollout step ", step);
+  Kept& k = kept_[step];
+  const Batch batch{k.tokens.data(), k.starts.data(), static_cast<int64_t>(k.starts.size()) - 1};
+  const int64_t R = static_cast<int64_t>(k.rows.size());
+  model_.upload_batch(batch, k.rows.data(), R);
+  Plan p;
+  // The kept buffer is already as large as this plan's saved part: reserve() hands it back as is.
+  lay_out(p, &k.saved, batch, R, true, false);
+  return train_backward(p, targets, spec, logprobs, region);
+}
+
+void Training::release_kept() {
+  for (Kept& k : kept_) k.release();
+  kept_.clear();
+  kept_steps_ = 0;
+  kept_bytes_ = 0;
 }
 
 }  // namespace jg::cuda

@@ -264,14 +264,6 @@ describe.skipIf(!status.ok)('CUDA training matches the CPU backend (fp32)', () =
     }
   });
 
-  it('the rollout keep path is not on the GPU yet: nothing is kept', async () => {
-    const p = await pair('gqa_f32');
-    try {
-      expect(p.tg.keptSteps()).toEqual({ steps: 0, bytes: 0 });
-    } finally {
-      p.dispose();
-    }
-  });
 });
 
 describe.skipIf(!status.ok)('CUDA training in bf16 against the CPU in fp32', () => {
@@ -330,7 +322,7 @@ describe.skipIf(!status.ok)('CUDA training through the public API', () => {
       const model = await loadModel(DEMO_MODEL_DIR, { backend, dtype: 'F32' });
       const trainer = await GRPOTrainer.create(model, config, { rewardFunctions: { digits } });
       try {
-        const metrics = [];
+        const metrics: Awaited<ReturnType<typeof trainer.step>>[] = [];
         for (const prompts of [['12+9=', '3+4='], ['7*6=', '10-3=']]) metrics.push(await trainer.step(prompts));
         const weights = new Map<string, Float32Array>();
         for (const { name } of model.parameterInfo()) weights.set(name, await model.getParameter(name));
@@ -347,11 +339,51 @@ describe.skipIf(!status.ok)('CUDA training through the public API', () => {
       // The fp32 rollouts draw the same tokens, so the rewards are the same numbers.
       expect(mb.reward).toBe(ma.reward);
       expect(ma.frac_reward_zero_std).toBeLessThan(1);
+      // Both ran the first step's loss backward through the rollout's kept activations.
+      if (s === 0) expect(mb.reused_positions).toBe(ma.reused_positions);
       // At ratio 1 the loss is -sum(w A), zero up to rounding (advantages sum to zero per group), so
       // it is compared absolutely; the gradients are not small, and their norm is compared relatively.
       expect(Math.abs(mb.loss - ma.loss), `loss of step ${s + 1}`).toBeLessThan(1e-6);
       expectNumberClose(mb.grad_norm, ma.grad_norm, STEP, `grad norm of step ${s + 1}`);
     }
     expectClose(b.weights, a.weights, STEP, 'weight after two steps');
+  });
+});
+
+describe.skipIf(!status.ok)('CUDA rollouts that keep their activations for the loss', () => {
+  // One GRPOTrainer step each on the same weights: keeping every step, a budget for some steps only,
+  // and none; the same tokens, loss and gradients (kept activations are the recomputed ones).
+  const digits: RewardFunction = ({ completions }) => completions.map((c) => (c.match(/[0-9]/g) ?? []).length);
+  const L = 6;
+  async function stepWith(reuseRolloutMemoryMB: number) {
+    const model = await loadModel(DEMO_MODEL_DIR, { backend: 'cuda', dtype: 'F32' });
+    const trainer = await GRPOTrainer.create(model, {
+      numGenerations: 4, promptsPerStep: 2, maxCompletionLength: L, learningRate: 1e-3, seed: 9, reuseRolloutMemoryMB,
+    }, { rewardFunctions: { digits } });
+    const m = await trainer.step(['5+5=', '9-2=']);
+    const grads = new Map(model.parameterInfo().map(({ name }) => [name, trainer.session.getGrad(name)]));
+    const kept = trainer.session.keptSteps();
+    await trainer.dispose();
+    await model.dispose();
+    return { m, grads, kept };
+  }
+
+  it('gives the same rewards, loss and gradients as recomputing, with every step kept or some', async () => {
+    const none = await stepWith(0);
+    const all = await stepWith(64);
+    // About a third of the steps' activations (a step of 8 sequences of ~12 tokens keeps ~0.9 MB here).
+    const some = await stepWith(2);
+    expect(none.m.reused_positions).toBe(0);
+    expect(all.m.reused_positions).toBe(L);
+    expect(some.m.reused_positions).toBeGreaterThan(0);
+    expect(some.m.reused_positions).toBeLessThan(L);
+    for (const r of [all, some]) {
+      expect(r.m.reward).toBe(none.m.reward);
+      expect(Math.abs(r.m.loss - none.m.loss)).toBeLessThan(1e-6);
+      expectNumberClose(r.m.grad_norm, none.m.grad_norm, FP32, 'grad norm');
+      expectClose(r.grads, none.grads, FP32, 'grad');
+    }
+    // The step changed the weights: what was kept is stale and counts for nothing.
+    expect(all.kept.steps).toBe(0);
   });
 });
