@@ -171,6 +171,7 @@ export class GRPOTrainer {
       memoryPlan: {
         dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
         rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
+        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),
       },
     });
     return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns);

@@ -19,7 +19,7 @@ export type MemoryPlanOptions = {
   lossTokens?: number;
   /** LM-head rows of one loss call. Defaults to lossTokens / rolloutLength (one row per JustGRPO input), or lossTokens when there is no rollout. */
   lossRows?: number;
-  /** Bytes of the rollout's activations kept for the loss (the keep path; 0 on the GPU, which keeps none yet). Defaults to `0`. */
+  /** Bytes of the rollout's activations kept for the loss (reuseRolloutMemoryMB: the budget, an upper bound). Defaults to `0`. */
   keptBytes?: number;
 };
 
@@ -119,14 +119,19 @@ export function memoryAdvice(plan: MemoryPlan, options: MemoryPlanOptions, capac
   const out: string[] = [];
   const state = plan.weights + plan.masterWeights + plan.moments + plan.gradients;
   if (state > capacity) {
+    // No batch setting helps: the advice is about the state only.
     out.push(
       `the parameters' state alone (weights ${fmt(plan.weights)}, master ${fmt(plan.masterWeights)}, AdamW moments ` +
         `${fmt(plan.moments)}, gradients ${fmt(plan.gradients)}) is ${fmt(state)}: no batch setting fits; ` +
         'this needs optimizer state in bf16 or 8 bits, or sharding over several GPUs (neither is offered yet), or a smaller model',
     );
-    if ((options.dtype ?? 'bf16') === 'bf16')
-      out.push(`dtype 'fp32' has no separate master copy (${fmt(plan.params * 12 + plan.params * 4)} of state instead of ${fmt(state)}) but runs the products in fp32`);
+    const fp32State = plan.params * 16;
+    if ((options.dtype ?? 'bf16') === 'bf16' && fp32State < capacity)
+      out.push(`or dtype 'fp32', which needs no separate master copy (${fmt(fp32State)} of state instead of ${fmt(state)}) but runs the products in fp32`);
+    return out;
   }
+  if (plan.keptActivations > capacity / 20)
+    out.push(`lower reuseRolloutMemoryMB (the rollout may keep ${fmt(plan.keptActivations)} of activations for the loss)`);
   if (plan.rolloutWorkspace > capacity / 10)
     out.push(`the rollout decodes all sequences at once (${fmt(plan.rolloutWorkspace)}): lower promptsPerStep and raise gradientAccumulationSteps`);
   if (!options.checkpointActivations && plan.lossWorkspace - plan.lossWorkspaceCheckpointed > capacity / 50)

@@ -23,11 +23,10 @@ describe('memory plan', () => {
     expect(plan.moments).toBe(8 * P);
     expect(plan.gradients).toBe(4 * P);
     expect((plan.weights + plan.masterWeights + plan.moments + plan.gradients) / 1e9).toBeCloseTo(144.28, 2);
-    for (const cap of [H100, H200]) {
-      const advice = memoryAdvice(plan, { dtype: 'bf16', ...JUSTGRPO }, cap);
-      expect(advice[0]).toMatch(/no batch setting fits/);
-      expect(advice.join('; ')).toMatch(/dtype 'fp32' has no separate master copy/);
-    }
+    for (const cap of [H100, H200]) expect(memoryAdvice(plan, { dtype: 'bf16', ...JUSTGRPO }, cap)[0]).toMatch(/no batch setting fits/);
+    // fp32 state (16 bytes per parameter, 128.2 GB) is below 141 GB only.
+    expect(memoryAdvice(plan, { dtype: 'bf16', ...JUSTGRPO }, H200).join('; ')).toMatch(/dtype 'fp32', which needs no separate master copy/);
+    expect(memoryAdvice(plan, { dtype: 'bf16', ...JUSTGRPO }, H100).join('; ')).not.toMatch(/fp32/);
   });
 
   it('fp32: 16 bytes per parameter (128.2 GB); with small rollouts, checkpointing and 4096-token loss calls it fits 141 GB, never 80 GB', () => {
@@ -55,6 +54,14 @@ describe('memory plan', () => {
     expect(full - ckpt).toBe(31 * layer);
     // The inputs of 33 streams (32 layer inputs and the output) in fp32 are in both.
     expect(ckpt).toBeGreaterThan(33 * N * d * 4);
+  });
+
+  it('counts the kept rollout activations and names their budget when they are large', () => {
+    const options = { dtype: 'fp32' as const, checkpointActivations: true, rolloutSequences: 64, rolloutLength: 512, lossTokens: 4096, keptBytes: 16 * 2 ** 30 };
+    const plan = memoryPlan(LLADA_8B, options);
+    expect(plan.keptActivations).toBe(16 * 2 ** 30);
+    expect(plan.total).toBe(memoryPlan(LLADA_8B, { ...options, keptBytes: 0 }).total + 16 * 2 ** 30);
+    expect(memoryAdvice(plan, options, H200).join('; ')).toMatch(/lower reuseRolloutMemoryMB/);
   });
 
   it('prints each part and a verdict per card', () => {
