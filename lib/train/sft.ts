@@ -58,6 +58,8 @@ export const sftConfigSchema = z.strictObject({
    * inputs and fp32 sums through oneDNN; fp32 master weights, optimizer and everything else).
    */
   dtype: z.enum(['fp32', 'bf16']).default('fp32'),
+  /** Where the model trains: 'cpu', or 'cuda' (the GPU; its memory plan is printed before training starts). */
+  backend: z.enum(['cpu', 'cuda']).default('cpu'),
   checkpointActivations: z.boolean().default(false),
   seed: z.number().int().min(0).default(0),
   outputDir: z.string().default('runs/sft'),

@@ -13,17 +13,23 @@
 // an element whose gradient is tiny next to its tensor's largest carries that gradient's rounding
 // difference (1e-3 relative for it) into a full-size update of lr = 1e-2: 1e-4 against a wrong term,
 // which moves weights by lr (3e-2 of their ~0.3 size).
-import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it, vi } from 'vitest';
 
 import './tier.js';
 
-import { GRPOTrainer, loadModel, type RewardFunction } from '../../lib/index.js';
+import { GRPOTrainer, loadModel, parseSftConfig, runSft, type RewardFunction } from '../../lib/index.js';
 import { DEMO_MODEL_DIR } from '../../lib/demo/shipped.js';
 import {
   native, type NativeEngine, type NativeEngineOptions, type NativePolicyLossOptions, type NativeStepOptions, type NativeTrainer,
 } from '../../lib/native/binding.js';
 import { relError } from '../helpers/fixtures.js';
 import { lossWorkspaceBytes } from '../../lib/train/memory-plan.js';
+import { openModel } from '../../lib/train/run.js';
+import { tmpDir } from '../helpers/tmp.js';
 import { allGrads, allParams, args, fixtureEngine, packBatch, sameBits, trainCase, type RowBatch } from '../helpers/train.js';
 // @ts-expect-error plain JavaScript module shared with the GPU machine's runner
 import { gpuStatus } from './parity.mjs';
@@ -312,6 +318,46 @@ describe.skipIf(!status.ok)('CUDA training through the public API', () => {
         }
       }
     }
+  });
+
+  it("a 2-step SFT run with backend 'cuda' (runSft) prints its memory plan and matches the CPU run's losses and checkpoint", async () => {
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const tmp = tmpDir();
+    // One random model saved once (a random model made on the GPU draws other values).
+    const init = await openModel({ init: { dModel: 64, nLayers: 2, nHeads: 4, mlpHiddenSize: 128, maxSequenceLength: 96, seed: 1, initStd: 0.05 } }, root);
+    const modelDir = path.join(tmp, 'init');
+    await init.save(modelDir);
+    await init.dispose();
+    const run = async (backend: 'cpu' | 'cuda') => {
+      const out = path.join(tmp, `sft-${backend}`);
+      await runSft({ config: parseSftConfig({
+        model: modelDir,
+        data: { train: path.join(root, 'examples', 'data', 'arith-tiny.jsonl') },
+        batchSize: 4, learningRate: 3e-3, maxSteps: 2, saveSteps: 2, seed: 4, outputDir: out, backend,
+      }, 'test') });
+      const metrics = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss: number; grad_norm: number });
+      const model = await loadModel(path.join(out, 'checkpoint-2'));
+      const weights = new Map<string, Float32Array>();
+      for (const { name } of model.parameterInfo()) weights.set(name, await model.getParameter(name));
+      await model.dispose();
+      return { metrics, weights };
+    };
+    const a = await run('cpu');
+    const printed: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (printed.push(String(chunk)), true));
+    let b: Awaited<ReturnType<typeof run>>;
+    try {
+      b = await run('cuda');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(printed.join('')).toMatch(/GPU memory plan \(.*fp32\):[\s\S]*AdamW moments[\s\S]*loss workspace/);
+    expect(b.metrics).toHaveLength(2);
+    b.metrics.forEach((m, i) => {
+      expectNumberClose(m.loss, a.metrics[i]!.loss, FP32, `loss of step ${i + 1}`);
+      expectNumberClose(m.grad_norm, a.metrics[i]!.grad_norm, FP32, `grad norm of step ${i + 1}`);
+    });
+    expectClose(b.weights, a.weights, STEP, 'weight in checkpoint-2');
   });
 
   it("two JustGRPO steps of GRPOTrainer on a 'cuda' model (fp32) match the same steps on the CPU", async () => {
