@@ -159,6 +159,19 @@ describe.skipIf(!status.ok)('CUDA training matches the CPU backend (fp32)', () =
     }
   });
 
+  it('no rows: a zero loss and zero gradients', async () => {
+    const p = await pair('gqa_f32');
+    try {
+      const empty = { ...p.batch, rows: new Int32Array(0), targets: new Int32Array(0), weights: new Float32Array(0) };
+      const r = await p.tg.crossEntropyBackward(...args(empty));
+      expect(r.loss).toBe(0);
+      expect(r.logprobs).toHaveLength(0);
+      for (const [n, g] of allGrads(p.tg, p.gpu)) expect(g.every((x) => x === 0), n).toBe(true);
+    } finally {
+      p.dispose();
+    }
+  });
+
   it('whole SFT and JustGRPO steps: weights and AdamW moments after two clipped steps each (gqa_f32)', async () => {
     const p = await pair('gqa_f32');
     try {
