@@ -124,7 +124,7 @@ fi
 
 # shellcheck disable=SC2054  # the commas are inside option values
 if [ "$dry" -eq 1 ]; then
-  engine_args=(--backend cpu --preset tiny --batch 2 --seqs 32,64 --prompt 8 --gen 16 --block 8 --steps 2 --warmSteps 1)
+  engine_args=(--backend cpu --preset tiny --batch 2 --seqs 32,64 --prompt 8 --gen 16 --block 8 --steps 2 --warmSteps 1 --trainBatch 2 --trainT 32)
   torch_cmd=(/usr/bin/python3 bench/gpu/torch_bench.py --device cpu --preset tiny --dtype float32 --batch 2 --seqs 32,64 --prompt 8 --gen 16 --steps 2)
 else
   engine_args=()

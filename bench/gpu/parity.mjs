@@ -10,9 +10,10 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // dist/model.js, not dist/index.js: its imports are the few packages prepare.sh carries.
-const { native } = await import(path.join(root, 'dist', 'native', 'binding.js'));
+const { native, createNativeTrainer } = await import(path.join(root, 'dist', 'native', 'binding.js'));
 const { loadModel, internals } = await import(path.join(root, 'dist', 'model.js'));
 const { gpuStatus, opCases, backwardCases, modelCases } = await import(path.join(root, 'test', 'gpu', 'parity.mjs'));
+const { trainingCases } = await import(path.join(root, 'test', 'gpu', 'training-cases.mjs'));
 
 const FIXTURES = path.join(root, 'test', 'reference', 'fixtures');
 const MODELS = ['mha_f32', 'gqa_f32', 'gqa_bf16', 'mha_f16'];
@@ -36,8 +37,10 @@ if (!status.ok) {
 }
 console.log(`parity: ${status.reason}; ${n.backends.join(', ')}; CUDA runtime ${n.cuda.runtimeVersion}`);
 const filter = process.argv[2] ? new RegExp(process.argv[2]) : null;
-const ctx = { loadModel, fixtures: FIXTURES, models: MODELS, logitsCases, engineOf: (m) => internals.get(m).engine };
-const cases = [...opCases(), ...backwardCases(), ...modelCases(ctx)].filter((c) => !filter || filter.test(c.name));
+const ctx = {
+  loadModel, fixtures: FIXTURES, models: MODELS, logitsCases, engineOf: (m) => internals.get(m).engine, createTrainer: createNativeTrainer,
+};
+const cases = [...opCases(), ...backwardCases(), ...modelCases(ctx), ...trainingCases(ctx)].filter((c) => !filter || filter.test(c.name));
 let passed = 0, failed = 0;
 for (const c of cases) {
   const t0 = performance.now();

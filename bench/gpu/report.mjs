@@ -43,6 +43,13 @@ for (const [name, d] of Object.entries(E?.decode ?? {})) {
   rows.push([`${labels[name] ?? name} G ${d.G} gen ${d.gen}${name === 'ar' ? '' : ` block ${d.block}`} (tok/s)`, fmt(d.tokens_per_s, 1),
     fmt(t?.tokens_per_s, 1), ratio(d.tokens_per_s, t?.tokens_per_s), fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
 }
+// Training steps: the engine's only (PyTorch's training step is not measured yet); time per step at
+// the preset's layer count, extrapolated from the measured per-layer time, and stated as such.
+for (const [name, d] of Object.entries(E?.train ?? {})) {
+  if (!d || typeof d !== 'object') continue;
+  rows.push([`${name === 'sft' ? 'SFT' : 'JustGRPO'} step B ${d.B} T ${d.T} rows ${d.rows} (s, ${d.layers_extrapolated} layers from ${d.layers} measured)`,
+    fmt(d.s_per_step_extrapolated, 2), '-', '-', fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
+}
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
 const line = (r) => `| ${r.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
 console.log(line(header));

@@ -90,6 +90,8 @@ export const grpoConfigSchema = z.strictObject({
    * inputs and fp32 sums through oneDNN; fp32 master weights, optimizer and everything else).
    */
   dtype: z.enum(['fp32', 'bf16']).default('fp32'),
+  /** Where the model trains: 'cpu', or 'cuda' (the GPU; its memory plan is printed before training starts). */
+  backend: z.enum(['cpu', 'cuda']).default('cpu'),
   checkpointActivations: z.boolean().default(false),
   maxSteps: z.number().int().positive().default(125),
   seed: z.number().int().min(0).default(0),

@@ -172,7 +172,15 @@ export class GRPOTrainer {
     const c = parseTrainerConfig(Object.keys(fns).length ? { ...given, rewardFunctions: Object.keys(fns) } : given, 'GRPOTrainer.create config');
     const rewardFns = c.rewardFunctions.map((name, i) => ({ name, fn: rewardFunction(name, fns), weight: c.rewardWeights?.[i] ?? 1 }));
     if (c.beta > 0 && !options.refModel) throw new ConfigError('beta > 0 needs a reference model (refModel)');
-    const session = TrainingSession.create(model, { checkpointActivations: c.checkpointActivations });
+    const promptLength = 256;  // a typical prompt: the plan is a forecast, the run allocates what it meets
+    const session = TrainingSession.create(model, {
+      checkpointActivations: c.checkpointActivations,
+      memoryPlan: {
+        dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
+        rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
+        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),
+      },
+    });
     return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, options.communicator ?? new LocalCommunicator());
   }
 
@@ -657,7 +665,7 @@ export async function runGrpo(
     const named: Record<string, RewardFunction> = {};
     for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
     const ref = config.beta > 0
-      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype }) : await openModel(config.model, baseDir, config.dtype))
+      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype, backend: config.backend }) : await openModel(config.model, baseDir, config.dtype, config.backend))
       : null;
     let trainer: GRPOTrainer;
     try {

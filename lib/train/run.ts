@@ -11,7 +11,7 @@ import { charModelConfig, charTokenizerFiles } from '../chartokenizer.js';
 import { normalizeConfigKeys, type ExtraAlias } from '../configfile.js';
 import { ConfigError, StorageError } from '../errors.js';
 import { isHubId } from '../hub/index.js';
-import { LladaModel, loadModel, type ComputeDType } from '../model.js';
+import { LladaModel, loadModel, type Backend, type ComputeDType } from '../model.js';
 import { exists } from '../fsutil.js';
 import { Tokenizer } from '../tokenizer.js';
 import { checkpointDir, listCheckpoints, MetricsLog, readTrainerState, resolveCheckpoint, saveCheckpoint, TRAINER_STATE_FILE, type TrainerState } from './checkpoint.js';
@@ -68,12 +68,14 @@ export function resolveSource(baseDir: string, p: string, kind: 'model' | 'data'
 }
 
 /** The model a config names: a directory (relative to baseDir) or a Hub id, or a random one; in `dtype`. */
-export async function openModel(model: z.output<typeof modelSchema>, baseDir: string, dtype: ComputeDType = 'fp32'): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype });
+export async function openModel(
+  model: z.output<typeof modelSchema>, baseDir: string, dtype: ComputeDType = 'fp32', backend: Backend = 'cpu',
+): Promise<LladaModel> {
+  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype, backend });
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype });
+  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype, backend });
 }
 
 /** The arguments of runSft / runGrpo: a fresh run (`config`, relative to `baseDir`) or a resume. */
@@ -98,6 +100,8 @@ export type RunConfig = {
   model: z.output<typeof modelSchema>;
   /** The model's compute dtype (the CPU's bf16 products, or fp32). */
   dtype?: ComputeDType;
+  /** Where the model runs. */
+  backend?: Backend;
   outputDir: string;
   seed: number;
   saveSteps: number;
@@ -224,8 +228,8 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
           throw wrapOutputError(err, dir);
         });
       }
-      const dtype = plan.config.dtype;
-      model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype }) : await openModel(plan.config.model, plan.baseDir, dtype);
+      const { dtype, backend } = plan.config;
+      model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype, backend }) : await openModel(plan.config.model, plan.baseDir, dtype, backend);
       method = await setup(plan, model);
       if (lead) {
         metrics = await openMetrics(plan.outputDir, plan.state, plan.restart, lock!.stale !== null);

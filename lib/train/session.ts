@@ -8,6 +8,7 @@ import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { createNativeTrainer, unwrapNative, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader } from '../safetensors.js';
 import type { Communicator } from './distributed.js';
+import { formatMemoryPlan, memoryPlan, type MemoryPlanOptions } from './memory-plan.js';
 import type { PackedBatch } from './objective.js';
 
 export type OptimizerOptions = {
@@ -45,10 +46,17 @@ export class TrainingSession {
   }
 
   /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
-  static create(model: LladaModel, options: { checkpointActivations?: boolean } = {}): TrainingSession {
+  static create(model: LladaModel, options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions } = {}): TrainingSession {
     const m = internals.get(model)!;
-    if (model.backend !== 'cpu')
-      throw new InputError(`Training runs on the CPU backend (this model is on '${model.backend}'); GPU training is CUDA part 2`);
+    // On the GPU memory is planned, not discovered: the plan is printed before anything is allocated.
+    if (model.backend === 'cuda' && options.memoryPlan) {
+      const o = { ...options.memoryPlan, checkpointActivations: options.checkpointActivations ?? false };
+      const total = m.engine.deviceInfo().totalMemory;
+      const cards = [{ name: `this GPU (${(total / 1e9).toFixed(0)} GB)`, bytes: total }].filter((c) => c.bytes > 0);
+      process.stderr.write(`${formatMemoryPlan(memoryPlan(model.config, o), o, cards)}\n`);
+    }
+    if (model.backend !== 'cpu' && model.backend !== 'cuda')
+      throw new InputError(`Training runs on the 'cpu' and 'cuda' backends, not on '${model.backend}'`);
     let trainer: NativeTrainer;
     try {
       trainer = createNativeTrainer(m.engine, { checkpointActivations: options.checkpointActivations ?? false });

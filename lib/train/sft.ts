@@ -59,6 +59,8 @@ export const sftConfigSchema = z.strictObject({
    * inputs and fp32 sums through oneDNN; fp32 master weights, optimizer and everything else).
    */
   dtype: z.enum(['fp32', 'bf16']).default('fp32'),
+  /** Where the model trains: 'cpu', or 'cuda' (the GPU; its memory plan is printed before training starts). */
+  backend: z.enum(['cpu', 'cuda']).default('cpu'),
   checkpointActivations: z.boolean().default(false),
   seed: z.number().int().min(0).default(0),
   outputDir: z.string().default('runs/sft'),
@@ -135,7 +137,10 @@ export async function runSft(
       throw new InputError(`${trainFile}: no usable examples${skipped ? ` (${skipped} malformed lines skipped)` : ''}`);
     const perStep = config.batchSize * config.gradientAccumulationSteps;
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
-    const session = TrainingSession.create(model, { checkpointActivations: config.checkpointActivations });
+    const session = TrainingSession.create(model, {
+      checkpointActivations: config.checkpointActivations,
+      memoryPlan: { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) },
+    });
     const exampleAt = epochSampler(examples, config.seed);
     return {
       session, totalSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,

@@ -70,7 +70,8 @@ void check_decode_request(const DecodeRequest& req, const ModelConfig& cfg);
 std::vector<int64_t> transfer_schedule(int64_t mask_count, int64_t steps);
 
 // The forward pass of decoding step `step` (0, 1, ...) in place of the backend's own: logits
-// (n_rows, embedding_size) on the host at `rows`. A trainer's rollout passes one that keeps the
+// (n_rows, embedding_size) at `rows`, where the backend's decode step keeps them (the host on the
+// CPU, the device on CUDA: a hook comes from the same backend's Training). A trainer's rollout passes one that keeps the
 // step's activations for the loss.
 using ForwardHook = std::function<void(float* logits, const Batch& batch, const int32_t* rows, int64_t n_rows, int64_t step)>;
 

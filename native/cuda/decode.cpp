@@ -24,13 +24,13 @@ T* upload(DeviceBuffer& buf, const T* v, int64_t n, cudaStream_t s, const char* 
 }  // namespace
 
 void Model::decode_step(const DecodeStep& st, DecodeStepResult& out) {
-  JG_CHECK_AS(ErrorKind::UNSUPPORTED, st.forward == nullptr,
-              "Keeping a rollout's activations needs training on the CUDA backend, which is not built yet");
   DeviceScope scope(device_);
   const int64_t R = st.n_rows, S = st.n_seqs, V = cfg_.embedding_size;
   const int64_t all_rows = st.guided ? 2 * R : R;
   float* d_logits = logits_scratch(all_rows * V);
-  forward_device(d_logits, st.batch, st.rows, all_rows);
+  // A trainer's rollout hook (cuda::Training::keeping_forward) takes the device logits.
+  if (st.forward) (*st.forward)(d_logits, st.batch, st.rows, all_rows, st.step);
+  else forward_device(d_logits, st.batch, st.rows, all_rows);
   if (st.guided) cfg_combine(d_logits, d_logits + R * V, st.guidance_scale, R * V, stream_);
 
   const int32_t* ex = upload(d_excluded_, st.excluded, st.n_early, stream_, "decoder state");

@@ -60,4 +60,27 @@ void Blas::matmul_forward(void* out, DType out_t, int64_t ldo, const void* inp, 
                                cuda_type(out_t), static_cast<int>(ldo), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void Blas::matmul_backward(float* dinp, int64_t ldi, float* dweight, const void* dout, int64_t ldd, const void* inp,
+                           const void* weight, DType in_t, int64_t N, int64_t C, int64_t OC) {
+  if (N == 0 || OC == 0 || C == 0) return;
+  JG_CHECK(ldi >= C && ldd >= OC, "matmul_backward: a leading dimension is below its row length");
+  cublasHandle_t h = static_cast<cublasHandle_t>(handle_);
+  const cudaDataType_t t = cuda_type(in_t);
+  const float alpha = 1.0f, beta = 1.0f;
+  if (dinp) {
+    // dinp^T (C,N) += W^T (C,OC) . dout^T (OC,N): row-major W (OC,C) is column-major (C,OC) with ld C
+    // (op N), row-major dout (N,OC) is column-major (OC,N) with ld ldd (op N).
+    JG_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(C), static_cast<int>(N),
+                                 static_cast<int>(OC), &alpha, weight, t, static_cast<int>(C), dout, t,
+                                 static_cast<int>(ldd), &beta, dinp, CUDA_R_32F, static_cast<int>(ldi),
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  // dweight^T (C,OC) += inp^T (C,N) . dout (N,OC): inp is column-major (C,N) with ld C (op N), and
+  // dout^T's column-major view (OC,N) transposed (op T).
+  JG_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(C), static_cast<int>(OC),
+                               static_cast<int>(N), &alpha, inp, t, static_cast<int>(C), dout, t,
+                               static_cast<int>(ldd), &beta, dweight, CUDA_R_32F, static_cast<int>(C),
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace jg::cuda

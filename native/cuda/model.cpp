@@ -107,10 +107,6 @@ DeviceInfo Model::device_info() const {
           str_cat(prop.major, ".", prop.minor)};
 }
 
-std::unique_ptr<Training> Model::make_training(bool) {
-  JG_FAIL(ErrorKind::UNSUPPORTED, "Training on the CUDA backend is not built yet; train on the CPU backend");
-}
-
 int64_t Model::count_non_finite(const ParamInfo& p) {
   std::vector<float> host(p.numel);
   get_param(host.data(), p);

@@ -1,7 +1,7 @@
 // The LLaDA model on an NVIDIA GPU: parameters on the device in bf16 (or fp32, to test against the
 // CPU backend), the forward pass over a packed batch with the LM head on selected rows only.
-// Implements the Backend interface (native/common/backend.h); inference only so far
-// (make_training throws UNSUPPORTED until GPU training lands).
+// Implements the Backend interface (native/common/backend.h); training state lives in
+// cuda::Training (training.h), which runs the layers through this class's buffers and products.
 #pragma once
 
 #include <atomic>
@@ -76,6 +76,7 @@ class Model final : public Backend {
   void release();
 
  private:
+  friend class Training;
   void* param(int64_t offset) const;  // device address of the element at a layout offset
   // The batch to run: `batch` itself, or its distinct sequences in shared_ (rows remapped).
   Batch distinct(const Batch& batch, const int32_t*& rows, int64_t n_rows);
