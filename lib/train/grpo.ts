@@ -175,7 +175,8 @@ export class GRPOTrainer {
     const promptLength = 256;  // a typical prompt: the plan is a forecast, the run allocates what it meets
     const session = TrainingSession.create(model, {
       checkpointActivations: c.checkpointActivations,
-      memoryPlan: {
+      // Printed once, by rank 0.
+      memoryPlan: (options.communicator?.rank ?? 0) !== 0 ? undefined : {
         dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
         rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
         keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),

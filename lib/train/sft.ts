@@ -139,7 +139,8 @@ export async function runSft(
     const totalSteps = config.maxSteps ?? Math.max(1, Math.ceil((config.numEpochs * examples.length) / perStep));
     const session = TrainingSession.create(model, {
       checkpointActivations: config.checkpointActivations,
-      memoryPlan: { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) },
+      // Printed once, by rank 0.
+      memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) } : undefined,
     });
     const exampleAt = epochSampler(examples, config.seed);
     return {
