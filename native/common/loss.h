@@ -2,14 +2,48 @@
 // backend builds its own implementation (the CPU's RowLoss in native/cpu/loss.h).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "hostdevice.h"
 
 namespace jg {
 
 // Where a row of the GRPO objective landed: the clipped term was the minimum (and differed), below
 // 1 - eps_low with A < 0 or above 1 + eps_high with A > 0; the clipped rows pass no ratio gradient.
 enum class ClipRegion : uint8_t { UNCLIPPED = 0, LOW = 1, HIGH = 2 };
+
+// One row of the GRPO objective given the row's log-prob: its loss, d loss / d logprob and where it
+// landed. ratio = exp(logprob - old); loss = w (-min(ratio A, clip(ratio, 1 - eps_low, 1 + eps_high) A)
+// + beta (exp(ref - logprob) - (ref - logprob) - 1)); where the clipped term is the minimum (and
+// differs) the ratio term passes no gradient. In double; written once for the CPU's GrpoLoss and the
+// CUDA row-loss kernel.
+struct GrpoRow {
+  double loss, dlogprob;
+  ClipRegion region;
+};
+JG_HOST_DEVICE inline GrpoRow grpo_row(double logprob, double old_logprob, double A, double w, double ref_logprob,
+                                       double eps_low, double eps_high, double beta) {
+  const double ratio = exp(logprob - old_logprob);
+  // clip(ratio, lo, hi) as std::min(std::max(ratio, lo), hi) computes it (a NaN ratio stays NaN).
+  const double lo = 1.0 - eps_low, hi = 1.0 + eps_high;
+  const double above = ratio < lo ? lo : ratio;
+  const double clipped = hi < above ? hi : above;
+  const double unclipped_obj = ratio * A, clipped_obj = clipped * A;
+  GrpoRow out;
+  if (unclipped_obj <= clipped_obj) {
+    out = {-w * unclipped_obj, -w * A * ratio, ClipRegion::UNCLIPPED};
+  } else {
+    out = {-w * clipped_obj, 0.0, ratio < 1.0 ? ClipRegion::LOW : ClipRegion::HIGH};
+  }
+  if (beta > 0) {
+    const double diff = ref_logprob - logprob;
+    out.loss += w * beta * (exp(diff) - diff - 1.0);
+    out.dlogprob += w * beta * (1.0 - exp(diff));
+  }
+  return out;
+}
 
 struct LossSpec {
   enum class Kind {

@@ -7,11 +7,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define JG_HOST_DEVICE __host__ __device__
-#else
-#define JG_HOST_DEVICE
-#endif
+#include "hostdevice.h"
 
 namespace jg {
 

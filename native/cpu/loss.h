@@ -44,10 +44,8 @@ class CrossEntropyLoss final : public RowLoss {
   const float* weights_;  // (n_rows)
 };
 
-// JustGRPO's clipped-ratio objective per token, with an optional k3 KL term against a reference:
-// ratio = exp(logp - old), loss_r = w_r * (-min(ratio A, clip(ratio, 1 - eps_low, 1 + eps_high) A)
-// + beta (exp(ref - logp) - (ref - logp) - 1)). Where the clipped term is the minimum (and differs),
-// the ratio term passes no gradient. region[r]: the row's ClipRegion.
+// JustGRPO's clipped-ratio objective per token, with an optional k3 KL term against a reference
+// (grpo_row, native/common/loss.h). region[r]: the row's ClipRegion.
 class GrpoLoss final : public RowLoss {
  public:
   struct Inputs {
@@ -60,27 +58,11 @@ class GrpoLoss final : public RowLoss {
   GrpoLoss(const Inputs& in, uint8_t* region) : in_(in), region_(region) {}
 
   double row(int64_t r, double logprob, double* dlogprob) const override {
-    const double A = in_.advantages[r], w = in_.weights[r];
-    const double ratio = std::exp(logprob - static_cast<double>(in_.old_logprobs[r]));
-    const double clipped = std::min(std::max(ratio, 1.0 - in_.eps_low), 1.0 + in_.eps_high);
-    const double unclipped_obj = ratio * A, clipped_obj = clipped * A;
-    double loss, d;
-    if (unclipped_obj <= clipped_obj) {
-      loss = -w * unclipped_obj;
-      d = -w * A * ratio;
-      region_[r] = static_cast<uint8_t>(ClipRegion::UNCLIPPED);
-    } else {
-      loss = -w * clipped_obj;
-      d = 0;
-      region_[r] = static_cast<uint8_t>(ratio < 1.0 ? ClipRegion::LOW : ClipRegion::HIGH);
-    }
-    if (in_.beta > 0) {
-      const double diff = static_cast<double>(in_.ref_logprobs[r]) - logprob;
-      loss += w * in_.beta * (std::exp(diff) - diff - 1.0);
-      d += w * in_.beta * (1.0 - std::exp(diff));
-    }
-    *dlogprob = d;
-    return loss;
+    const GrpoRow g = grpo_row(logprob, in_.old_logprobs[r], in_.advantages[r], in_.weights[r],
+                               in_.beta > 0 ? in_.ref_logprobs[r] : 0.0, in_.eps_low, in_.eps_high, in_.beta);
+    region_[r] = static_cast<uint8_t>(g.region);
+    *dlogprob = g.dlogprob;
+    return g.loss;
   }
 
  private:

@@ -51,27 +51,11 @@ __global__ void row_loss_kernel(double* loss, float* dlogprobs, uint8_t* region,
     dlogprobs[r] = static_cast<float>(-w);
     return;
   }
-  const double A = a.advantages[r];
-  const double ratio = exp(lp - static_cast<double>(a.old_logprobs[r]));
-  const double clipped = fmin(fmax(ratio, 1.0 - a.eps_low), 1.0 + a.eps_high);
-  const double unclipped_obj = ratio * A, clipped_obj = clipped * A;
-  double l, d;
-  if (unclipped_obj <= clipped_obj) {
-    l = -w * unclipped_obj;
-    d = -w * A * ratio;
-    region[r] = static_cast<uint8_t>(ClipRegion::UNCLIPPED);
-  } else {
-    l = -w * clipped_obj;
-    d = 0;
-    region[r] = static_cast<uint8_t>(ratio < 1.0 ? ClipRegion::LOW : ClipRegion::HIGH);
-  }
-  if (a.beta > 0) {
-    const double diff = static_cast<double>(a.ref_logprobs[r]) - lp;
-    l += w * a.beta * (exp(diff) - diff - 1.0);
-    d += w * a.beta * (1.0 - exp(diff));
-  }
-  loss[r] = l;
-  dlogprobs[r] = static_cast<float>(d);
+  const GrpoRow g = grpo_row(lp, a.old_logprobs[r], a.advantages[r], w, a.beta > 0 ? a.ref_logprobs[r] : 0.0,
+                             a.eps_low, a.eps_high, a.beta);
+  loss[r] = g.loss;
+  dlogprobs[r] = static_cast<float>(g.dlogprob);
+  region[r] = static_cast<uint8_t>(g.region);
 }
 
 // Grid (column blocks, R); each thread one logit. In fp32 the read and the write of an element are
