@@ -595,7 +595,7 @@ export async function runGrpo(
     const named: Record<string, RewardFunction> = {};
     for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
     const ref = config.beta > 0
-      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype }) : await openModel(config.model, baseDir, config.dtype))
+      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype, masterWeights: true }) : await openModel(config.model, baseDir, config.dtype))
       : null;
     let trainer: GRPOTrainer;
     try {

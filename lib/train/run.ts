@@ -68,11 +68,12 @@ export function resolveSource(baseDir: string, p: string, kind: 'model' | 'data'
 
 /** The model a config names: a directory (relative to baseDir) or a Hub id, or a random one; in `dtype`. */
 export async function openModel(model: z.output<typeof modelSchema>, baseDir: string, dtype: ComputeDType = 'fp32'): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype });
+  // Training (and its KL reference) keeps fp32 masters with bf16: it updates the checkpoint's own values.
+  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype, masterWeights: true });
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype });
+  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype, masterWeights: true });
 }
 
 /** The arguments of runSft / runGrpo: a fresh run (`config`, relative to `baseDir`) or a resume. */
@@ -210,7 +211,7 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
   let model: LladaModel | null = null, method: RunMethod<M> | null = null, wrote = false;
   try {
     const dtype = plan.config.dtype;
-    model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype }) : await openModel(plan.config.model, plan.baseDir, dtype);
+    model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype, masterWeights: true }) : await openModel(plan.config.model, plan.baseDir, dtype);
     method = await setup(plan, model);
     const metrics = await openMetrics(outputDir, state, plan.restart, lock.stale !== null);
     wrote = true;

@@ -143,7 +143,8 @@ describe('bf16 GRPO', () => {
     });
     const rewards = roll.tokens.map((ids) => ids.filter((x) => x % 2 === 1).length);
     const grads = async (dtype: 'fp32' | 'bf16') => {
-      const m = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype }));
+      // With masters, so both sides train the same fp32 values and only the arithmetic differs.
+      const m = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype, masterWeights: true }));
       // No clipping: each side's own clip coefficient would scale its gradients differently.
       const t = keep(await GRPOTrainer.create(m, grpoConfig({ maxGradNorm: 0 }), { rewardFunctions: oddReward }));
       // Each side's own log-probs as the old ones (ratio 1, as on-policy): with the fp32 rollout's,
