@@ -142,6 +142,10 @@ class Backend {
   // What the model holds now; a backend that does not count its memory reports -1 everywhere.
   virtual MemoryReport memory_report() const { return {-1, -1, -1}; }
 
+  // Whether fp32 master weights exist; false on a CPU model holding bf16 weights only, which
+  // make_training gives masters (so it must not run while another call reads the weights).
+  virtual bool has_master_weights() const { return true; }
+
   // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
   // no training yet).
   virtual std::unique_ptr<Training> make_training(bool checkpoint_activations) = 0;

@@ -150,7 +150,7 @@ class Model final : public Backend {
 
   // Whether the fp32 master weights exist (always in F32; in BF16 unless made without them and not
   // yet trained). params() is only meaningful when they do.
-  bool has_masters() const { return masters_; }
+  bool has_master_weights() const override { return masters_; }
   // A bf16-only model gains fp32 masters: the bf16 weights widened (exact), the norm weights moved.
   void make_masters();
 
