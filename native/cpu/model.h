@@ -1,6 +1,6 @@
 // The LLaDA model on the CPU, the reference backend: parameters in fp32 (with dtype BF16, the
 // matrix products in bf16 through oneDNN from a bf16 copy of the weight matrices, everything else
-// as in fp32), the forward pass over a
+// as in fp32; for inference, the matrices in bf16 alone), the forward pass over a
 // packed batch, and the training path (a forward that keeps what backward needs, a loss over
 // selected rows, backward). Implements the Backend interface (native/common/backend.h); the
 // training state over it is cpu::Training (training.h).
@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "../common/backend.h"
@@ -212,11 +213,11 @@ class Model final : public Backend {
                    int64_t OC);
   // The bf16 copy of one parameter (a no-op for vectors, which no product reads, and in fp32).
   void refresh_bf16(const ParamInfo& p);
-  // The fp32 values of a norm weight (a 1-D parameter) at layout offset `offset`: in the masters,
-  // or in norms_ on a bf16-only model.
+  // The fp32 values at layout offset `offset`: any parameter's in the masters; without masters,
+  // only a norm weight's (a 1-D parameter, kept in norms_).
   const float* vec(int64_t offset) const;
   float* vec(int64_t offset) { return const_cast<float*>(static_cast<const Model*>(this)->vec(offset)); }
-  // The parameter's bf16 values when the model has no masters (its place in weights_bf16_).
+  // Whether the parameter lives in bf16 only (a matrix of a model without masters).
   bool bf16_only(const ParamInfo& p) const { return !masters_ && p.shape.size() == 2; }
   void check_live() const;
   // x (N,d) = the embedding rows of `tokens` (in bf16 without masters, widened).
