@@ -18,7 +18,8 @@ export type CudaDType = 'BF16' | 'F32';
 
 /**
  * The compute dtype. On the CPU, `'fp32'` is the exact reference path and `'bf16'` runs the matrix
- * products with bf16 inputs and fp32 sums (oneDNN), fp32 master weights and everything else in fp32;
+ * products with bf16 inputs and fp32 sums (oneDNN), everything else in fp32, and the weights in bf16
+ * (with fp32 master weights beside them for training: `masterWeights`);
  * on CUDA, the weights and activations. The upper-case names are the same dtypes.
  */
 export type ComputeDType = 'fp32' | 'bf16' | CudaDType;
