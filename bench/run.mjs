@@ -255,6 +255,61 @@ async function benchBf16(py) {
   table(rows);
 }
 
+/**
+ * LLaDA-8B's shapes in bf16 on this machine: one forward (logits at every position) over one
+ * 512-token sequence, with 1 and with 2 of the 32 layers. Ours holds the weights in bf16 only (the
+ * inference load); PyTorch runs the reference forward under autocast over fp32 weights (as
+ * JustGRPO's train.py does) and with bf16 weights. The 32-layer time is extrapolated, not
+ * measured: the 1-layer time (embedding, one layer, ln_f, head) plus 31 per-layer times (2 layers
+ * minus 1). Each side times its two models alternately; medians.
+ */
+async function benchLlada8b(py) {
+  const seq = 512, runs = quick ? 2 : 5;
+  console.log(`\n## LLaDA-8B shapes, bf16, 2 cores: one forward over 1 x ${seq} tokens (logits at every position), 1 and 2 of 32 layers`);
+  const base = {
+    dModel: 4096, nHeads: 32, nKvHeads: 32, headDim: 128, mlpHiddenSize: 12288, vocabSize: 126464, embeddingSize: 126464,
+    maxSequenceLength: 4096, ropeTheta: 500000, rmsNormEps: 1e-5, maskTokenId: 126336, eosTokenId: 126081, padTokenId: 126081, bosTokenId: 126080,
+  };
+  const ids = [Array.from({ length: seq }, (_, t) => (t * 7919 + 13) % 126000)];
+  const models = [];
+  for (const nLayers of [1, 2]) {
+    const t0 = performance.now();
+    models.push(await LladaModel.random({ ...base, nLayers }, { seed: 0, initStd: 0.02, dtype: 'bf16' }));
+    console.log(`ours: ${nLayers}-layer model drawn and rounded to bf16 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  const mem = models[1].memoryBytes();
+  console.log(`ours: 2-layer model holds ${(mem.weightsBf16 / 1e9).toFixed(3)} GB bf16 + ${(mem.weightsFp32 / 1e6).toFixed(3)} MB fp32 weights; kernels: ${models[1].deviceInfo().name}`);
+  for (const m of models) await m.logits(ids); // warm-up: the first call grows the workspace
+  const times = [[], []];
+  for (let r = 0; r < runs; r++)
+    for (let i = 0; i < 2; i++) {
+      const t0 = performance.now();
+      await models[i].logits(ids);
+      times[i].push((performance.now() - t0) / 1000);
+    }
+  for (const m of models) await m.dispose();
+  // Medians, and the fastest run of each (on a shared machine the least disturbed one): the
+  // per-layer time is a difference of two times, so load on either moves it.
+  const side = (name, one, two, setting) => ({ side: name, one: median(one), two: median(two), oneMin: Math.min(...one), twoMin: Math.min(...two), setting, one_all: one, two_all: two });
+  const sides = [side('ours, bf16-only weights (oneDNN)', times[0], times[1], '2 pool threads')];
+  if (py) {
+    for (const mode of ['autocast', 'bf16']) {
+      const t = torchBest(py, 'torch_llada8b.py', { config: toRawConfig({ ...base, nLayers: 2 }), seq, runs, mode }, [[2, 1]]);
+      sides.push(side(mode === 'autocast' ? 'PyTorch autocast, fp32 weights' : 'PyTorch, bf16 weights', t.times['1'], t.times['2'], t.setting));
+    }
+  }
+  const rows = [['side', '1 layer s', '2 layers s', 'per layer s', '32 layers s (1 layer + 31 x per layer)', 'tok/s at 32 layers', 'threads', 'ours speed-up']];
+  const full = (one, two) => one + 31 * (two - one);
+  for (const [label, one, two] of [['median', 'one', 'two'], ['fastest', 'oneMin', 'twoMin']])
+    for (const s of sides) {
+      const f = full(s[one], s[two]);
+      rows.push([`${s.side} (${label})`, s[one].toFixed(2), s[two].toFixed(2), (s[two] - s[one]).toFixed(2), f.toFixed(1), (seq / f).toFixed(1), s.setting,
+        `${(f / full(sides[0][one], sides[0][two])).toFixed(2)}x`]);
+    }
+  table(rows);
+  for (const s of sides) console.log(`${s.side}: 1 layer ${s.one_all.map((t) => t.toFixed(2)).join(' ')} s; 2 layers ${s.two_all.map((t) => t.toFixed(2)).join(' ')} s`);
+}
+
 /** One training step of `task` on `model`, repeatable: SFT on a fixed 8 x 64 batch, or a JustGRPO step. */
 async function stepper(model, task, config) {
   if (task === 'sft') {
@@ -290,7 +345,7 @@ async function stepper(model, task, config) {
   };
 }
 
-// `--only forward,decode,sft,grpo,bf16,scaling,tokenizer,rewards` runs those sections alone.
+// `--only forward,decode,sft,grpo,bf16,llada8b,scaling,tokenizer,rewards` runs those sections alone.
 const only = (() => {
   const i = process.argv.indexOf('--only');
   return i < 0 ? null : new Set(process.argv[i + 1].split(','));
@@ -308,6 +363,7 @@ async function main() {
   if (want('sft')) await benchSft(py);
   if (want('grpo')) await benchGrpo(py);
   if (want('bf16')) await benchBf16(py);
+  if (want('llada8b')) await benchLlada8b(py);
   if (!quick && want('scaling')) {
     const { benchScaling } = await import('./scaling.mjs');
     await benchScaling();

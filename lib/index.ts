@@ -2,6 +2,7 @@ export { loadModel, LladaModel } from './model.js';
 export { atomicDirectory } from './fsutil.js';
 export { loadHubRows, resolveDatasetSplit, resolveModelDir, type DownloadProgress, type HubDatasetRef, type HubOptions, type ResolveModelOptions } from './hub/index.js';
 export type { Backend, CallOptions, ComputeDType, CudaDType, LoadModelOptions, SaveOptions, RandomModelOptions } from './model.js';
+export type { NativeMemoryBytes as MemoryBytes } from './native/binding.js';
 export { parseModelConfig, toRawConfig } from './config.js';
 export type { ModelConfig } from './config.js';
 export { Tokenizer } from './tokenizer.js';

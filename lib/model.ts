@@ -6,7 +6,7 @@ import { atomicDirectory, exists, isNonEmptyDirectory, parseJsonText, readRegula
 import { parseModelConfig, toRawConfig, type ModelConfig } from './config.js';
 import { AbortError, CheckpointError, DisposedError, EngineError, InputError, InsufficientMemoryError, JustGRPOError, expected } from './errors.js';
 import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateOptions, type GenerateResult } from './generate.js';
-import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine } from './native/binding.js';
+import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine, type NativeMemoryBytes } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 import { resolveModelDir, type HubOptions } from './hub/index.js';
@@ -18,7 +18,8 @@ export type CudaDType = 'BF16' | 'F32';
 
 /**
  * The compute dtype. On the CPU, `'fp32'` is the exact reference path and `'bf16'` runs the matrix
- * products with bf16 inputs and fp32 sums (oneDNN), fp32 master weights and everything else in fp32;
+ * products with bf16 inputs and fp32 sums (oneDNN), everything else in fp32, and the weights in bf16
+ * (with fp32 master weights beside them for training: `masterWeights`);
  * on CUDA, the weights and activations. The upper-case names are the same dtypes.
  */
 export type ComputeDType = 'fp32' | 'bf16' | CudaDType;
@@ -33,6 +34,16 @@ export type LoadModelOptions = {
    * oneDNN. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA.
    */
   dtype?: ComputeDType;
+  /**
+   * With `dtype: 'bf16'` on the CPU: also keep fp32 master weights beside the bf16 ones (what
+   * training updates). Without them the weight matrices live in bf16 only, 2 bytes a parameter
+   * (LLaDA-8B in ~16 GB): a BF16 checkpoint loads as it is, an F32 one is rounded once, and
+   * `getParameter`/`save` give the bf16 values (saving as BF16 is lossless). A trainer made on
+   * such a model widens the bf16 weights into new masters, so it trains from the bf16 values; to
+   * train from an F32 checkpoint's own values, load with masters. Defaults to `false` (the
+   * training commands load with masters).
+   */
+  masterWeights?: boolean;
   /** For a Hub id: the branch, tag or commit (overrides `owner/name@revision`). Defaults to `'main'`. */
   revision?: string;
   /** For a Hub id: endpoint, token, cache, offline mode, download progress. Defaults to the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE). */
@@ -74,6 +85,8 @@ export type RandomModelOptions = {
   device?: number;
   /** Compute dtype, as for loadModel. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA. */
   dtype?: ComputeDType;
+  /** As for loadModel: with `dtype: 'bf16'` on the CPU, keep fp32 masters (the matrices are drawn in fp32 either way, then rounded). Defaults to `false`. */
+  masterWeights?: boolean;
 };
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -213,6 +226,16 @@ export class LladaModel {
   deviceInfo(): NativeDeviceInfo {
     this.#check();
     return this.#engine.deviceInfo();
+  }
+
+  /**
+   * Bytes the model holds: its fp32 weights (masters, or only the norm weights of a bf16-only
+   * model), its bf16 weights, and the inference workspace grown so far. The memory plan of a
+   * model is `weightsFp32 + weightsBf16` plus the activations of the largest call.
+   */
+  memoryBytes(): NativeMemoryBytes {
+    this.#check();
+    return this.#engine.memoryBytes();
   }
 
   /** Number of parameters. */
@@ -458,13 +481,19 @@ function checkBackend(backend: string): void {
 }
 
 /** The engine for a config on its backend; `source` (the config.json it came from) prefixes errors. */
-function createEngine(config: ModelConfig, options: { backend?: Backend; device?: number; dtype?: ComputeDType } = {}, source?: string): NativeEngine {
+function createEngine(
+  config: ModelConfig,
+  options: { backend?: Backend; device?: number; dtype?: ComputeDType; masterWeights?: boolean } = {},
+  source?: string,
+): NativeEngine {
   const backend = options.backend ?? 'cpu';
   const device = options.device ?? 0;
   if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
   const dtype = nativeDType(options.dtype ?? (backend === 'cpu' ? 'fp32' : 'bf16'));
+  const masterWeights = options.masterWeights ?? false;
+  if (typeof masterWeights !== 'boolean') throw expected('a boolean', 'masterWeights', masterWeights);
   try {
-    return createNativeEngine(config, backend === 'cpu' ? { backend, dtype } : { backend, device, dtype });
+    return createNativeEngine(config, backend === 'cpu' ? { backend, dtype, masterWeights } : { backend, device, dtype });
   } catch (err) {
     if (source && err instanceof InsufficientMemoryError)
       throw new InsufficientMemoryError(`${source}: the model does not fit: ${err.message.replace(/^Engine: /, '')}`, { cause: err });

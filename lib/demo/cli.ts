@@ -4,7 +4,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
-import { intArg, intListArg, numberArg, withFlagNames } from '../cli/args.js';
+import { choiceArg, intArg, intListArg, numberArg, withFlagNames } from '../cli/args.js';
 import { ConfigError } from '../errors.js';
 import { loadModelArg, MODEL_FLAG_HELP } from '../cli/hub.js';
 import { DEMO_FULL, DEMO_QUICK, demoTable, runDemo, type DemoEvent, type DemoSettings } from './demo.js';
@@ -30,6 +30,7 @@ export function registerDemoCommands(program: Command): void {
     .option('--out <dir>', 'where to write metrics, checkpoints and plots (default: runs/demo-<time>)')
     .option('--steps <n>', `JustGRPO steps (default: ${DEMO_FULL.grpoSteps}, --quick ${DEMO_QUICK.grpoSteps})`, intArg('--steps', 1))
     .option('--model <dir>', 'start from another model with the character tokenizer, a directory or a Hub id owner/name[@revision] (default: the shipped one)')
+    .option('--dtype <name>', 'fp32 | bf16: the compute dtype of training and evaluation (bf16: the CPU\'s matrix products in bf16 through oneDNN)', choiceArg('--dtype', ['fp32', 'bf16'] as const), 'fp32' as 'fp32' | 'bf16')
     .option('--json', 'print the results as one JSON object')
     .action(async (opts) => {
       const base: DemoSettings = opts.quick ? DEMO_QUICK : DEMO_FULL;
@@ -90,7 +91,7 @@ export function registerDemoCommands(program: Command): void {
         }
       };
       try {
-        const r = await runDemo({ out, seed: opts.seed, settings, model: opts.model, signal: ac.signal, onEvent });
+        const r = await runDemo({ out, seed: opts.seed, settings, model: opts.model, dtype: opts.dtype, signal: ac.signal, onEvent });
         bars?.stop();
         if (opts.json) {
           console.log(JSON.stringify(r));

@@ -10,7 +10,7 @@ import { AbortError, ConfigError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import type { EvalItem } from '../eval/tasks.js';
 import { resolveModelDir } from '../hub/index.js';
-import { loadModel } from '../model.js';
+import { loadModel, nativeDType, type ComputeDType } from '../model.js';
 import { plotRun, writeChart } from '../plot.js';
 import { parseGrpoConfig, type GrpoConfig } from '../train/grpo-config.js';
 import { runGrpo, type GrpoStepMetrics } from '../train/grpo.js';
@@ -91,6 +91,8 @@ export type DemoOptions = {
   settings?: DemoSettings;
   /** The base model. Defaults to the shipped one. */
   model?: string;
+  /** Compute dtype of training and evaluation (`'bf16'`: the CPU's bf16 products). Defaults to `'fp32'`. */
+  dtype?: ComputeDType;
   /** Stops after the current step or batch. */
   signal?: AbortSignal;
   onEvent?: (e: DemoEvent) => void;
@@ -109,7 +111,7 @@ export type DemoResult = {
 };
 
 async function evaluate(modelDir: string, items: EvalItem[], s: DemoSettings, seed: number, label: 'before' | 'after', o: DemoOptions): Promise<DemoEval> {
-  const model = await loadModel(modelDir);
+  const model = await loadModel(modelDir, { dtype: o.dtype ?? 'fp32' });
   try {
     const base = { genLength: DEMO_GEN_LENGTH, chatTemplate: false, signal: o.signal };
     const greedy = await sampleTask(model, items, s.evalDecoder, {
@@ -137,9 +139,10 @@ async function evaluate(modelDir: string, items: EvalItem[], s: DemoSettings, se
 }
 
 /** The JustGRPO config the demo trains with. */
-export function demoGrpoConfig(s: DemoSettings, seed: number, modelDir: string, outputDir: string): GrpoConfig {
+export function demoGrpoConfig(s: DemoSettings, seed: number, modelDir: string, outputDir: string, dtype: ComputeDType = 'fp32'): GrpoConfig {
   return parseGrpoConfig({
     model: modelDir,
+    dtype: nativeDType(dtype) === 'BF16' ? 'bf16' : 'fp32',
     data: { train: path.join(DEMO_DATA_DIR, 'train.jsonl'), chatTemplate: false },
     rewardFunctions: ['gsm8k'],
     numGenerations: s.numGenerations,
@@ -185,7 +188,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t1 = performance.now();
   const rewards: number[] = [];
   o.onEvent?.({ kind: 'trainStart', totalSteps: s.grpoSteps });
-  const run = await runGrpo({ config: demoGrpoConfig(s, seed, modelDir, grpoDir), baseDir: out }, {
+  const run = await runGrpo({ config: demoGrpoConfig(s, seed, modelDir, grpoDir, o.dtype), baseDir: out }, {
     signal: o.signal,
     onPhase: (step, phase) => o.onEvent?.({ kind: 'trainPhase', step, phase }),
     onStep: (m) => {

@@ -76,12 +76,29 @@ export type NativeEngineOptions = {
    * on CUDA and `'F32'` (the exact reference) on the CPU.
    */
   dtype?: 'BF16' | 'F32';
+  /**
+   * CPU with `'BF16'`: keep fp32 master weights beside the bf16 copy; `false` holds the weight
+   * matrices in bf16 only (inference; a Trainer widens them into masters when made). Ignored
+   * elsewhere. Defaults to `true`.
+   */
+  masterWeights?: boolean;
+};
+
+/** Bytes an engine holds (`memoryBytes()`); -1 where its backend does not count them. */
+export type NativeMemoryBytes = {
+  /** fp32 weights: the masters, or on a bf16-only model the norm weights. */
+  weightsFp32: number;
+  /** bf16 copies of the weight matrices (on a bf16-only model, the weights themselves). */
+  weightsBf16: number;
+  /** Inference activations and scratch held now (they grow to the largest call). */
+  workspace: number;
 };
 
 /** One model's parameters and kernels on one backend. Calls that return a Promise run off the event loop. */
 export interface NativeEngine {
   paramInfo(): { name: string; shape: number[] }[];
   deviceInfo(): NativeDeviceInfo;
+  memoryBytes(): NativeMemoryBytes;
   numParams(): number;
   /** Tokens run through the layers so far, by every call (identical sequences in one batch count once). */
   tokensComputed(): number;

@@ -666,7 +666,7 @@ export async function runGrpo(
     const named: Record<string, RewardFunction> = {};
     for (const name of config.rewardFunctions) named[name] = rewardFunction(name, fns);
     const ref = config.beta > 0
-      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype, backend: config.backend }) : await openModel(config.model, baseDir, config.dtype, config.backend))
+      ? (resolved.refModel ? await loadModel(resolved.refModel, { dtype: config.dtype, backend: config.backend, masterWeights: true }) : await openModel(config.model, baseDir, config.dtype, config.backend))
       : null;
     let trainer: GRPOTrainer;
     try {

@@ -71,11 +71,12 @@ export function resolveSource(baseDir: string, p: string, kind: 'model' | 'data'
 export async function openModel(
   model: z.output<typeof modelSchema>, baseDir: string, dtype: ComputeDType = 'fp32', backend: Backend = 'cpu',
 ): Promise<LladaModel> {
-  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype, backend });
+  // Training (and its KL reference) keeps fp32 masters with bf16: it updates the checkpoint's own values.
+  if (typeof model === 'string') return loadModel(resolveSource(baseDir, model, 'model'), { dtype, backend, masterWeights: true });
   const { seed, initStd, ...size } = model.init;
   const files = charTokenizerFiles();
   const tokenizer = Tokenizer.fromJSON(JSON.parse(files['tokenizer.json']!), JSON.parse(files['tokenizer_config.json']!));
-  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype, backend });
+  return LladaModel.random(charModelConfig(size), { seed, initStd, files, tokenizer, dtype, backend, masterWeights: true });
 }
 
 /** The arguments of runSft / runGrpo: a fresh run (`config`, relative to `baseDir`) or a resume. */
@@ -229,7 +230,7 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
         });
       }
       const { dtype, backend } = plan.config;
-      model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype, backend }) : await openModel(plan.config.model, plan.baseDir, dtype, backend);
+      model = plan.checkpoint ? await loadModel(plan.checkpoint, { dtype, backend, masterWeights: true }) : await openModel(plan.config.model, plan.baseDir, dtype, backend);
       method = await setup(plan, model);
       if (lead) {
         metrics = await openMetrics(plan.outputDir, plan.state, plan.restart, lock!.stale !== null);

@@ -23,6 +23,7 @@ Napi::Function Engine::Init(Napi::Env env) {
                          InstanceMethod("numParams", &Engine::NumParams),
                          InstanceMethod("tokensComputed", &Engine::TokensComputed),
                          InstanceMethod("deviceInfo", &Engine::DeviceInfo),
+                         InstanceMethod("memoryBytes", &Engine::MemoryBytes),
                          InstanceMethod("loadTensors", &Engine::LoadTensors),
                          InstanceMethod("saveSafetensors", &Engine::SaveSafetensors),
                          InstanceMethod("forward", &Engine::Forward),
@@ -52,6 +53,7 @@ Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) 
         if (t != "F32" && t != "BF16") expected("'BF16' or 'F32'", "dtype", str_cat("\"", t, "\""));
         o.dtype = dtype_from_name(t);
       }
+      o.master_weights = get_bool_or(opts, "masterWeights", true);
     }
     backend_ = make_backend(config_from_js(info[0].As<Napi::Object>()), o);
   } catch (const std::exception&) {
@@ -102,6 +104,20 @@ Napi::Value Engine::DeviceInfo(const Napi::CallbackInfo& info) {
     o.Set("totalMemory", d.total_memory);
     o.Set("computeCapability", d.compute_capability);
     o.Set("dtype", d.dtype);
+    return o;
+  })
+}
+
+// memoryBytes() -> {weightsFp32, weightsBf16, workspace}: bytes the model holds (-1: not counted
+// by this backend).
+Napi::Value Engine::MemoryBytes(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("memoryBytes", {
+    Napi::Env env = info.Env();
+    const jg::MemoryReport r = backend().memory_report();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("weightsFp32", Napi::Number::New(env, double(r.weights_fp32)));
+    o.Set("weightsBf16", Napi::Number::New(env, double(r.weights_bf16)));
+    o.Set("workspace", Napi::Number::New(env, double(r.workspace)));
     return o;
   })
 }

@@ -38,6 +38,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value NumParams(const Napi::CallbackInfo& info);
   Napi::Value TokensComputed(const Napi::CallbackInfo& info);
   Napi::Value DeviceInfo(const Napi::CallbackInfo& info);
+  Napi::Value MemoryBytes(const Napi::CallbackInfo& info);
   Napi::Value LoadTensors(const Napi::CallbackInfo& info);
   Napi::Value SaveSafetensors(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);

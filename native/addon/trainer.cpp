@@ -107,6 +107,9 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
       checkpoint = get_bool_or(info[1].As<Napi::Object>(), "checkpointActivations", false);
     }
     engine_ = Napi::ObjectWrap<Engine>::Unwrap(info[0].As<Napi::Object>());
+    // A bf16-only model gains its fp32 masters here: not while another call reads the weights.
+    if (engine_->busy() && !engine_->backend().has_master_weights())
+      JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
     training_ = engine_->backend().make_training(checkpoint);
     engine_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
   } catch (const std::exception&) {

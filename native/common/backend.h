@@ -47,6 +47,14 @@ struct DeviceInfo {
   std::string compute_capability;  // CUDA only
 };
 
+// Bytes a model holds for its weights, by copy (the memory plan: `memoryBytes()` in JS). Counted
+// from the buffers' sizes, so they are what the model allocated, whether or not touched yet.
+struct MemoryReport {
+  int64_t weights_fp32 = 0;  // fp32 weights: the master copy, or on a bf16-only model the norm weights
+  int64_t weights_bf16 = 0;  // bf16 copies of the weight matrices
+  int64_t workspace = 0;     // inference activations and scratch held now (they grow to the largest call)
+};
+
 // Gradients, optimizer state and training workspace for one Backend's parameters; made by
 // Backend::make_training. Gradients accumulate (+=) across loss calls until zero_grad().
 class Training {
@@ -142,6 +150,13 @@ class Backend {
   virtual void decode_step(const DecodeStep& step, DecodeStepResult& out) = 0;
   // Bytes of host memory a forward over n_tokens with n_rows logits rows needs, checked before it runs.
   virtual int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const = 0;
+
+  // What the model holds now; a backend that does not count its memory reports -1 everywhere.
+  virtual MemoryReport memory_report() const { return {-1, -1, -1}; }
+
+  // Whether fp32 master weights exist; false on a CPU model holding bf16 weights only, which
+  // make_training gives masters (so it must not run while another call reads the weights).
+  virtual bool has_master_weights() const { return true; }
 
   // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
   // no training yet).

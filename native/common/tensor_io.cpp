@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -75,8 +76,14 @@ uint16_t f32_to_f16(float f) {
   return sign | static_cast<uint16_t>((au >> 13) - (112 << 10));
 }
 
-void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
-                 const std::string& tensor_name) {
+namespace {
+
+// Reads numel elements of dtype at byte `offset` of the file in chunks: each chunk's raw bytes go
+// to direct(done, n) when it returns a place for them (no copy), else to a scratch buffer handed
+// to convert(done, n, bytes). Checks the file's size against the tensor first.
+template <typename Direct, typename Convert>
+void read_chunks(int64_t numel, DType dtype, const std::string& path, int64_t offset, const std::string& tensor_name,
+                 Direct direct, Convert convert) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   JG_CHECK_AS(ErrorKind::CHECKPOINT, fd >= 0, "Cannot open ", path, ": ", std::strerror(errno));
   struct Closer {
@@ -92,12 +99,12 @@ void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path
            " in ", path, " needs ", bytes < 0 ? std::string("more than 2^63 bytes") : str_cat(bytes, " bytes"),
            " from offset ", offset, " but the file has ", st.st_size);
   const int esize = dtype_size(dtype);
-  std::vector<uint16_t> half;
+  std::vector<char> scratch;
   int64_t done = 0;  // elements
   while (done < numel) {
     int64_t n = std::min<int64_t>(numel - done, kChunkBytes / esize);
-    char* target = dtype == DType::F32 ? reinterpret_cast<char*>(dst + done)
-                                       : reinterpret_cast<char*>((half.resize(n), half.data()));
+    char* target = direct(done, n);
+    if (!target) target = (scratch.resize(static_cast<size_t>(n * esize)), scratch.data());
     int64_t want = n * esize, got = 0;
     while (got < want) {
       ssize_t r = ::pread(fd, target + got, want - got, offset + done * esize + got);
@@ -106,12 +113,41 @@ void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path
                r == 0 ? "unexpected end of file" : std::strerror(errno));
       got += r;
     }
-    if (dtype == DType::BF16)
-      for (int64_t i = 0; i < n; i++) dst[done + i] = bf16_to_f32(half[i]);
-    else if (dtype == DType::F16)
-      for (int64_t i = 0; i < n; i++) dst[done + i] = f16_to_f32(half[i]);
+    if (target == scratch.data()) convert(done, n, scratch.data());
     done += n;
   }
+}
+
+}  // namespace
+
+void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
+                 const std::string& tensor_name) {
+  read_chunks(
+      numel, dtype, path, offset, tensor_name,
+      [&](int64_t done, int64_t) { return dtype == DType::F32 ? reinterpret_cast<char*>(dst + done) : nullptr; },
+      [&](int64_t done, int64_t n, const char* raw) {
+        const uint16_t* half = reinterpret_cast<const uint16_t*>(raw);
+        if (dtype == DType::BF16)
+          for (int64_t i = 0; i < n; i++) dst[done + i] = bf16_to_f32(half[i]);
+        else
+          for (int64_t i = 0; i < n; i++) dst[done + i] = f16_to_f32(half[i]);
+      });
+}
+
+void read_tensor_bf16(uint16_t* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
+                      const std::string& tensor_name) {
+  read_chunks(
+      numel, dtype, path, offset, tensor_name,
+      [&](int64_t done, int64_t) { return dtype == DType::BF16 ? reinterpret_cast<char*>(dst + done) : nullptr; },
+      [&](int64_t done, int64_t n, const char* raw) {
+        if (dtype == DType::F32) {
+          const float* f = reinterpret_cast<const float*>(raw);
+          for (int64_t i = 0; i < n; i++) dst[done + i] = f32_to_bf16(f[i]);
+        } else {
+          const uint16_t* half = reinterpret_cast<const uint16_t*>(raw);
+          for (int64_t i = 0; i < n; i++) dst[done + i] = f32_to_bf16(f16_to_f32(half[i]));
+        }
+      });
 }
 
 TensorWriter::TensorWriter(const std::string& path) : path_(path) {
@@ -146,6 +182,21 @@ void TensorWriter::write_tensor(const float* src, int64_t numel, DType dtype) {
     for (int64_t i = 0; i < n; i++)
       half[i] = dtype == DType::BF16 ? f32_to_bf16(src[done + i]) : f32_to_f16(src[done + i]);
     write_bytes(half.data(), n * 2);
+    done += n;
+  }
+}
+
+void TensorWriter::write_tensor_bf16(const uint16_t* src, int64_t numel, DType dtype) {
+  if (dtype == DType::BF16) {
+    write_bytes(src, numel * 2);
+    return;
+  }
+  std::vector<float> wide;
+  for (int64_t done = 0; done < numel;) {
+    int64_t n = std::min<int64_t>(numel - done, kChunkBytes / 4);
+    wide.resize(n);
+    for (int64_t i = 0; i < n; i++) wide[i] = bf16_to_f32(src[done + i]);
+    write_tensor(wide.data(), n, dtype);
     done += n;
   }
 }

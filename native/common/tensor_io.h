@@ -22,6 +22,10 @@ uint16_t f32_to_f16(float f);  // round to nearest even; overflow to inf
 // file and tensor if the file is shorter than claimed or a read fails.
 void read_tensor(float* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
                  const std::string& tensor_name);
+// The same into bf16: BF16 data is copied as it is (no widening, no rounding), F32 and F16 are
+// rounded to nearest even once.
+void read_tensor_bf16(uint16_t* dst, int64_t numel, DType dtype, const std::string& path, int64_t offset,
+                      const std::string& tensor_name);
 
 // An open file being written; converts fp32 tensors to the dtype on the way.
 class TensorWriter {
@@ -30,6 +34,8 @@ class TensorWriter {
   ~TensorWriter();
   void write_bytes(const void* data, int64_t n);
   void write_tensor(const float* src, int64_t numel, DType dtype);
+  // From bf16 values: BF16 is written as it is (lossless), F32 and F16 from the widened values.
+  void write_tensor_bf16(const uint16_t* src, int64_t numel, DType dtype);
   void finish();  // flush, fsync, close; throws on failure (e.g. disk full)
 
  private:

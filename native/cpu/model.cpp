@@ -75,12 +75,23 @@ struct Model::Plan {
 };
 
 // The config is checked before the layout multiplies its sizes.
-Model::Model(const ModelConfig& cfg, DType dtype) : cfg_(cfg), layout_((check_model_config(cfg), cfg)), dtype_(dtype) {
+Model::Model(const ModelConfig& cfg, DType dtype, bool master_weights)
+    : cfg_(cfg), layout_((check_model_config(cfg), cfg)), dtype_(dtype), masters_(dtype != DType::BF16 || master_weights) {
   JG_CHECK(dtype == DType::F32 || dtype == DType::BF16, "Expected 'F32' or 'BF16' for `dtype` on the CPU");
   // Before any allocation: a missing oneDNN is an UNSUPPORTED error that says what to install.
   if (dtype == DType::BF16) onednn_require();
-  params_.resize(layout_.total(), "model parameters");
-  if (dtype == DType::BF16) weights_bf16_.resize((layout_.total() + 1) / 2, "bf16 weights");
+  if (masters_) {
+    params_.resize(layout_.total(), "model parameters");
+  } else {
+    int64_t n = 0;
+    for (const ParamInfo& p : layout_.params())
+      if (p.shape.size() == 1) {
+        norm_at_.emplace_back(p.offset, n);
+        n += (p.numel + 15) / 16 * 16;
+      }
+    norms_.resize(std::max<int64_t>(n, 1), "norm weights");
+  }
+  if (dtype == DType::BF16) weights_bf16_.resize((layout_.total() + 1) / 2, masters_ ? "bf16 weights" : "model parameters (bf16)");
   const int64_t half = cfg.head_dim() / 2;
   check_fits(checked_mul(cfg.max_seq_len, 2 * half * int64_t(sizeof(float))), "RoPE tables");
   rope_cos_.resize(cfg.max_seq_len * half);
@@ -103,15 +114,55 @@ DeviceInfo Model::device_info() const {
           static_cast<double>(std::max<int64_t>(0, available_memory_bytes())), ""};
 }
 
+MemoryReport Model::memory_report() const {
+  const int64_t f = sizeof(float);
+  MemoryReport r;
+  r.weights_fp32 = f * (masters_ ? params_.size() : norms_.size());
+  r.weights_bf16 = f * weights_bf16_.size();
+  for (const FloatBuffer* b : {&x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_}) r.workspace += f * b->size();
+  r.workspace += logprob_ws_.bytes() + f * static_cast<int64_t>(step_logits_.capacity());
+  return r;
+}
+
+void Model::check_live() const { JG_CHECK_AS(ErrorKind::DISPOSED, !released_, "Model is disposed"); }
+
+const float* Model::vec(int64_t offset) const {
+  if (masters_) return params_.data() + offset;
+  auto it = std::lower_bound(norm_at_.begin(), norm_at_.end(), std::make_pair(offset, int64_t(0)));
+  JG_CHECK_AS(ErrorKind::INTERNAL, it != norm_at_.end() && it->first == offset, "No norm weight at offset ", offset);
+  return norms_.data() + it->second;
+}
+
+void Model::embed(float* x, const int32_t* tokens, int64_t N) {
+  if (masters_) embedding_forward(x, tokens, params_.data() + layout_.wte, N, cfg_.d_model);
+  else embedding_forward_bf16(x, tokens, weights_bf16() + layout_.wte, N, cfg_.d_model);
+}
+
 void Model::refresh_bf16(const ParamInfo& p) {
   // The embedding is looked up in fp32, never multiplied: its rows of the copy stay unwritten (and,
-  // the buffer being mapped, never paged in).
-  if (dtype_ != DType::BF16 || p.shape.size() != 2 || p.offset == layout_.wte) return;
+  // the buffer being mapped, never paged in). Without masters the bf16 values are the weights.
+  if (dtype_ != DType::BF16 || !masters_ || p.shape.size() != 2 || p.offset == layout_.wte) return;
   to_bf16(weights_bf16() + p.offset, params_.data() + p.offset, p.numel);
 }
 
 void Model::refresh_bf16() {
   for (const ParamInfo& p : layout_.params()) refresh_bf16(p);
+}
+
+void Model::make_masters() {
+  check_live();
+  if (masters_) return;
+  params_.resize(layout_.total(), "fp32 master weights");
+  for (const ParamInfo& p : layout_.params()) {
+    float* dst = params_.data() + p.offset;
+    if (p.shape.size() == 2) widen_bf16(dst, weights_bf16() + p.offset, p.numel);
+    else std::memcpy(dst, vec(p.offset), static_cast<size_t>(p.numel) * sizeof(float));
+  }
+  // From here the model is one with masters; the bf16 copy already holds their rounding (exact:
+  // they are its widening), the embedding's rows included, which are no longer read.
+  masters_ = true;
+  norms_.release();
+  norm_at_.clear();
 }
 
 void Model::mm_forward(float* out, const float* inp, int64_t w, int64_t N, int64_t C, int64_t OC) {
@@ -135,20 +186,32 @@ void Model::mm_backward(float* dinp, float* dweight, const float* dout, const fl
 }
 
 void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string& path, int64_t offset) {
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
-  read_tensor(params_.data() + p.offset, p.numel, file_dtype, path, offset, p.name);
+  check_live();
+  if (bf16_only(p)) {
+    read_tensor_bf16(weights_bf16() + p.offset, p.numel, file_dtype, path, offset, p.name);
+    return;
+  }
+  read_tensor(vec(p.offset), p.numel, file_dtype, path, offset, p.name);
   refresh_bf16(p);
 }
 
 int64_t Model::count_non_finite(const ParamInfo& p) {
-  const float* w = params_.data() + p.offset;
+  check_live();
+  // bf16 and fp32 alike: non-finite when every exponent bit is set.
+  const bool half = bf16_only(p);
+  const uint16_t* w16 = half ? weights_bf16() + p.offset : nullptr;
+  const float* w = half ? nullptr : vec(p.offset);
   constexpr int64_t kBlock = 1 << 16;
   const int64_t blocks = (p.numel + kBlock - 1) / kBlock;
   std::vector<int64_t> counts(blocks, 0);
   parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; b++) {
       int64_t n = 0;
-      for (int64_t i = b * kBlock, e = std::min(p.numel, (b + 1) * kBlock); i < e; i++) n += !std::isfinite(w[i]);
+      const int64_t i0 = b * kBlock, i1 = std::min(p.numel, (b + 1) * kBlock);
+      if (half)
+        for (int64_t i = i0; i < i1; i++) n += (w16[i] & 0x7f80) == 0x7f80;
+      else
+        for (int64_t i = i0; i < i1; i++) n += !std::isfinite(w[i]);
       counts[b] = n;
     }
   });
@@ -158,31 +221,54 @@ int64_t Model::count_non_finite(const ParamInfo& p) {
 }
 
 void Model::write_tensor(TensorWriter& w, const ParamInfo& p, DType dtype) {
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
-  w.write_tensor(params_.data() + p.offset, p.numel, dtype);
+  check_live();
+  if (bf16_only(p)) w.write_tensor_bf16(weights_bf16() + p.offset, p.numel, dtype);
+  else w.write_tensor(vec(p.offset), p.numel, dtype);
 }
 
 void Model::get_param(float* dst, const ParamInfo& p) {
-  std::memcpy(dst, params_.data() + p.offset, static_cast<size_t>(p.numel) * sizeof(float));
+  check_live();
+  if (bf16_only(p)) widen_bf16(dst, weights_bf16() + p.offset, p.numel);
+  else std::memcpy(dst, vec(p.offset), static_cast<size_t>(p.numel) * sizeof(float));
 }
 
 void Model::set_param(const ParamInfo& p, const float* src) {
-  std::memcpy(params_.data() + p.offset, src, static_cast<size_t>(p.numel) * sizeof(float));
+  check_live();
+  if (bf16_only(p)) {
+    to_bf16(weights_bf16() + p.offset, src, p.numel);
+    return;
+  }
+  std::memcpy(vec(p.offset), src, static_cast<size_t>(p.numel) * sizeof(float));
   refresh_bf16(p);
 }
 
 void Model::init_random(uint64_t seed, float stdev) {
+  check_live();
   // One generator per tensor, seeded from (seed, index), so tensors do not depend on each other.
+  // Without masters each tensor is drawn in chunks and rounded: the same draws, so the same bf16
+  // values as rounding a model with masters.
+  constexpr int64_t kChunk = 1 << 20;
+  std::vector<float> chunk;
   const auto& params = layout_.params();
   for (size_t i = 0; i < params.size(); i++) {
-    float* p = params_.data() + params[i].offset;
-    if (params[i].shape.size() == 1) {
-      std::fill(p, p + params[i].numel, 1.0f);
+    const ParamInfo& p = params[i];
+    if (p.shape.size() == 1) {
+      std::fill(vec(p.offset), vec(p.offset) + p.numel, 1.0f);
       continue;
     }
     std::mt19937_64 rng(seed * 1000003ULL + i);
     std::normal_distribution<float> dist(0.0f, stdev);
-    for (int64_t j = 0; j < params[i].numel; j++) p[j] = dist(rng);
+    if (masters_) {
+      float* w = params_.data() + p.offset;
+      for (int64_t j = 0; j < p.numel; j++) w[j] = dist(rng);
+      continue;
+    }
+    for (int64_t j0 = 0; j0 < p.numel; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, p.numel - j0);
+      chunk.resize(n);
+      for (int64_t j = 0; j < n; j++) chunk[j] = dist(rng);
+      to_bf16(weights_bf16() + p.offset + j0, chunk.data(), n);
+    }
   }
   refresh_bf16();
 }
@@ -202,7 +288,8 @@ int64_t Model::forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const {
 }
 
 void Model::release() {
-  for (FloatBuffer* b : {&params_, &weights_bf16_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_})
+  released_ = true;
+  for (FloatBuffer* b : {&params_, &weights_bf16_, &norms_, &x_, &xn_, &q_, &k_, &v_, &att_, &proj_, &gate_, &up_, &sel_, &rows_})
     b->release();
   logprob_ws_.release();
   step_logits_ = {};
@@ -239,7 +326,6 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  const float* P = params_.data();
 
   if (first) {
     // The first layer's input is the embedding, so its queries, keys and values (before RoPE)
@@ -249,13 +335,13 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
     const int64_t U = static_cast<int64_t>(by_token_.first.size());
     for (int64_t u = 0; u < U; u++)
       std::memcpy(a.xn1 + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
-    rmsnorm_forward(a.xn1, a.rstd1, a.xn1, P + L.attn_norm, U, d, eps);
+    rmsnorm_forward(a.xn1, a.rstd1, a.xn1, vec(L.attn_norm), U, d, eps);
     mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, U, d);
     spread_rows(a.q, by_token_.slot.data(), N, d);
     spread_rows(a.k, by_token_.slot.data(), N, kv);
     spread_rows(a.v, by_token_.slot.data(), N, kv);
   } else {
-    rmsnorm_forward(a.xn1, a.rstd1, a.x_in, P + L.attn_norm, N, d, eps);
+    rmsnorm_forward(a.xn1, a.rstd1, a.x_in, vec(L.attn_norm), N, d, eps);
     mm_forward_each({{a.q, L.q_proj, d}, {a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   }
   rope_forward(a.q, pos, rope_cos_.data(), rope_sin_.data(), N, H, hd);
@@ -266,7 +352,7 @@ void Model::layer_forward(float* x_out, const LayerActs& a, const LayerParams& L
   if (a.x_mid != a.x_in) std::memcpy(a.x_mid, a.x_in, N * d * sizeof(float));
   residual_forward(a.x_mid, a.proj, N * d);
 
-  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, N, d, eps);
+  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, vec(L.ff_norm), N, d, eps);
   mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, N, d);
   swiglu_forward(a.act, a.gate, a.up, N, mlp);
   if (!x_out) return;
@@ -280,7 +366,6 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
-  const float* P = params_.data();
   float* G = grads;
 
   // x_out = x_mid + ff_out(silu(ff_proj(xn2)) * up_proj(xn2)): the residual passes dx through
@@ -293,7 +378,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
   zero(p.dxn, N * d);
   mm_backward(p.dxn, G + L.ff_proj, p.dgate, a.xn2, L.ff_proj, N, d, mlp);
   mm_backward(p.dxn, G + L.up_proj, p.dup, a.xn2, L.up_proj, N, d, mlp);
-  rmsnorm_backward(dx, G + L.ff_norm, p.dxn, a.x_mid, P + L.ff_norm, a.rstd2, N, d);
+  rmsnorm_backward(dx, G + L.ff_norm, p.dxn, a.x_mid, vec(L.ff_norm), a.rstd2, N, d);
 
   // x_mid = x_in + attn_out(attention(rope(q), rope(k), v)), q/k/v from xn1.
   zero(p.datt, N * d);
@@ -325,7 +410,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
     for (int64_t u = 0; u < U; u++)
       std::memcpy(p.datt + u * d, a.x_in + int64_t(by_token_.first[u]) * d, d * sizeof(float));
     zero(p.dq, U * d);
-    rmsnorm_backward(p.dq, G + L.attn_norm, p.dxn, p.datt, P + L.attn_norm, a.rstd1, U, d);
+    rmsnorm_backward(p.dq, G + L.attn_norm, p.dxn, p.datt, vec(L.attn_norm), a.rstd1, U, d);
     embedding_backward(G + layout_.wte, p.dq, by_token_.ids.data(), U, d);
     return;
   }
@@ -333,7 +418,7 @@ void Model::layer_backward(float* grads, float* dx, const LayerActs& a, const Pl
   mm_backward(p.dxn, G + L.q_proj, p.dq, a.xn1, L.q_proj, N, d, d);
   mm_backward(p.dxn, G + L.k_proj, p.dk, a.xn1, L.k_proj, N, d, kv);
   mm_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, L.v_proj, N, d, kv);
-  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, a.x_in, P + L.attn_norm, a.rstd1, N, d);
+  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, a.x_in, vec(L.attn_norm), a.rstd1, N, d);
 }
 
 float* Model::forward_layers(const Batch& batch, int64_t n_layers) {
@@ -356,7 +441,7 @@ float* Model::forward_layers(const Batch& batch, int64_t n_layers) {
                     att_.data(), nullptr, x,            xn_.data(),   nullptr,   gate_.data(),
                     up_.data(),  gate_.data(), proj_.data()};
   tokens_computed_ += N;
-  embedding_forward(x, batch.tokens, params_.data() + layout_.wte, N, d);
+  embed(x, batch.tokens, N);
   for (int64_t l = 0; l < n_layers; l++) layer_forward(x, a, layout_.layers[l], batch, pos_.data(), l == 0);
   return x;
 }
@@ -367,11 +452,10 @@ void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, con
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  const float* P = params_.data();
   std::vector<int32_t> pos_r(R);
   for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
 
-  rmsnorm_forward(a.xn1, a.rstd1, x, P + L.attn_norm, N, d, eps);
+  rmsnorm_forward(a.xn1, a.rstd1, x, vec(L.attn_norm), N, d, eps);
   mm_forward_each({{a.k, L.k_proj, kv}, {a.v, L.v_proj, kv}}, a.xn1, N, d);
   rope_forward(a.k, pos, rope_cos_.data(), rope_sin_.data(), N, KV, hd);
   for (int64_t r = 0; r < R; r++)
@@ -383,7 +467,7 @@ void Model::layer_rows_forward(float* sel, const float* x, const RowActs& a, con
   for (int64_t r = 0; r < R; r++) std::copy(x + int64_t(rows[r]) * d, x + (int64_t(rows[r]) + 1) * d, a.x_mid + r * d);
   residual_forward(a.x_mid, a.proj, R * d);
 
-  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, P + L.ff_norm, R, d, eps);
+  rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, vec(L.ff_norm), R, d, eps);
   mm_forward_each({{a.gate, L.ff_proj, mlp}, {a.up, L.up_proj, mlp}}, a.xn2, R, d);
   swiglu_forward(a.act, a.gate, a.up, R, mlp);
   mm_forward(a.proj, a.act, L.ff_out, R, mlp, d);
@@ -397,7 +481,6 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, H = cfg_.n_heads, KV = cfg_.n_kv_heads, hd = cfg_.head_dim();
   const int64_t kv = cfg_.kv_dim(), mlp = cfg_.mlp_hidden;
-  const float* P = params_.data();
   float* G = grads;
   std::vector<int32_t> pos_r(R);
   for (int64_t r = 0; r < R; r++) pos_r[r] = pos[rows[r]];
@@ -412,7 +495,7 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
   mm_backward(p.r_dxn, G + L.ff_proj, p.r_dgate, a.xn2, L.ff_proj, R, d, mlp);
   mm_backward(p.r_dxn, G + L.up_proj, p.r_dup, a.xn2, L.up_proj, R, d, mlp);
   // dsel becomes the gradient of x_mid: the residual passes it through, the norm adds its share.
-  rmsnorm_backward(dsel, G + L.ff_norm, p.r_dxn, a.x_mid, P + L.ff_norm, a.rstd2, R, d);
+  rmsnorm_backward(dsel, G + L.ff_norm, p.r_dxn, a.x_mid, vec(L.ff_norm), a.rstd2, R, d);
 
   // x_mid = x[rows] + attn_out(attention(q of the rows, k and v of every row)).
   zero(p.r_datt, R * d);
@@ -431,7 +514,7 @@ void Model::layer_rows_backward(float* grads, float* dx, float* dsel, const floa
   mm_backward(p.dxn, G + L.v_proj, p.dv, a.xn1, L.v_proj, N, d, kv);
   // Scatters in row order, so repeated rows add up deterministically.
   for (int64_t r = 0; r < R; r++) axpy(p.dxn + int64_t(rows[r]) * d, 1.0f, p.r_dxn + r * d, d);
-  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, x, P + L.attn_norm, a.rstd1, N, d);
+  rmsnorm_backward(dx, G + L.attn_norm, p.dxn, x, vec(L.attn_norm), a.rstd1, N, d);
   for (int64_t r = 0; r < R; r++) axpy(dx + int64_t(rows[r]) * d, 1.0f, dsel + r * d, d);
 }
 
@@ -457,7 +540,7 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   const int64_t N = batch.n_tokens();
   const int64_t d = cfg_.d_model, V = cfg_.embedding_size, R = n_rows;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  check_live();
   for (int64_t r = 0; r < n_rows; r++)
     JG_CHECK(rows[r] >= 0 && rows[r] < N, "Row ", rows[r], " is outside the batch of ", N, " tokens");
 
@@ -468,7 +551,7 @@ void Model::forward(float* logits, const Batch& batch, const int32_t* rows, int6
   } else {
     forward_rows(sel, batch, rows, R);
   }
-  rmsnorm_forward(xn_.data(), nullptr, sel, params_.data() + layout_.ln_f, n_rows, d, eps);
+  rmsnorm_forward(xn_.data(), nullptr, sel, vec(layout_.ln_f), n_rows, d, eps);
   mm_forward(logits, xn_.data(), layout_.lm_head, n_rows, d, V);
 }
 
@@ -579,8 +662,7 @@ double Model::head_loss(float* grads, const float* sel, const Plan& p, const int
                         const RowLoss& loss, float* logprobs) {
   const int64_t d = cfg_.d_model, V = cfg_.embedding_size;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  const float* P = params_.data();
-  rmsnorm_forward(p.xn_sel, p.rstd_f, sel, P + layout_.ln_f, R, d, eps);
+  rmsnorm_forward(p.xn_sel, p.rstd_f, sel, vec(layout_.ln_f), R, d, eps);
   if (grads) zero(p.dxn_sel, R * d);
 
   double total = 0;
@@ -603,7 +685,7 @@ double Model::head_loss(float* grads, const float* sel, const Plan& p, const int
   }
   if (!grads) return total;
   zero(p.dsel, R * d);
-  rmsnorm_backward(p.dsel, grads + layout_.ln_f, p.dxn_sel, sel, P + layout_.ln_f, p.rstd_f, R, d);
+  rmsnorm_backward(p.dsel, grads + layout_.ln_f, p.dxn_sel, sel, vec(layout_.ln_f), p.rstd_f, R, d);
   return total;
 }
 
@@ -611,7 +693,7 @@ void Model::train_forward(const Plan& p, const Batch& batch, const int32_t* rows
   const int64_t N = batch.n_tokens(), d = cfg_.d_model, n_layers = cfg_.n_layers;
   const bool checkpoint = p.checkpoint;
   tokens_computed_ += N;
-  embedding_forward(p.x[0], batch.tokens, params_.data() + layout_.wte, N, d);
+  embed(p.x[0], batch.tokens, N);
   for (int64_t l = 0; l + 1 < n_layers; l++) {
     LayerActs a = p.acts[checkpoint ? 0 : l];
     a.x_in = p.x[l];
@@ -651,7 +733,7 @@ double Model::train_backward(float* grads, const Plan& p, const Batch& batch, co
 
 double Model::loss(float* grads, TrainWorkspace& ws, const Batch& in_batch, const int32_t* in_rows, const int32_t* targets,
                    int64_t n_rows, const RowLoss& loss, float* logprobs) {
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  check_live();
   const int64_t R = n_rows;
   // Rows of repeated sequences point into one copy; their gradients add up in layer_rows_backward.
   const bool shared = share_duplicates(shared_, in_batch, in_rows, R);
@@ -678,7 +760,7 @@ double Model::loss(float* grads, TrainWorkspace& ws, const Batch& in_batch, cons
 
 void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, const Batch& in_batch,
                          const int32_t* in_rows, int64_t R) {
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  check_live();
   for (int64_t r = 0; r < R; r++)
     JG_CHECK(in_rows[r] >= 0 && in_rows[r] < in_batch.n_tokens(), "Row ", in_rows[r], " is outside the batch of ",
              in_batch.n_tokens(), " tokens");
@@ -698,13 +780,13 @@ void Model::forward_keep(KeptForward& kept, TrainWorkspace& ws, float* logits, c
   plan(p, kept.saved_.data(), ws.scratch_.data(), N, R, true, false, &saved_floats, &scratch_floats);
   train_forward(p, batch, rows, R, kept.pos_.data());
   // The head as forward() runs it, so the logits are the same bits.
-  rmsnorm_forward(p.xn_sel, nullptr, p.sel, params_.data() + layout_.ln_f, R, d, static_cast<float>(cfg_.rms_norm_eps));
+  rmsnorm_forward(p.xn_sel, nullptr, p.sel, vec(layout_.ln_f), R, d, static_cast<float>(cfg_.rms_norm_eps));
   mm_forward(logits, p.xn_sel, layout_.lm_head, R, d, V);
 }
 
 double Model::backward_kept(float* grads, const KeptForward& kept, TrainWorkspace& ws, const int32_t* targets,
                             const RowLoss& loss, float* logprobs) {
-  JG_CHECK_AS(ErrorKind::DISPOSED, params_.data() != nullptr, "Model is disposed");
+  check_live();
   const Batch batch{kept.tokens_.data(), kept.starts_.data(), static_cast<int64_t>(kept.starts_.size()) - 1};
   const int64_t N = batch.n_tokens(), R = kept.n_rows();
   Plan p;

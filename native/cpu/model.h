@@ -1,6 +1,6 @@
 // The LLaDA model on the CPU, the reference backend: parameters in fp32 (with dtype BF16, the
 // matrix products in bf16 through oneDNN from a bf16 copy of the weight matrices, everything else
-// as in fp32), the forward pass over a
+// as in fp32; for inference, the matrices in bf16 alone), the forward pass over a
 // packed batch, and the training path (a forward that keeps what backward needs, a loss over
 // selected rows, backward). Implements the Backend interface (native/common/backend.h); the
 // training state over it is cpu::Training (training.h).
@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "../common/backend.h"
@@ -115,7 +116,14 @@ class Model final : public Backend {
   // (projections, MLP, LM head; forward and backward) take bf16 inputs and sum in fp32 through
   // oneDNN; the fp32 parameters stay the master copy, and the bf16 copy of the weight matrices
   // follows every change to them (loading, set_param, init_random, refresh_bf16 after a step).
-  explicit Model(const ModelConfig& cfg, DType dtype = DType::F32);
+  //
+  // BF16 without master_weights (inference): every matrix, the embedding included, lives only in
+  // bf16 (2 bytes a parameter instead of 4 + 2) and only the norm weights in fp32. A BF16
+  // checkpoint loads without widening, other dtypes are rounded once; reading a tensor back gives
+  // its bf16 values widened. The embedding is then looked up in bf16, the one place where the
+  // results differ from a model with masters loaded from an F32 checkpoint (from a BF16 one they
+  // are the same, bit for bit). make_training() first widens the bf16 weights into new masters.
+  explicit Model(const ModelConfig& cfg, DType dtype = DType::F32, bool master_weights = true);
 
   // The Backend interface.
   const ModelConfig& config() const override { return cfg_; }
@@ -139,6 +147,13 @@ class Model final : public Backend {
   // Bytes of activation memory a forward over n tokens and n_rows logits rows needs.
   int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
   std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  MemoryReport memory_report() const override;
+
+  // Whether the fp32 master weights exist (always in F32; in BF16 unless made without them and not
+  // yet trained). params() is only meaningful when they do.
+  bool has_master_weights() const override { return masters_; }
+  // A bf16-only model gains fp32 masters: the bf16 weights widened (exact), the norm weights moved.
+  void make_masters();
 
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
@@ -198,6 +213,15 @@ class Model final : public Backend {
                    int64_t OC);
   // The bf16 copy of one parameter (a no-op for vectors, which no product reads, and in fp32).
   void refresh_bf16(const ParamInfo& p);
+  // The fp32 values at layout offset `offset`: any parameter's in the masters; without masters,
+  // only a norm weight's (a 1-D parameter, kept in norms_).
+  const float* vec(int64_t offset) const;
+  float* vec(int64_t offset) { return const_cast<float*>(static_cast<const Model*>(this)->vec(offset)); }
+  // Whether the parameter lives in bf16 only (a matrix of a model without masters).
+  bool bf16_only(const ParamInfo& p) const { return !masters_ && p.shape.size() == 2; }
+  void check_live() const;
+  // x (N,d) = the embedding rows of `tokens` (in bf16 without masters, widened).
+  void embed(float* x, const int32_t* tokens, int64_t N);
   uint16_t* weights_bf16() { return reinterpret_cast<uint16_t*>(weights_bf16_.data()); }
   // x_out (N,d) = the layer applied to a.x_in, filling `a`; with x_out null, stops after the
   // activation (what backward needs, when it recomputes a checkpointed layer). `first`: a.x_in is
@@ -239,9 +263,14 @@ class Model final : public Backend {
   ModelConfig cfg_;
   ParamLayout layout_;
   DType dtype_;
-  FloatBuffer params_;
+  bool masters_;
+  bool released_ = false;
+  FloatBuffer params_;  // with masters: every parameter in fp32, at its layout offset
   // BF16: the weights rounded to bf16 at the parameters' offsets (two per float of the buffer).
   FloatBuffer weights_bf16_;
+  // Without masters: the norm weights in fp32, packed; norm_at_ maps a layout offset to its place.
+  FloatBuffer norms_;
+  std::vector<std::pair<int64_t, int64_t>> norm_at_;
   std::vector<float> rope_cos_, rope_sin_;
 
   // Activations of one layer at a time (inference keeps nothing for backward).

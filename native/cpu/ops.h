@@ -20,6 +20,10 @@ namespace jg::cpu {
 
 // out (N,C), tokens (N), wte (V,C)
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C);
+// The same from a bf16 table wte (V,C) (a model without fp32 masters), the rows widened exactly.
+void embedding_forward_bf16(float* out, const int32_t* tokens, const uint16_t* wte, int64_t N, int64_t C);
+// dst (n) = src (n) widened from bf16 to fp32 (exact). Threaded over the pool.
+void widen_bf16(float* dst, const uint16_t* src, int64_t n);
 // dwte (V,C) += scatter of dout (N,C) by tokens (N); repeated tokens add up in row order.
 void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t N, int64_t C);
 

@@ -11,6 +11,8 @@
 namespace jg::cpu {
 
 std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations) {
+  // AdamW updates fp32 masters; a bf16-only model gains them from its bf16 values (exact widening).
+  make_masters();
   return std::make_unique<Training>(*this, checkpoint_activations);
 }
 

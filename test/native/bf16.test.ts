@@ -23,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, LladaModel, type ModelConfig } from '../../lib/index.js';
 import { native, type NativeEngine, type NativeTrainer } from '../../lib/native/binding.js';
+import { DEMO_QUICK, demoGrpoConfig } from '../../lib/demo/demo.js';
 import { parseGrpoConfig } from '../../lib/train/grpo-config.js';
 import { GRPOTrainer, type PromptRecord } from '../../lib/train/grpo.js';
 import { parseSftConfig, runSft } from '../../lib/train/sft.js';
@@ -143,7 +144,8 @@ describe('bf16 GRPO', () => {
     });
     const rewards = roll.tokens.map((ids) => ids.filter((x) => x % 2 === 1).length);
     const grads = async (dtype: 'fp32' | 'bf16') => {
-      const m = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype }));
+      // With masters, so both sides train the same fp32 values and only the arithmetic differs.
+      const m = keep(await LladaModel.random(config, { seed: 11, initStd: 0.2, dtype, masterWeights: true }));
       // No clipping: each side's own clip coefficient would scale its gradients differently.
       const t = keep(await GRPOTrainer.create(m, grpoConfig({ maxGradNorm: 0 }), { rewardFunctions: oddReward }));
       // Each side's own log-probs as the old ones (ratio 1, as on-policy): with the fp32 rollout's,
@@ -265,6 +267,12 @@ describe('bf16 from configs and the CLI', () => {
     const f = JSON.parse(run('bench', '--model', dir, '--only', 'forward', '--runs', '1', '--json'));
     expect(f.model).toMatchObject({ dtype: 'F32', kernels: expect.stringMatching(/^OpenBLAS /) });
     expect(run('info', '--model', dir)).toMatch(/cpu bf16\s+oneDNN \d/);
+  });
+
+  it("the demo's dtype reaches its JustGRPO config (fp32 by default), and `demo --dtype` is a documented flag", () => {
+    expect(demoGrpoConfig(DEMO_QUICK, 0, 'm', 'o').dtype).toBe('fp32');
+    expect(demoGrpoConfig(DEMO_QUICK, 0, 'm', 'o', 'bf16').dtype).toBe('bf16');
+    expect(run('demo', '--help')).toMatch(/--dtype <name>\s+fp32 \| bf16/);
   });
 });
 
