@@ -35,9 +35,9 @@ export type LoadModelOptions = {
    */
   dtype?: ComputeDType;
   /**
-   * With `dtype: 'bf16'` on the CPU: also keep fp32 master weights beside the bf16 ones (what
+   * With `dtype: 'bf16'` (CPU or CUDA): also keep fp32 master weights beside the bf16 ones (what
    * training updates). Without them the weight matrices live in bf16 only, 2 bytes a parameter
-   * (LLaDA-8B in ~16 GB): a BF16 checkpoint loads as it is, an F32 one is rounded once, and
+   * (LLaDA-8B in ~16 GB; on the CPU the norm weights stay fp32): a BF16 checkpoint loads as it is, an F32 one is rounded once, and
    * `getParameter`/`save` give the bf16 values (saving as BF16 is lossless). A trainer made on
    * such a model widens the bf16 weights into new masters, so it trains from the bf16 values; to
    * train from an F32 checkpoint's own values, load with masters. Defaults to `false` (the
@@ -85,7 +85,7 @@ export type RandomModelOptions = {
   device?: number;
   /** Compute dtype, as for loadModel. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA. */
   dtype?: ComputeDType;
-  /** As for loadModel: with `dtype: 'bf16'` on the CPU, keep fp32 masters (the matrices are drawn in fp32 either way, then rounded). Defaults to `false`. */
+  /** As for loadModel: with `dtype: 'bf16'`, keep fp32 masters (on the CPU the matrices are drawn in fp32 either way, then rounded; on CUDA the masters start from the drawn bf16 values). Defaults to `false`. */
   masterWeights?: boolean;
 };
 
@@ -493,7 +493,7 @@ function createEngine(
   const masterWeights = options.masterWeights ?? false;
   if (typeof masterWeights !== 'boolean') throw expected('a boolean', 'masterWeights', masterWeights);
   try {
-    return createNativeEngine(config, backend === 'cpu' ? { backend, dtype, masterWeights } : { backend, device, dtype });
+    return createNativeEngine(config, backend === 'cpu' ? { backend, dtype, masterWeights } : { backend, device, dtype, masterWeights });
   } catch (err) {
     if (source && err instanceof InsufficientMemoryError)
       throw new InsufficientMemoryError(`${source}: the model does not fit: ${err.message.replace(/^Engine: /, '')}`, { cause: err });

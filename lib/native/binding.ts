@@ -77,9 +77,9 @@ export type NativeEngineOptions = {
    */
   dtype?: 'BF16' | 'F32';
   /**
-   * CPU with `'BF16'`: keep fp32 master weights beside the bf16 copy; `false` holds the weight
-   * matrices in bf16 only (inference; a Trainer widens them into masters when made). Ignored
-   * elsewhere. Defaults to `true`.
+   * With `'BF16'` (CPU or CUDA): keep fp32 master weights beside the bf16 copy; `false` holds the
+   * weight matrices in bf16 only (inference; a Trainer widens them into masters when made).
+   * Ignored in `'F32'`. Defaults to `true`.
    */
   masterWeights?: boolean;
 };

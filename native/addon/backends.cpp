@@ -19,7 +19,7 @@ std::vector<std::string> backend_names() {
 std::unique_ptr<Backend> make_backend(const ModelConfig& cfg, const BackendOptions& o) {
   if (o.backend == "cpu") return std::make_unique<cpu::Model>(cfg, o.dtype.value_or(DType::F32), o.master_weights);
 #ifdef JUSTGRPO_CUDA
-  if (o.backend == "cuda") return std::make_unique<cuda::Model>(cfg, o.device, o.dtype.value_or(DType::BF16));
+  if (o.backend == "cuda") return std::make_unique<cuda::Model>(cfg, o.device, o.dtype.value_or(DType::BF16), o.master_weights);
 #endif
   JG_FAIL(ErrorKind::UNSUPPORTED, "Backend '", o.backend, "' is not in this build");
 }

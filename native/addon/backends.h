@@ -18,8 +18,8 @@ struct BackendOptions {
   // The compute dtype; unset: each backend's default (the CPU: F32, its exact reference path, with
   // BF16 its matrix products in bf16; CUDA: BF16 weights and activations).
   std::optional<DType> dtype;
-  // CPU with BF16: keep fp32 master weights beside the bf16 copy (false: bf16 weights only, for
-  // inference; training widens them into masters when it starts). Ignored elsewhere.
+  // With BF16: keep fp32 master weights beside the bf16 copy from the start (false: bf16 weights
+  // only, for inference; training widens them into masters when it starts). Ignored in F32.
   bool master_weights = true;
 };
 

@@ -48,7 +48,7 @@ int device_count(std::string* why) {
   return n;
 }
 
-Model::Model(const ModelConfig& cfg, int device, DType dtype)
+Model::Model(const ModelConfig& cfg, int device, DType dtype, bool master_weights)
     : cfg_(cfg), layout_(cfg), device_(device), dtype_(dtype), esize_(act_size(dtype)) {
   std::string why;
   const int n = device_count(&why);
@@ -60,6 +60,11 @@ Model::Model(const ModelConfig& cfg, int device, DType dtype)
     blas_ = std::make_unique<Blas>(stream_);
     weights_.reserve(static_cast<size_t>(layout_.total()) * esize_, "model parameters");
     JG_CUDA_CHECK(cudaMemsetAsync(weights_.get(), 0, static_cast<size_t>(layout_.total()) * esize_, stream_));
+    if (master_weights && dtype_ != DType::F32) {
+      master_.reserve(static_cast<size_t>(layout_.total()) * sizeof(float), "fp32 master weights");
+      JG_CUDA_CHECK(cudaMemsetAsync(master_.get(), 0, static_cast<size_t>(layout_.total()) * sizeof(float), stream_));
+      master_ready_ = true;
+    }
     // The RoPE table is the CPU backend's, computed in float64 on the host and rounded once.
     const int64_t half = cfg.head_dim() / 2;
     std::vector<float> table(2 * cfg.max_seq_len * half);
@@ -84,10 +89,11 @@ void Model::release() {
   cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
   blas_.reset();
-  for (DeviceBuffer* b : {&weights_, &rope_, &x_, &xn_, &qkv_, &att_, &gu_, &act_, &sel_, &seln_, &ints_, &logits_,
+  for (DeviceBuffer* b : {&weights_, &master_, &rope_, &x_, &xn_, &qkv_, &att_, &gu_, &act_, &sel_, &seln_, &ints_, &logits_,
                           &staging_, &targets_, &d_excluded_, &d_keys_, &d_early_, &d_row_begin_, &d_sched_,
                           &d_samples_, &d_commit_, &d_k_})
     b->release();
+  master_ready_ = false;
   if (pinned_) cudaFreeHost(pinned_);
   pinned_ = nullptr;
   if (stream_) cudaStreamDestroy(stream_);
@@ -152,6 +158,8 @@ void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string&
     if (same) {
       read_exact(fd, pinned_, n * fsize, offset + done * fsize, path, p.name);
       JG_CUDA_CHECK(cudaMemcpyAsync(dst + done * esize_, pinned_, n * esize_, cudaMemcpyHostToDevice, stream_));
+      if (master_ready_)  // the file's bf16 values, widened exactly
+        convert_to_f32(master() + p.offset + done, dst + done * esize_, dtype_, n, stream_);
     } else {
       float* host = static_cast<float*>(pinned_);
       if (file_dtype == DType::F32) {
@@ -162,6 +170,7 @@ void Model::load_tensor(const ParamInfo& p, DType file_dtype, const std::string&
         for (int64_t i = 0; i < n; i++) host[i] = file_dtype == DType::BF16 ? bf16_to_f32(half[i]) : f16_to_f32(half[i]);
       }
       JG_CUDA_CHECK(cudaMemcpyAsync(dev_f32, host, n * 4, cudaMemcpyHostToDevice, stream_));
+      to_master(p.offset + done, dev_f32, n);
       convert_from_f32(dst + done * esize_, dtype_, dev_f32, n, stream_);
     }
     // The pinned buffer is reused by the next chunk.
@@ -179,20 +188,24 @@ void Model::set_param(const ParamInfo& p, const float* src) {
     const int64_t n = std::min(p.numel - done, chunk);
     std::memcpy(pinned_, src + done, n * 4);
     JG_CUDA_CHECK(cudaMemcpyAsync(dev_f32, pinned_, n * 4, cudaMemcpyHostToDevice, stream_));
+    to_master(p.offset + done, dev_f32, n);
     convert_from_f32(dst + done * esize_, dtype_, dev_f32, n, stream_);
     JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 }
 
+// The master copy's values where there is one (what training updates and checkpoints keep), else
+// the weights widened.
 void Model::get_param(float* dst, const ParamInfo& p) {
   DeviceScope scope(device_);
   const char* src = static_cast<const char*>(param(p.offset));
   const int64_t chunk = kChunkBytes / 4;
-  float* dev_f32 = staging_.reserve_as<float>(chunk, "weight staging");
+  float* dev_f32 = master_ready_ ? nullptr : staging_.reserve_as<float>(chunk, "weight staging");
   for (int64_t done = 0; done < p.numel; done += chunk) {
     const int64_t n = std::min(p.numel - done, chunk);
-    convert_to_f32(dev_f32, src + done * esize_, dtype_, n, stream_);
-    JG_CUDA_CHECK(cudaMemcpyAsync(pinned_, dev_f32, n * 4, cudaMemcpyDeviceToHost, stream_));
+    const float* from = master_ready_ ? master() + p.offset + done : dev_f32;
+    if (!master_ready_) convert_to_f32(dev_f32, src + done * esize_, dtype_, n, stream_);
+    JG_CUDA_CHECK(cudaMemcpyAsync(pinned_, from, n * 4, cudaMemcpyDeviceToHost, stream_));
     JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(dst + done, pinned_, n * 4);
   }
@@ -205,7 +218,26 @@ void Model::init_random(uint64_t seed, float stdev) {
     const bool norm = params[i].shape.size() == 1;
     init_normal(param(params[i].offset), dtype_, params[i].numel, seed, i, norm ? 0.0f : stdev, 1.0f, stream_);
   }
+  // The drawn bf16 values are the weights; the masters start from them exactly.
+  if (master_ready_) convert_to_f32(master(), param(0), dtype_, layout_.total(), stream_);
   JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+float* Model::master() {
+  if (dtype_ == DType::F32) return static_cast<float*>(param(0));
+  if (!master_ready_) {
+    DeviceScope scope(device_);
+    master_.reserve(static_cast<size_t>(layout_.total()) * sizeof(float), "fp32 master weights");
+    convert_to_f32(static_cast<float*>(master_.get()), param(0), dtype_, layout_.total(), stream_);
+    JG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    master_ready_ = true;
+  }
+  return static_cast<float*>(master_.get());
+}
+
+void Model::to_master(int64_t offset, const float* dev_f32, int64_t n) {
+  if (!master_ready_) return;
+  JG_CUDA_CHECK(cudaMemcpyAsync(master() + offset, dev_f32, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
 }
 
 float* Model::logits_scratch(int64_t n) { return logits_.reserve_as<float>(n, "logits"); }

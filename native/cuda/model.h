@@ -31,8 +31,11 @@ int runtime_version();
 
 class Model final : public Backend {
  public:
-  // dtype: F32 or BF16, of the weights and activations.
-  Model(const ModelConfig& cfg, int device, DType dtype);
+  // dtype: F32 or BF16, of the weights and activations. master_weights (BF16 only): also keep fp32
+  // master weights on the device from the start, so a training run loads, saves and resumes the
+  // checkpoint's own fp32 values; without, a Training widens the bf16 weights into masters when it
+  // is made (inference holds 2 bytes a parameter).
+  Model(const ModelConfig& cfg, int device, DType dtype, bool master_weights = false);
   ~Model() override;
 
   // The Backend interface.
@@ -61,6 +64,12 @@ class Model final : public Backend {
   // Activations live on the device (DeviceBuffer says how much it wanted when the GPU is full).
   int64_t forward_workspace_bytes(int64_t, int64_t) const override { return 0; }
   std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  bool has_master_weights() const override { return dtype_ == DType::F32 || master_ready_; }
+
+  // The fp32 weights training updates: the weights themselves in fp32 mode; in bf16 mode the master
+  // copy, made now from the bf16 weights where the model has none yet. Loading, setting and
+  // initialising keep it and the bf16 weights in step; AdamW writes both.
+  float* master();
 
   DType dtype() const { return dtype_; }
   int device() const { return device_; }
@@ -98,6 +107,10 @@ class Model final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Blas> blas_;
   DeviceBuffer weights_, rope_;
+  DeviceBuffer master_;        // (bf16 mode) fp32 master weights, when master_ready_
+  bool master_ready_ = false;
+  // Copies n fp32 values on the device into the master copy at a layout offset (no-op without one).
+  void to_master(int64_t offset, const float* dev_f32, int64_t n);
   // Activations, grown to the largest batch: x (N,d) fp32; xn (N,d); qkv (N, d + 2 kv); att (N,d);
   // gu (N, 2 mlp); act (N, mlp); sel (R,d) fp32; seln (R,d); ints: tokens, starts, pos, rows.
   DeviceBuffer x_, xn_, qkv_, att_, gu_, act_, sel_, seln_, ints_, logits_, staging_, targets_;

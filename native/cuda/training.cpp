@@ -80,7 +80,7 @@ Training::Training(Model& model, bool checkpoint_activations) : model_(model), c
   grads_.reserve(bytes, "gradients");
   m_.reserve(bytes, "AdamW first moments");
   v_.reserve(bytes, "AdamW second moments");
-  if (model_.dtype() != DType::F32) master_.reserve(bytes, "fp32 master weights");
+  model_.master();  // a bf16-only model gains its fp32 masters here
   stats_.reserve(2 * sizeof(double), "optimizer statistics");
   for (DeviceBuffer* b : {&grads_, &m_, &v_}) JG_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, bytes, model_.stream()));
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
@@ -97,17 +97,6 @@ float* Training::live_grads() {
     grads_zeroed_ = false;
   }
   return static_cast<float*>(grads_.get());
-}
-
-float* Training::master() {
-  if (model_.dtype() == DType::F32) return static_cast<float*>(model_.param(0));
-  if (master_version_ != model_.weights_version()) {
-    // Loaded, set or initialised since the last step: the bf16 weights are the truth.
-    convert_to_f32(static_cast<float*>(master_.get()), model_.param(0), model_.dtype(), model_.layout().total(),
-                   model_.stream());
-    master_version_ = model_.weights_version();
-  }
-  return static_cast<float*>(master_.get());
 }
 
 void Training::plan(Plan& p, char* saved_base, char* scratch_base, int64_t N, int64_t R, bool with_grads, bool checkpoint,
@@ -458,7 +447,6 @@ StepStats Training::step(const AdamWOptions& o) {
   float* P = master();
   // Kept activations are stale from here on, even when the update is skipped.
   model_.weights_changed();
-  master_version_ = model_.weights_version();
   const int64_t total = model_.layout().total();
   float* g = live_grads();
   int64_t* d_count = static_cast<int64_t*>(stats_.get());

@@ -1,7 +1,7 @@
 // Training state on the GPU (native/common/backend.h, Training): fp32 gradients and AdamW moments
-// on the device in the parameters' layout; in bf16 mode fp32 master weights too (the model's bf16
-// weights are the copy the products read, rewritten by every step), in fp32 mode the model's
-// weights are the master copy. The loss runs the forward with saves, the fused head + loss
+// on the device in the parameters' layout. AdamW updates the model's fp32 master weights
+// (Model::master(): in bf16 mode beside the bf16 weights the products read, which every step
+// rewrites; in fp32 mode the weights themselves). The loss runs the forward with saves, the fused head + loss
 // (loss.cu) and the backward through the layers, as cpu::Model::loss does on the CPU; a rollout can
 // keep its steps' activations on the device so the loss runs backward through them.
 //
@@ -79,9 +79,8 @@ class Training final : public jg::Training {
   int64_t kept_step_bytes(int64_t n_tokens, int64_t n_rows) const;
   float* live_grads();  // zeroed first if zero_grad() is pending
   float* moment(Moment which) { return static_cast<float*>(which == Moment::M ? m_.get() : v_.get()); }
-  // The fp32 weights AdamW updates: the master copy (bf16 mode, refreshed from the model's weights
-  // when they changed outside step()) or the model's own weights (fp32 mode).
-  float* master();
+  // The fp32 weights AdamW updates: the model's master copy (Model::master()).
+  float* master() { return model_.master(); }
   void layer_forward(const Layer& a, float* x_out, const LayerParams& L, const Plan& p);
   void layer_backward(float* dx, const Layer& a, const LayerParams& L, const Plan& p);
   // d(inp) (N,C) += dout @ W and dW += dout^T inp for weight matrices side by side (as Model::project).
@@ -93,9 +92,8 @@ class Training final : public jg::Training {
 
   Model& model_;
   bool checkpoint_;
-  DeviceBuffer grads_, m_, v_, master_, work_, inputs_, stats_;
+  DeviceBuffer grads_, m_, v_, work_, inputs_, stats_;
   bool grads_zeroed_ = false;
-  uint64_t master_version_ = ~uint64_t(0);  // the model's weights_version() the master copy follows
   int64_t step_ = 0;
   // The last rollout's kept steps 0..kept_steps_-1, made under weights version kept_version_;
   // buffers stay allocated for the next rollout until release_kept().

@@ -52,7 +52,8 @@ type Pair = { V: number; config: Awaited<ReturnType<typeof fixtureEngine>>['conf
 
 async function pair(name: string, gpu: NativeEngineOptions = { backend: 'cuda', dtype: 'F32' }, checkpoint = false): Promise<Pair> {
   const { engine: cpu, config } = await fixtureEngine(name);
-  const g = (await fixtureEngine(name, gpu)).engine;
+  // bf16 without masters: getParam gives the weights the products read (a Trainer widens them).
+  const g = (await fixtureEngine(name, gpu.dtype === 'BF16' ? { masterWeights: false, ...gpu } : gpu)).engine;
   const tc = new (native().Trainer)(cpu, {});
   // bf16: the CPU reference takes the GPU's rounded weights (exact in fp32), so the comparison
   // measures the bf16 arithmetic, not the weights' rounding.
@@ -321,6 +322,60 @@ describe.skipIf(!status.ok)('CUDA training in bf16 against the CPU in fp32', () 
       expectClose(after, allParams(p.cpu), BF16, 'param');
     } finally {
       p.dispose();
+    }
+  });
+});
+
+describe.skipIf(!status.ok)('CUDA bf16 master weights', () => {
+  const root = tmpDir('justgrpo-cuda-masters-');
+  const isBf16 = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length).every((u) => (u & 0xffff) === 0);
+
+  it("with masters an F32 checkpoint's values load, train and save/reload exactly; without, the weights are bf16 and a trainer widens them", async () => {
+    const dir = path.join(FIXTURES, 'gqa_f32');
+    const ref = await loadModel(dir);  // the CPU in fp32: the checkpoint's own values
+    const withM = await loadModel(dir, { backend: 'cuda', dtype: 'bf16', masterWeights: true });
+    const without = await loadModel(dir, { backend: 'cuda', dtype: 'bf16' });
+    const out = path.join(root, 'stepped');
+    try {
+      const names = internals.get(ref)!.engine.paramInfo().map((p) => p.name);
+      let rounded = 0;
+      for (const name of names) {
+        const x = await ref.getParameter(name);
+        expect(sameBits(await withM.getParameter(name), x), name).toBe(true);
+        const b = await without.getParameter(name);
+        expect(isBf16(b), name).toBe(true);
+        if (!sameBits(b, x)) rounded++;
+      }
+      expect(rounded).toBeGreaterThan(0);
+      // A step with a learning rate below bf16's resolution of these weights (~1e-3 of their size):
+      // the masters move, and a checkpoint written in F32 and loaded again resumes from them exactly.
+      const e = internals.get(withM)!.engine;
+      const t = createNativeTrainer(e, {});
+      const batch = (await trainCase('gqa_f32')).batch;
+      await t.crossEntropyBackward(...args(batch));
+      expect((await t.step({ ...ADAMW, lr: 1e-6, maxGradNorm: 0 })).skipped).toBe(false);
+      t.dispose();
+      const stepped = allParams(e);
+      let moved = 0;
+      for (const name of names) if (!sameBits(stepped.get(name)!, await ref.getParameter(name))) moved++;
+      expect(moved).toBeGreaterThan(0);
+      await withM.save(out, { dtype: 'F32' });
+      const again = await loadModel(out, { backend: 'cuda', dtype: 'bf16', masterWeights: true });
+      try {
+        for (const name of names) expect(sameBits(await again.getParameter(name), stepped.get(name)!), name).toBe(true);
+      } finally {
+        again.dispose();
+      }
+      // Without masters, a trainer starts from the bf16 values (widened exactly).
+      const w = internals.get(without)!.engine;
+      const before = allParams(w);
+      const t2 = createNativeTrainer(w, {});
+      for (const [name, x] of allParams(w)) expect(sameBits(x, before.get(name)!), name).toBe(true);
+      t2.dispose();
+    } finally {
+      ref.dispose();
+      withM.dispose();
+      without.dispose();
     }
   });
 });
