@@ -125,7 +125,7 @@ fi
 # shellcheck disable=SC2054  # the commas are inside option values
 if [ "$dry" -eq 1 ]; then
   engine_args=(--backend cpu --preset tiny --batch 2 --seqs 32,64 --prompt 8 --gen 16 --block 8 --steps 2 --warmSteps 1 --trainBatch 2 --trainT 32)
-  torch_cmd=(/usr/bin/python3 bench/gpu/torch_bench.py --device cpu --preset tiny --dtype float32 --batch 2 --seqs 32,64 --prompt 8 --gen 16 --steps 2)
+  torch_cmd=(/usr/bin/python3 bench/gpu/torch_bench.py --device cpu --preset tiny --dtype float32 --batch 2 --seqs 32,64 --prompt 8 --gen 16 --steps 2 --train-batch 2 --train-t 32)
 else
   engine_args=()
   torch_cmd=(python3 bench/gpu/torch_bench.py)
@@ -133,7 +133,7 @@ fi
 stage "benchmark: justgrpo engine"
 timeout 200 node bench/gpu/bench.mjs "${engine_args[@]}" --json "$OUT/engine.json" || echo "engine benchmark failed or timed out (status $?)"
 stage "benchmark: PyTorch eager"
-PYTHONUNBUFFERED=1 timeout 150 "${torch_cmd[@]}" --json "$OUT/torch.json" || echo "PyTorch benchmark failed or timed out (status $?)"
+PYTHONUNBUFFERED=1 timeout 200 "${torch_cmd[@]}" --json "$OUT/torch.json" || echo "PyTorch benchmark failed or timed out (status $?)"
 
 stage "report"
 node bench/gpu/report.mjs "$OUT/engine.json" "$OUT/torch.json" | tee "$OUT/table.txt"

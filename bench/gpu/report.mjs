@@ -43,12 +43,14 @@ for (const [name, d] of Object.entries(E?.decode ?? {})) {
   rows.push([`${labels[name] ?? name} G ${d.G} gen ${d.gen}${name === 'ar' ? '' : ` block ${d.block}`} (tok/s)`, fmt(d.tokens_per_s, 1),
     fmt(t?.tokens_per_s, 1), ratio(d.tokens_per_s, t?.tokens_per_s), fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
 }
-// Training steps: the engine's only (PyTorch's training step is not measured yet); time per step at
-// the preset's layer count, extrapolated from the measured per-layer time, and stated as such.
+// Training steps: time per step at the preset's layer count, extrapolated on both sides from the
+// measured per-layer time, and stated as such; the ratio is PyTorch's time over ours.
 for (const [name, d] of Object.entries(E?.train ?? {})) {
-  if (!d || typeof d !== 'object') continue;
+  if (!d || typeof d !== 'object' || d.s_per_step_extrapolated === undefined) continue;
+  const t = P?.train?.[name];
   rows.push([`${name === 'sft' ? 'SFT' : 'JustGRPO'} step B ${d.B} T ${d.T} rows ${d.rows} (s, ${d.layers_extrapolated} layers from ${d.layers} measured)`,
-    fmt(d.s_per_step_extrapolated, 2), '-', '-', fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
+    fmt(d.s_per_step_extrapolated, 2), fmt(t?.s_per_step_extrapolated, 2), ratio(t?.s_per_step_extrapolated, d.s_per_step_extrapolated),
+    fmt(d.tflops, 1), pct(d.tflops, peak), pct(d.tflops, sheet?.bf16)]);
 }
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
 const line = (r) => `| ${r.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
@@ -69,7 +71,11 @@ const f512 = E?.forward?.find((f) => f.T === 512), t512 = P?.forward?.find((f) =
 const ar = E?.decode?.ar, tar = P?.decode?.ar;
 const goal = (ok, text) => console.log(`  [${ok === undefined ? '?' : ok ? 'met' : 'missed'}] ${text}`);
 console.log('');
-console.log('goals (issue #6):');
+console.log('goals (issues #6 and #22, part 3):');
 goal(f512 && t512 ? f512.tokens_per_s >= 1.3 * t512.tokens_per_s : undefined, `forward >= 1.3x PyTorch eager at T 512: ${ratio(f512?.tokens_per_s, t512?.tokens_per_s)}`);
 goal(f512 && sheet ? f512.tflops >= 0.5 * sheet.bf16 : undefined, `forward >= 50% of bf16 peak at T 512: ${pct(f512?.tflops, sheet?.bf16)} of the datasheet, ${pct(f512?.tflops, peak)} of the measured GEMM`);
 goal(ar && tar ? ar.tokens_per_s >= 2 * tar.tokens_per_s : undefined, `AR rollout >= 2x the PyTorch loop: ${ratio(ar?.tokens_per_s, tar?.tokens_per_s)}`);
+for (const [name, label] of [['sft', 'SFT'], ['grpo', 'JustGRPO']]) {
+  const e = E?.train?.[name]?.s_per_step_extrapolated, t = P?.train?.[name]?.s_per_step_extrapolated;
+  goal(e && t ? t >= 1.3 * e : undefined, `${label} training step >= 1.3x PyTorch autocast (${p.layers} layers, extrapolated): ${ratio(t, e)}`);
+}

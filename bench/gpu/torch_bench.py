@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The PyTorch side of bench/gpu/check.sh: the same LLaDA-shaped forward and AR rollout as
-bench/gpu/bench.mjs, in plain PyTorch eager on the same card, so report.mjs can print ratios.
+"""The PyTorch side of bench/gpu/check.sh: the same LLaDA-shaped forward, AR rollout and training
+steps as bench/gpu/bench.mjs, in plain PyTorch eager on the same card, so report.mjs can print ratios.
+Training runs as JustGRPO's own train.py does: fp32 parameters under torch.autocast(bfloat16),
+torch.optim.AdamW and gradient clipping.
 
 The block follows DESIGN.md (RMSNorm in fp32, rotate-half RoPE, bidirectional attention through
 F.scaled_dot_product_attention, SwiGLU with ff_proj gated); random bf16 weights made on the device;
@@ -65,6 +67,12 @@ def attention(q, k, v):
 def forward(W, p, ids, rows, theta=500000.0):
     """Logits (B, vocab) at one row per sequence; every layer over every position."""
     B, T = ids.shape
+    return forward_rows(W, p, ids, torch.arange(B, device=ids.device) * T + rows, theta)
+
+
+def forward_rows(W, p, ids, flat_rows, theta=500000.0):
+    """Logits (R, vocab) at rows of the flattened (B*T) batch; every layer over every position."""
+    B, T = ids.shape
     hd = p["d"] // p["heads"]
     inv = 1.0 / theta ** (torch.arange(0, hd, 2, device=ids.device, dtype=torch.float32) / hd)
     ang = torch.outer(torch.arange(T, device=ids.device, dtype=torch.float32), inv)
@@ -82,8 +90,60 @@ def forward(W, p, ids, rows, theta=500000.0):
         x = x + attention(q, k, v).transpose(1, 2).reshape(B, T, p["d"]) @ L["o"].t()
         h = rmsnorm(x, L["ff_norm"])
         x = x + (F.silu(h @ L["gate"].t()) * (h @ L["up"].t())) @ L["down"].t()
-    sel = x[torch.arange(B, device=ids.device), rows]
+    sel = x.reshape(B * T, p["d"])[flat_rows]
     return rmsnorm(sel, W["ln_f"]) @ W["head"].t()
+
+
+def train_steps(p, a, layers, dev):
+    """Seconds per SFT and JustGRPO step on a model of `layers` layers, as bench.mjs's timeTrain: B x T
+    random tokens; SFT's loss on every other row, JustGRPO's on one row per sequence (the clipped
+    ratio, the mask id excluded); backward, clipping to norm 1, AdamW."""
+    tp = dict(p, layers=layers)
+    W = weights(tp, torch.float32, dev)
+    params = [W["wte"], W["ln_f"], W["head"]] + [t for L in W["layers"] for t in L.values()]
+    for t in params:
+        t.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    g = torch.Generator(device=dev)
+    g.manual_seed(3)
+    B, T = a.train_batch, a.train_t
+    N = B * T
+    hi = p["vocab"] - 1000 if p["vocab"] > 2000 else p["vocab"] // 2
+    ids = torch.randint(0, hi, (B, T), device=dev, generator=g)
+    mask = p["vocab"] - 128
+    out = {}
+    for kind, R in (("sft", N // 2), ("grpo", B)):
+        rows = torch.arange(R, device=dev) * 2 if kind == "sft" else torch.arange(R, device=dev) * T + T // 2
+        targets = ids.reshape(-1)[rows]
+        w = torch.full((R,), 1.0 / R, device=dev)
+        old = torch.full((R,), -5.0, device=dev)
+        adv = torch.tensor([1.0 if r % 2 else -1.0 for r in range(R)], device=dev)
+
+        def once():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev, dtype=torch.bfloat16):
+                logits = forward_rows(W, tp, ids, rows)
+            logits = logits.float()
+            if kind == "grpo":
+                logits = logits.masked_fill(torch.arange(p["vocab"], device=dev) == mask, -math.inf)
+            logp = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+            if kind == "sft":
+                loss = -(w * logp).sum()
+            else:
+                ratio = torch.exp(logp - old)
+                loss = -(w * torch.minimum(ratio * adv, ratio.clamp(0.8, 1.28) * adv)).sum()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        s = timed(once, dev, a.reps)
+        flops = 3 * forward_flops(tp, N, T, R)  # backward costs twice the forward's GEMM FLOPs
+        out[kind] = {"B": B, "T": T, "rows": R, "layers": layers, "s_per_step": s, "tokens_per_s": N / s,
+                     "tflops": flops / s / 1e12}
+    del W, params, opt
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return out
 
 
 def timed(fn, device, reps):
@@ -122,6 +182,9 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="rollout steps timed (extrapolated to --gen)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gemm", type=int, default=8192, help="size of the square bf16 GEMM that measures the card's peak")
+    ap.add_argument("--train-layers", type=int, default=2, help="training is timed at 1 and N+1 layers (0: no training)")
+    ap.add_argument("--train-batch", type=int, default=8)
+    ap.add_argument("--train-t", type=int, default=512)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     p, dev, dt = PRESETS[a.preset], a.device, getattr(torch, a.dtype)
@@ -167,6 +230,21 @@ def main():
         res["decode"]["ar"] = {"G": a.batch, "prompt": a.prompt, "gen": a.gen, "steps_timed": a.steps, "s_per_step": s,
                                "tokens_per_step": a.batch, "tokens_per_s": a.batch / s}
         print(f"torch AR rollout G {a.batch}: {a.batch / s:.1f} tok/s ({s * 1e3:.1f} ms per step)")
+    del W
+    if a.json:  # written before training too, so a time limit hit while training keeps the rest
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if a.train_layers > 0:
+        one, more = train_steps(p, a, 1, dev), train_steps(p, a, a.train_layers + 1, dev)
+        res["train"] = {}
+        for kind in ("sft", "grpo"):
+            per_layer = (more[kind]["s_per_step"] - one[kind]["s_per_step"]) / a.train_layers
+            fixed = one[kind]["s_per_step"] - per_layer
+            res["train"][kind] = dict(more[kind], s_per_layer=per_layer, s_fixed=fixed,
+                                      s_per_step_extrapolated=fixed + p["layers"] * per_layer, layers_extrapolated=p["layers"])
+            print(f"torch train {kind} B {a.train_batch} T {a.train_t}: {more[kind]['s_per_step'] * 1e3:.1f} ms per step with "
+                  f"{a.train_layers + 1} layers; {per_layer * 1e3:.1f} ms per layer, "
+                  f"{res['train'][kind]['s_per_step_extrapolated']:.2f} s per step extrapolated to {p['layers']} layers")
     if dev == "cuda":
         res["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     if a.json:
