@@ -9,7 +9,7 @@ import { resolveGenerateOptions, sequenceSeed, splitDecodeResult, type GenerateO
 import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine, type NativeMemoryBytes } from './native/binding.js';
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
-import { resolveModelDir, type HubOptions } from './hub/index.js';
+import type { HubOptions } from './hub/index.js';
 
 export type Backend = 'cpu' | 'cuda';
 
@@ -457,7 +457,11 @@ export class LladaModel {
  */
 export async function loadModel(dirOrHubId: string, options: LoadModelOptions = {}): Promise<LladaModel> {
   if (typeof dirOrHubId !== 'string') throw expected('a directory path or a Hub id `owner/name`', 'dir', dirOrHubId);
-  const dir = await resolveModelDir(dirOrHubId, { ...options.hub, revision: options.revision });
+  // The Hub client is loaded only for what is not a local directory: loading from disk needs none of
+  // its packages (bench/gpu carries only those local loading imports to the GPU machine).
+  const dir = (await exists(dirOrHubId))
+    ? dirOrHubId
+    : await (await import('./hub/model.js')).resolveModelDir(dirOrHubId, { ...options.hub, revision: options.revision });
   return LladaModel.load(dir, options);
 }
 
