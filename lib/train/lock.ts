@@ -3,6 +3,7 @@
 // (the run was killed) and is taken over; it also marks the directory as an interrupted run.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { link, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -65,10 +66,27 @@ async function createWhole(file: string, text: string): Promise<boolean> {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+  // A process that has exited but is not reaped yet (a zombie, or one being torn down: an MPI rank
+  // its launcher just killed) holds nothing any more.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';  // no /proc: what kill(0) said
+  }
+}
+
+// Whether `pid` is still alive after a short grace period: a run that has just ended (a job whose
+// launcher stopped it a moment ago) may take a moment to exit, and a resume started right after
+// should not be refused for that.
+async function stillAlive(pid: number, graceMs = 3000): Promise<boolean> {
+  for (const end = Date.now() + graceMs; alive(pid); await new Promise((r) => setTimeout(r, 100)))
+    if (Date.now() >= end) return true;
+  return false;
 }
 
 /**
@@ -93,7 +111,7 @@ export async function acquireLock(dir: string): Promise<RunLock> {
     if (held !== 'unreadable') {
       if (held.host !== me.host)
         throw new ConfigError(`${dir} is in use by a run on host ${held.host} (pid ${held.pid}, since ${held.started}); if that run is gone, delete ${file}`);
-      if (alive(held.pid))
+      if (await stillAlive(held.pid))
         throw new ConfigError(`${dir} is in use by another run (pid ${held.pid}, since ${held.started}); wait for it or choose another --out`);
     }
     stale = held === 'unreadable' ? { pid: 0, host: me.host, started: '' } : held;

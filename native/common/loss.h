@@ -10,6 +10,11 @@
 
 namespace jg {
 
+// The LM head's logits are computed for this many floats' worth of rows at a time (64 MiB), by
+// every backend: with LLaDA-8B's 126464 columns that is 132 rows, so the head's GEMMs read the 2 GB
+// weight once per 132 rows rather than once per row, and [rows, vocab] is never held for all rows.
+inline constexpr int64_t kHeadChunkFloats = int64_t(1) << 24;
+
 // Where a row of the GRPO objective landed: the clipped term was the minimum (and differed), below
 // 1 - eps_low with A < 0 or above 1 + eps_high with A > 0; the clipped rows pass no ratio gradient.
 enum class ClipRegion : uint8_t { UNCLIPPED = 0, LOW = 1, HIGH = 2 };

@@ -21,11 +21,6 @@ namespace jg::cpu {
 
 namespace {
 
-// The LM head's logits are computed for this many floats' worth of rows at a time (64 MiB): with
-// LLaDA-8B's 126464 columns that is 132 rows, enough for the head's GEMMs to read the 2 GB weight
-// once per 132 rows rather than once per row, and far from holding logits for every row.
-constexpr int64_t kHeadChunkFloats = int64_t(1) << 24;
-
 // Hands out consecutive 64-byte aligned pieces of one buffer. With a null base it only counts, so
 // the same code sizes a workspace and then lays it out.
 struct Carve {

@@ -19,8 +19,6 @@ namespace {
 
 // Weight transfers go through this much pinned host memory at a time.
 constexpr int64_t kChunkBytes = 16 << 20;
-// The LM head's logits are computed for this many floats' worth of rows at a time (logprobs()).
-constexpr int64_t kHeadChunkFloats = int64_t(1) << 24;
 
 void read_exact(int fd, void* dst, int64_t bytes, int64_t offset, const std::string& path, const std::string& name) {
   char* p = static_cast<char*>(dst);

@@ -13,11 +13,6 @@ namespace jg::cuda {
 
 namespace {
 
-// The LM head's logits are computed for this many floats' worth of rows at a time (64 MiB): with
-// LLaDA-8B's 126464 columns that is 132 rows, so the head GEMMs read the weight once per 132 rows
-// and [rows, vocab] is never held for all rows (the same chunk as the CPU backend's).
-constexpr int64_t kHeadChunkFloats = int64_t(1) << 24;
-
 // Hands out consecutive 256-byte aligned pieces of one device buffer; with a null base it only
 // counts, so the same code sizes the workspace and then lays it out.
 struct Carve {
