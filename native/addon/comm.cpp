@@ -121,10 +121,7 @@ Napi::Value Comm::Library(const Napi::CallbackInfo& info) {
 Napi::Value Comm::AllReduce(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("allReduce", {
     Communicator& c = from_js(Value(), "this");
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-      expected("a Float64Array", "data", describe(info[0]));
-    auto in = info[0].As<Napi::Float64Array>();
-    auto data = std::make_shared<std::vector<double>>(in.Data(), in.Data() + in.ElementLength());
+    auto data = std::make_shared<std::vector<double>>(typed<double>(info[0], napi_float64_array, "data"));
     const std::string op = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     if (op != "sum" && op != "max") expected("'sum' or 'max'", "op", describe(info[1]));
     const double timeout = timeout_arg(info[2]);
@@ -166,10 +163,7 @@ Napi::Value Comm::AllReduceF32(const Napi::CallbackInfo& info) {
 Napi::Value Comm::Broadcast(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("broadcast", {
     Communicator& c = from_js(Value(), "this");
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-      expected("a Uint8Array", "data", describe(info[0]));
-    auto in = info[0].As<Napi::Uint8Array>();
-    auto data = std::make_shared<std::vector<uint8_t>>(in.Data(), in.Data() + in.ElementLength());
+    auto data = std::make_shared<std::vector<uint8_t>>(typed<uint8_t>(info[0], napi_uint8_array, "data"));
     if (!info[1].IsNumber()) expected("a rank", "root", describe(info[1]));
     const int root = info[1].As<Napi::Number>().Int32Value();
     const double timeout = timeout_arg(info[2]);

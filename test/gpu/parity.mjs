@@ -204,7 +204,8 @@ function samplingCases() {
 }
 
 /** max |a - b| / max |b|, as test/helpers/fixtures.ts computes it. */
-function relError(a, b) {
+export function relError(a, b) {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
   let maxDiff = 0, maxRef = 0;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i] - b[i]);

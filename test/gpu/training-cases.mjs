@@ -15,19 +15,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { relError } from './parity.mjs';
+
 const FP32 = 1e-5, STEP = 1e-4, BF16 = 5e-2;
 const ADAMW = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1 };
-
-function relError(a, b) {
-  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
-  let maxDiff = 0, maxRef = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= maxDiff)) maxDiff = d;
-    maxRef = Math.max(maxRef, Math.abs(b[i]));
-  }
-  return maxDiff / maxRef;
-}
 
 // The fixture's training batch (test/reference/fixtures/<name>/train.json), packed.
 function trainBatch(ctx, name) {
