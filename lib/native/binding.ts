@@ -206,6 +206,14 @@ export interface NativeTrainer {
    * clipped), increments stepCount and applies AdamW. gradNorm is the global norm before clipping.
    */
   step(options: NativeStepOptions): Promise<{ gradNorm: number; nonFinite: number; clipped: boolean; skipped: boolean }>;
+  /**
+   * Data parallelism: the gradients summed over every rank of `communicator` in the engine (never
+   * through JavaScript; each collective rejects after timeoutSeconds naming the silent rank), then
+   * the step with global statistics.
+   */
+  step(
+    options: NativeStepOptions, communicator: NativeCommunicator, timeoutSeconds: number,
+  ): Promise<{ gradNorm: number; nonFinite: number; clipped: boolean; skipped: boolean }>;
   /** A copy of one parameter's gradient. */
   getGrad(name: string): Float32Array;
   /** Overwrites one parameter's gradient (same number of elements). */
@@ -247,11 +255,6 @@ export interface NativeTrainer {
   releaseKept(): void;
   /** Bytes of training workspace crossEntropyBackward needs for this shape (beyond 12 bytes per parameter for gradients and moments). */
   workspaceBytes(nTokens: number, nRows: number): number;
-  /**
-   * The gradients summed over every rank of `communicator`, in place (native side, off the event
-   * loop); between the last backward and step(). Rejects after timeoutSeconds naming the silent rank.
-   */
-  allReduceGrads(communicator: NativeCommunicator, timeoutSeconds: number): Promise<void>;
   /** Frees gradients, moments and workspace and releases the engine; later calls throw "Trainer is disposed". */
   dispose(): void;
 }

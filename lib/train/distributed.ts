@@ -7,7 +7,7 @@
 // step's inputs (prompt list, example list) and the same weights; it works on its contiguous shard
 // (`shard`); per-item results are put back into global arrays (`gather`), so every rank computes
 // advantages, loss normalisers and metrics from the same global numbers a single process would;
-// gradients are summed (TrainingSession.allReduceGrads) before clipping and AdamW, which then run
+// gradients are summed (TrainingSession.step with the communicator) before clipping and AdamW, which then run
 // identically everywhere.
 import { DistributedError, EngineError, InputError } from '../errors.js';
 import { createNativeCommunicator, type NativeCommunicator } from '../native/binding.js';

@@ -113,7 +113,10 @@ export type Rollouts = {
 /** Options of `trainOnRollouts`. */
 export type TrainOptions = {
   onPhase?: (phase: 'loss' | 'optimizer') => void;
-  /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
+  /**
+   * Called between backward and each optimizer step (gradient surgery, fault injection in tests),
+   * with this rank's gradients: under data parallelism the step sums them over the ranks.
+   */
   onGradients?: (session: TrainingSession) => void | Promise<void>;
 };
 
@@ -423,12 +426,11 @@ export class GRPOTrainer {
         stats = { loss: loss!, clipped: clipped!, clippedLow: clippedLow!, clippedHigh: clippedHigh!, kl: kl! };
       }
       checkLoss(stats.loss, step + 1, c.maxLoss);
-      // Summed over ranks before the hook and the step: clipping, the non-finite count and AdamW
-      // then see the global gradient, identically on every rank.
-      await this.#session.allReduceGrads(comm);
       await options.onGradients?.(this.#session);
       options.onPhase?.('optimizer');
-      const res = await this.#session.step(lr, c as OptimizerOptions);
+      // The step sums the gradients over the ranks first: clipping, the non-finite count and AdamW
+      // then see the global gradient, identically on every rank.
+      const res = await this.#session.step(lr, c as OptimizerOptions, comm);
       gradNorm = res.gradNorm;
       nonFinite += res.nonFinite;
       if (res.skipped) skipped = 1;
@@ -602,7 +604,7 @@ export async function readPrompts(file: string, tokenizer: Tokenizer, o: { onBad
 export type GrpoHooks = RunHooks<GrpoStepMetrics> & {
   onStart?: (info: { totalSteps: number; startStep: number; prompts: number; numParams: number; outputDir: string }) => void;
   onPhase?: (step: number, phase: 'rollout' | 'reward' | 'loss' | 'optimizer') => void;
-  /** Called between backward and each optimizer step (gradient surgery, fault injection in tests). */
+  /** Called between backward and each optimizer step with this rank's gradients (see TrainOptions). */
   onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
   onEval?: (m: { step: number; reward: number; count: number }) => void;
 };

@@ -130,26 +130,24 @@ export class TrainingSession {
     return this.#model.run(async () => this.#trainer.releaseKept());
   }
 
-  /** Zeroes and counts non-finite gradients, clips, applies AdamW at `lr`. */
-  step(lr: number, o: OptimizerOptions): Promise<StepResult> {
+  /**
+   * Zeroes and counts non-finite gradients, clips, applies AdamW at `lr`. With a communicator of
+   * more than one rank (data parallelism) the gradients are first summed over every rank in the
+   * engine (they never pass through JavaScript), and the statistics are global.
+   */
+  async step(lr: number, o: OptimizerOptions, comm?: Communicator): Promise<StepResult> {
     const opts: NativeStepOptions = {
       lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEpsilon, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm,
       skipNonFinite: o.nonFiniteGradients === 'skip',
     };
-    return this.#model.run(() => this.#trainer.step(opts));
-  }
-
-  /**
-   * Data parallelism: the gradients summed over every rank of `comm`, in place in the engine (they
-   * never pass through JavaScript); call between the last backward and `step`. One process: nothing.
-   */
-  async allReduceGrads(comm: Communicator): Promise<void> {
-    if (comm.size === 1 || comm.native === null) return;
+    if (!comm || comm.size === 1 || comm.native === null) return this.#model.run(() => this.#trainer.step(opts));
     const native = unwrapNative(comm.native);
     try {
-      await this.#model.run(() => this.#trainer.allReduceGrads(native, comm.timeoutSeconds));
+      return await this.#model.run(() => this.#trainer.step(opts, native, comm.timeoutSeconds));
     } catch (err) {
-      throw new DistributedError((err as Error).message.replace(/^allReduceGrads: /, ''), { cause: err });
+      if (err instanceof Error && /^step: Rank \d+: /.test(err.message))
+        throw new DistributedError(err.message.replace(/^step: /, ''), { cause: err });
+      throw err;
     }
   }
 

@@ -103,7 +103,10 @@ export type SftStepMetrics = {
 export type SftHooks = RunHooks<SftStepMetrics> & {
   /** Called once the run is set up. */
   onStart?: (info: { totalSteps: number; startStep: number; examples: number; numParams: number; outputDir: string }) => void;
-  /** Called between backward and the optimizer step (gradient surgery, fault injection in tests). */
+  /**
+   * Called between backward and the optimizer step (gradient surgery, fault injection in tests),
+   * with this rank's gradients: under data parallelism the step sums them over the ranks.
+   */
   onGradients?: (step: number, session: TrainingSession) => void | Promise<void>;
 };
 
@@ -174,10 +177,9 @@ export async function runSft(
         }
         [loss, tokens] = Array.from(await comm.allReduce([loss, tokens], 'sum', 'the sum of the loss'));
         checkLoss(loss, step + 1, config.maxLoss);
-        await session.allReduceGrads(comm);
         await hooks.onGradients?.(step + 1, session);
         const lr = learningRateAt(step, { ...config, totalSteps });
-        const r = await session.step(lr, config);
+        const r = await session.step(lr, config, comm);
         const [seconds] = await comm.allReduce([(performance.now() - t0) / 1000], 'max', 'the step time');
         return {
           step: step + 1, loss, learning_rate: lr, grad_norm: r.gradNorm, non_finite: r.nonFinite, skipped: r.skipped ? 1 : 0, num_tokens: tokens,

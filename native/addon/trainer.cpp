@@ -76,7 +76,6 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("policyLossBackward", &Trainer::PolicyLossBackward),
                          InstanceMethod("policyLoss", &Trainer::PolicyLoss),
                          InstanceMethod("step", &Trainer::Step),
-                         InstanceMethod("allReduceGrads", &Trainer::AllReduceGrads),
                          InstanceMethod("getGrad", &Trainer::GetGrad),
                          InstanceMethod("setGrad", &Trainer::SetGrad),
                          InstanceMethod("getMoments", &Trainer::GetMoments),
@@ -196,8 +195,11 @@ Napi::Value Trainer::PolicyLoss(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("policyLoss", { return Loss(info, "policyLoss", false, true); })
 }
 
-// step({lr, beta1, beta2, eps, weightDecay, maxGradNorm, skipNonFinite?}) -> Promise<{gradNorm,
-// nonFinite, clipped, skipped}>: the backend's optimizer step (Training::step).
+// step({lr, beta1, beta2, eps, weightDecay, maxGradNorm, skipNonFinite?}, communicator?,
+// timeoutSeconds?) -> Promise<{gradNorm, nonFinite, clipped, skipped}>: the backend's optimizer
+// step (Training::step). With a communicator (data parallelism) the gradients are first summed over
+// every rank, in the engine (they never pass through JavaScript), with each collective bounded by
+// timeoutSeconds, and the statistics are global.
 Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("step", {
     training();
@@ -213,9 +215,28 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
       expected("a finite number >= 0", "weightDecay", describe(o.Get("weightDecay")));
     if (!(a.max_grad_norm >= 0))
       expected("a number >= 0 (0 or Infinity: no clipping)", "maxGradNorm", describe(o.Get("maxGradNorm")));
+    Communicator* c = nullptr;
+    double timeout = 0;
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+      c = &Comm::from_js(info[1], "communicator");
+      if (!info[2].IsNumber() || !(info[2].As<Napi::Number>().DoubleValue() > 0))
+        expected("a number of seconds > 0", "timeoutSeconds", describe(info[2]));
+      timeout = info[2].As<Napi::Number>().DoubleValue();
+    }
     auto out = std::make_shared<StepStats>();
     Training* t = training_.get();
-    return queue_task(info.Env(), engine_, "step", [t, out, a] { *out = t->step(a); },
+    Backend* b = &backend();
+    // The trainer outlives the task (the task holds it), and tasks on one engine run one at a time:
+    // grad_comm_ is made (NCCL's start-up is itself a collective) and used off the event loop.
+    std::shared_ptr<GradComm>* gc = &grad_comm_;
+    return queue_task(info.Env(), engine_, "step", [t, b, gc, c, timeout, out, a] {
+          if (!c) {
+            *out = t->step(a);
+            return;
+          }
+          if (!*gc) *gc = b->make_grad_comm(*c, timeout);
+          *out = t->step(a, **gc);
+        },
         [out](Napi::Env env) -> Napi::Value {
           Napi::Object r = Napi::Object::New(env);
           r.Set("gradNorm", Napi::Number::New(env, out->grad_norm));
@@ -224,26 +245,6 @@ Napi::Value Trainer::Step(const Napi::CallbackInfo& info) {
           r.Set("skipped", Napi::Boolean::New(env, out->skipped));
           return r;
         }, Value());
-  })
-}
-
-// allReduceGrads(communicator, timeoutSeconds) -> Promise<void>: the gradients summed over every
-// rank, in place and off the event loop (data parallelism: between the last backward and step()).
-// They never pass through JavaScript.
-Napi::Value Trainer::AllReduceGrads(const Napi::CallbackInfo& info) {
-  JG_JS_METHOD("allReduceGrads", {
-    training();
-    Communicator& c = Comm::from_js(info[0], "communicator");
-    if (!info[1].IsNumber() || !(info[1].As<Napi::Number>().DoubleValue() > 0))
-      expected("a number of seconds > 0", "timeoutSeconds", describe(info[1]));
-    const double timeout = info[1].As<Napi::Number>().DoubleValue();
-    Training* t = training_.get();
-    const ParamLayout* layout = &backend().layout();
-    return queue_task(info.Env(), engine_, "allReduceGrads",
-        [t, layout, &c, timeout] {
-          t->reduce_grads(*layout, [&](float* d, int64_t n) { c.all_reduce_sum(d, n, timeout, "the all-reduce of the gradients"); });
-        },
-        nullptr, Value());
   })
 }
 

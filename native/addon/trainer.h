@@ -26,7 +26,6 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value PolicyLossBackward(const Napi::CallbackInfo& info);
   Napi::Value PolicyLoss(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
-  Napi::Value AllReduceGrads(const Napi::CallbackInfo& info);
   Napi::Value GetGrad(const Napi::CallbackInfo& info);
   Napi::Value SetGrad(const Napi::CallbackInfo& info);
   Napi::Value GetMoments(const Napi::CallbackInfo& info);
@@ -53,6 +52,9 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Engine* engine_ = nullptr;
   Napi::ObjectReference engine_ref_;
   std::unique_ptr<Training> training_;  // null after dispose()
+  // The collectives of data-parallel steps (Backend::make_grad_comm), made on the first step given
+  // a communicator; one per trainer, as a job has one world.
+  std::shared_ptr<GradComm> grad_comm_;
 };
 
 }  // namespace jg

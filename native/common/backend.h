@@ -4,6 +4,7 @@
 // at load and never looks past this interface.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "batch.h"
+#include "check.h"
 #include "config.h"
 #include "decode.h"
 #include "layout.h"
@@ -19,6 +21,8 @@
 #include "tensor_io.h"
 
 namespace jg {
+
+class Communicator;  // comm.h
 
 // torch.optim.AdamW's hyper-parameters, with the gradient handling of one step.
 struct AdamWOptions {
@@ -55,6 +59,48 @@ struct MemoryReport {
   int64_t workspace = 0;     // inference activations and scratch held now (they grow to the largest call)
 };
 
+// Data parallelism's collectives as a Training step calls them; every rank calls each in the same
+// order, and a failure (a time-out naming the rank that did not answer) throws. The MPI one
+// (native/common/comm.h, MpiGradComm) works on host memory; NCCL's (native/cuda/nccl.h) on the
+// backend's device memory, on its stream: on_device() says which memory the float pointers are in.
+class GradComm {
+ public:
+  virtual ~GradComm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual bool on_device() const = 0;
+  // What runs the collectives, for logs: "Open MPI v4.1.4 (libmpi.so.40)", "NCCL 2.21.5".
+  virtual std::string name() const = 0;
+  // n floats summed over ranks, in place.
+  virtual void all_reduce_sum(float* data, int64_t n) = 0;
+  // data holds size() blocks of `block` floats; afterwards block rank() holds the sum over ranks of
+  // every rank's block rank(); the other blocks are left undefined.
+  virtual void reduce_scatter_sum(float* data, int64_t block) = 0;
+  // data holds size() blocks of `block_bytes` bytes; afterwards every rank holds every rank's own
+  // block (rank r's block r), in place.
+  virtual void all_gather(void* data, int64_t block_bytes) = 0;
+  // Host doubles summed over ranks (a step's statistics: non-finite counts, sums of squares).
+  virtual void all_reduce_host(double* data, int64_t n) = 0;
+};
+
+// ZeRO-1 (optimizer-state sharding): rank r of n owns the AdamW state of the layout's flat
+// elements [begin, end). Blocks are equal, `block` = ceil(total / n) rounded up to a multiple of 64
+// elements (so fp32 and bf16 blocks start aligned), the last ones shorter or empty; gradient
+// buffers that are reduce-scattered hold n * block elements.
+struct OptimizerShard {
+  int64_t begin = 0, end = 0, block = 0;
+  int rank = 0, ranks = 1;
+  static OptimizerShard of(int64_t total, int rank, int ranks) {
+    OptimizerShard s;
+    s.rank = rank;
+    s.ranks = ranks;
+    s.block = ((total + ranks - 1) / ranks + 63) / 64 * 64;
+    s.begin = std::min(total, s.block * rank);
+    s.end = std::min(total, s.begin + s.block);
+    return s;
+  }
+};
+
 // Gradients, optimizer state and training workspace for one Backend's parameters; made by
 // Backend::make_training. Gradients accumulate (+=) across loss calls until zero_grad().
 class Training {
@@ -81,6 +127,23 @@ class Training {
       set_grad(p, g.data());
     }
   }
+  // Data parallelism's step: the gradients summed over comm's ranks, then step(o)'s work with
+  // global statistics (non-finite count, norm), so every rank applies the same update. With a
+  // sharded optimizer (shard_optimizer): a reduce-scatter of the gradients, AdamW on this rank's
+  // shard, and an all-gather of the updated weights.
+  virtual StepStats step(const AdamWOptions& o, GradComm& comm) = 0;
+  // ZeRO-1: from now on keep the AdamW moments (and fp32 master weights, where the model holds
+  // bf16 weights for its products) for `shard`'s elements only. The moments of a fresh Training
+  // are zeros, so this is called once before the first step or a load of the moments; get_moment,
+  // set_moment, write_moment and read_moment then see zeros outside the shard and ignore writes
+  // there (checkpoints gather the shards: lib/train/session.ts). Throws UNSUPPORTED where the
+  // backend has no sharded step.
+  virtual void shard_optimizer(const OptimizerShard& shard) {
+    (void)shard;
+    JG_FAIL(ErrorKind::UNSUPPORTED, "This backend cannot shard its optimizer state");
+  }
+  // The shard set by shard_optimizer, or null when this rank holds the whole optimizer state.
+  virtual const OptimizerShard* optimizer_shard() const { return nullptr; }
   // AdamW updates done; the next uses step_count() + 1 for bias correction.
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t n) = 0;
@@ -157,6 +220,12 @@ class Backend {
   // Whether fp32 master weights exist; false on a CPU model holding bf16 weights only, which
   // make_training gives masters (so it must not run while another call reads the weights).
   virtual bool has_master_weights() const { return true; }
+
+  // The collectives this backend's Training runs a data-parallel step with, over MPI's world
+  // communicator: by default MPI itself on host memory (MpiGradComm, defined in comm.cpp); the CUDA
+  // backend's own, NCCL on its device memory bootstrapped over `world`, where NCCL can be loaded.
+  // timeout_s bounds each collective.
+  virtual std::unique_ptr<GradComm> make_grad_comm(Communicator& world, double timeout_s);
 
   // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
   // no training yet).

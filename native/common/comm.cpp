@@ -30,6 +30,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -68,6 +69,8 @@ struct Mpi {
   int (*Iallreduce)(const void*, void*, int, H, H, H, H*);
   int (*Ibcast)(void*, int, H, int, H, H*);
   int (*Ibarrier)(H, H*);
+  int (*Ireduce_scatter_block)(const void*, void*, int, H, H, H, H*);
+  int (*Iallgather)(const void*, int, H, void*, int, H, H, H*);
   int (*Isend)(const void*, int, H, int, int, H, H*);
   int (*Irecv)(void*, int, H, int, int, H, H*);
   int (*Test)(H*, int*, void*);
@@ -113,6 +116,7 @@ Mpi load_mpi() {
             bind(lib, "MPI_Get_library_version", m.Get_library_version) &&
             bind(lib, "MPI_Error_string", m.Error_string) && bind(lib, "MPI_Iallreduce", m.Iallreduce) &&
             bind(lib, "MPI_Ibcast", m.Ibcast) && bind(lib, "MPI_Ibarrier", m.Ibarrier) &&
+            bind(lib, "MPI_Ireduce_scatter_block", m.Ireduce_scatter_block) && bind(lib, "MPI_Iallgather", m.Iallgather) &&
             bind(lib, "MPI_Isend", m.Isend) && bind(lib, "MPI_Irecv", m.Irecv) && bind(lib, "MPI_Test", m.Test);
   if (!ok) {
     m.error = str_cat(m.file, " lacks an MPI-3 function (", dlerror(), "); justgrpo needs MPI 3.0 or newer");
@@ -274,10 +278,14 @@ void Communicator::wait(uint64_t& req, double timeout_s, const std::string& what
   JG_FAIL(ErrorKind::INTERNAL, msg);
 }
 
-void Communicator::reduce(void* data, int64_t n, Type type, Op op, double timeout_s, const std::string& what) {
-  std::lock_guard<std::mutex> lock(mu_);
+void Communicator::usable() {
   if (!failed_.empty()) JG_FAIL(ErrorKind::INTERNAL, "The communicator is unusable after an earlier failure: ", failed_);
   if (finalized_) JG_FAIL(ErrorKind::INTERNAL, "The communicator was finalized");
+}
+
+void Communicator::reduce(void* data, int64_t n, Type type, Op op, double timeout_s, const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  usable();
   Mpi& m = mpi();
   const H t = type == Type::FLOAT ? m.t_float : m.t_double;
   const size_t elem = type == Type::FLOAT ? 4 : 8;
@@ -307,9 +315,42 @@ void Communicator::all_reduce_max(double* data, int64_t n, double timeout_s, con
   reduce(data, n, Type::DOUBLE, Op::MAX, timeout_s, what);
 }
 
+// MPI counts are ints, and a block cannot be split across calls without a copy: blocks up to
+// 2^31 - 1 elements (8 GB of fp32 per rank) go in one call.
+void Communicator::reduce_scatter_sum(float* data, int64_t block, double timeout_s, const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  usable();
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, block >= 0 && block <= INT_MAX, what, ": a block of ", block,
+              " elements is more than one MPI call takes (2^31 - 1)");
+  Mpi& m = mpi();
+  H req = 0;
+  seq_++;
+  // In place, MPI reads every block from the buffer and writes the result at its start.
+  check(m.Ireduce_scatter_block(m.in_place, data, static_cast<int>(block), m.t_float, m.op_sum, m.comm_world, &req),
+        "MPI_Ireduce_scatter_block", what);
+  wait(req, timeout_s, what);
+  if (rank_ != 0 && block > 0)
+    std::memmove(data + block * rank_, data, static_cast<size_t>(block) * sizeof(float));
+}
+
+void Communicator::all_gather(void* data, int64_t block_bytes, double timeout_s, const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  usable();
+  JG_CHECK(block_bytes % 4 == 0, what, ": expected a block of a multiple of 4 bytes but received ", block_bytes);
+  const int64_t count = block_bytes / 4;  // counted in 4-byte units, so a block can reach 8 GB
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, count <= INT_MAX, what, ": a block of ", block_bytes,
+              " bytes is more than one MPI call takes (8 GB)");
+  Mpi& m = mpi();
+  H req = 0;
+  seq_++;
+  check(m.Iallgather(m.in_place, 0, m.t_float, data, static_cast<int>(count), m.t_float, m.comm_world, &req),
+        "MPI_Iallgather", what);
+  wait(req, timeout_s, what);
+}
+
 void Communicator::broadcast(void* data, int64_t bytes, int root, double timeout_s, const std::string& what) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!failed_.empty()) JG_FAIL(ErrorKind::INTERNAL, "The communicator is unusable after an earlier failure: ", failed_);
+  usable();
   JG_CHECK(root >= 0 && root < size_, "Expected a rank in [0, ", size_, ") for `root` but received ", root);
   Mpi& m = mpi();
   constexpr int64_t kChunk = int64_t{1} << 30;
@@ -326,12 +367,16 @@ void Communicator::broadcast(void* data, int64_t bytes, int root, double timeout
 
 void Communicator::barrier(double timeout_s, const std::string& what) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!failed_.empty()) JG_FAIL(ErrorKind::INTERNAL, "The communicator is unusable after an earlier failure: ", failed_);
+  usable();
   Mpi& m = mpi();
   H req = 0;
   seq_++;
   check(m.Ibarrier(m.comm_world, &req), "MPI_Ibarrier", what);
   wait(req, timeout_s, what);
+}
+
+std::unique_ptr<GradComm> Backend::make_grad_comm(Communicator& world, double timeout_s) {
+  return std::make_unique<MpiGradComm>(world, timeout_s);
 }
 
 void Communicator::abort(int code) {

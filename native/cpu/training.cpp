@@ -74,6 +74,14 @@ StepStats Training::step(const AdamWOptions& o) {
   return out;
 }
 
+// Unsharded: the gradients summed over the ranks (every rank then holds the same sums), then the
+// plain step, whose statistics are therefore already global.
+StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, !comm.on_device(), "The CPU backend cannot run ", comm.name(), " (device memory)");
+  comm.all_reduce_sum(live_grads(), model_.layout().total());
+  return step(o);
+}
+
 // The whole gradient buffer in one call, alignment padding included (zeros on every rank), so a
 // rank that ran no backward this step (zero_grad() pending) contributes its zeros.
 void Training::reduce_grads(const ParamLayout&, const std::function<void(float* data, int64_t n)>& reduce) {

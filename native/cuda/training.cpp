@@ -432,6 +432,14 @@ int64_t Training::kept_step_bytes(int64_t n_tokens, int64_t n_rows) const {
   return saved;
 }
 
+// Unsharded, over host-memory collectives: the gradients go through the host parameter by
+// parameter (Training::reduce_grads), then the plain step, whose statistics are then global.
+StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, !comm.on_device(), "Device-memory collectives (", comm.name(), ") are not wired into this step yet");
+  reduce_grads(model_.layout(), [&](float* d, int64_t n) { comm.all_reduce_sum(d, n); });
+  return step(o);
+}
+
 // As cpu::Training::step: non-finite gradients zeroed and counted, the global norm (before
 // clipping), clipping by max_grad_norm / (norm + 1e-6) when below 1, then AdamW on every parameter
 // (weight decay on the matrices only) and, in bf16 mode, the bf16 copy rewritten from the master.

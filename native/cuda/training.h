@@ -27,6 +27,7 @@ class Training final : public jg::Training {
   double loss(bool backward, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,
               const LossSpec& spec, float* logprobs, uint8_t* region) override;
   StepStats step(const AdamWOptions& o) override;
+  StepStats step(const AdamWOptions& o, GradComm& comm) override;
   int64_t step_count() const override { return step_; }
   void set_step_count(int64_t n) override { step_ = n; }
   int64_t workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
