@@ -19,6 +19,12 @@ import { median, table, timeMedian, torchBest, torchPython } from './common.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
+// `--configs small` (or tiny,small): the sections that run both configs run only these.
+const configs = (() => {
+  const i = process.argv.indexOf('--configs');
+  return i < 0 ? null : process.argv[i + 1].split(',');
+})();
+const pick = (names) => (configs ? names.filter((n) => configs.includes(n)) : names);
 
 
 async function benchForward(py) {
@@ -159,7 +165,7 @@ async function benchGrpo(py) {
   // only where it needs more than any step before it (more distinct canvases), which the page-fault
   // count shows. Ours: the median of 3 steps after the first (tiny) or the mean of 2 (small).
   const rows = [['config', 'rollout reuse', 'ours s/step', 'first step s', 'page faults/step', 'kept MiB', 'PyTorch s/step', 'PyTorch threads', 'speed-up']];
-  const names = quick ? ['tiny'] : ['tiny', 'small'];
+  const names = pick(quick ? ['tiny'] : ['tiny', 'small']);
   for (const name of names) {
     const config = benchModelConfig(name);
     const oursRuns = name === 'tiny' ? 3 : 2, torchRuns = name === 'tiny' ? 3 : 1;
@@ -211,10 +217,11 @@ async function benchBf16(py) {
   console.log('\n## bf16 vs fp32 on the CPU: one SFT step (tiny: 8 x 64) and one JustGRPO step (G 8, prompt 32, gen 32)');
   const kernels = {};
   const rows = [['config', 'step', 'ours fp32 s', 'ours bf16 s', 'bf16 speed-up', 'PyTorch fp32 s', 'PyTorch autocast s', 'PyTorch threads', 'ours bf16 vs autocast']];
-  const names = quick ? ['tiny'] : ['tiny', 'small'];
-  const runs = quick ? 3 : 5;
+  const names = pick(quick ? ['tiny'] : ['tiny', 'small']);
   for (const name of names) {
     const config = benchModelConfig(name);
+    // The small JustGRPO step takes a minute or more a side: 3 timed steps each there.
+    const runs = quick || name === 'small' ? 3 : 5;
     for (const task of ['sft', 'grpo']) {
       const sides = [];
       for (const dtype of ['fp32', 'bf16']) {
@@ -345,7 +352,8 @@ async function stepper(model, task, config) {
   };
 }
 
-// `--only forward,decode,sft,grpo,bf16,llada8b,scaling,tokenizer,rewards` runs those sections alone.
+// `--only forward,decode,sft,grpo,bf16,llada8b,scaling,tokenizer,rewards` runs those sections alone;
+// `--configs tiny|small` limits the sft, grpo and bf16 sections to one config.
 const only = (() => {
   const i = process.argv.indexOf('--only');
   return i < 0 ? null : new Set(process.argv[i + 1].split(','));
