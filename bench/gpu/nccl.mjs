@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { native, createNativeCommunicator } = await import(path.join(root, 'dist', 'native', 'binding.js'));
+const { native, createNativeCommunicator, unwrapNative } = await import(path.join(root, 'dist', 'native', 'binding.js'));
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -45,7 +45,7 @@ const comm = smoke || !launched ? null : createNativeCommunicator();
 const local = Number(process.env.OMPI_COMM_WORLD_LOCAL_RANK ?? process.env.MPI_LOCALRANKID ?? 0);
 const device = local % n.cuda.deviceCount();
 const t0 = performance.now();
-const p = n.cuda.ncclProbe({ device, ...(comm ? { communicator: comm } : {}), sizes: Float64Array.from(sizes), iters, timeoutSeconds: 120 });
+const p = n.cuda.ncclProbe({ device, ...(comm ? { communicator: unwrapNative(comm) } : {}), sizes: Float64Array.from(sizes), iters, timeoutSeconds: 120 });
 if (p.rank === 0) {
   console.log(`nccl: ${p.library}, ${p.ranks} rank(s), GPU ${device} of rank 0; collectives ${p.failures.length ? 'FAILED' : 'exact'} (${((performance.now() - t0) / 1000).toFixed(1)} s in all)`);
   for (const f of p.failures) console.log(`nccl: FAIL ${f}`);

@@ -82,7 +82,7 @@ function grpoConfig(): string {
   const file = path.join(tmp, 'grpo.json');
   writeFileSync(file, JSON.stringify({
     model: MODEL, data: { train: 'data/arith-tiny.jsonl' }, rewardModule: path.join(root, 'test', 'helpers', 'dp-rewards.mjs'),
-    rewardFunctions: ['digits'], numGenerations: 4, promptsPerStep: 3, maxCompletionLength: 6, temperature: 1.0, learningRate: 0.003,
+    rewardFunctions: ['digits'], numGenerations: 4, promptsPerStep: 3, maxCompletionLength: 8, temperature: 1.0, learningRate: 0.003,
     seed: 1, logCompletions: true, ...COMMON,
   }));
   return file;
@@ -109,16 +109,26 @@ async function weightsRelDiff(a: string, b: string): Promise<number> {
   return worst;
 }
 
-/** Losses and gradient norms to 1e-6 relative, and the final weights. */
-async function expectSameRun(a: string, b: string, key: 'loss' | 'reward' = 'loss'): Promise<void> {
+/**
+ * Losses and gradient norms to `tol` relative, and the final weights; returns the weights'
+ * difference. tol 0: bit for bit (two ranks' sums are one fp32 addition, the same whichever library
+ * adds).
+ */
+async function expectSameRun(a: string, b: string, o: { grpo?: boolean; tol?: number; weightsTol?: number } = {}): Promise<number> {
+  const tol = o.tol ?? 1e-6;
   const ma = metrics(a), mb = metrics(b);
   expect(mb.map((m) => m.step)).toEqual([1, 2, 3]);
+  const within = (d: number) => (tol === 0 ? expect(d).toBe(0) : expect(d).toBeLessThan(tol));
   ma.forEach((x, i) => {
-    if (key === 'loss') expect(relDiff(x.loss!, mb[i]!.loss!)).toBeLessThan(1e-6);
-    else expect(Math.abs(x.loss! - mb[i]!.loss!)).toBeLessThan(1e-7);  // GRPO's first-iteration loss is ~0
-    expect(relDiff(x.grad_norm!, mb[i]!.grad_norm!)).toBeLessThan(1e-6);
+    // GRPO's first-iteration loss is ~0 by construction: compared absolutely.
+    if (o.grpo) within(Math.abs(x.loss! - mb[i]!.loss!) * 10);  // 1e-7 absolute at tol 1e-6
+    else within(relDiff(x.loss!, mb[i]!.loss!));
+    within(relDiff(x.grad_norm!, mb[i]!.grad_norm!));
   });
-  expect(await weightsRelDiff(a, b)).toBeLessThan(1e-6);
+  const w = await weightsRelDiff(a, b);
+  if (o.weightsTol !== undefined) expect(w).toBeLessThan(o.weightsTol);
+  else within(w);
+  return w;
 }
 
 describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tier (a test NCCL over MPI)', () => {
@@ -149,9 +159,9 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
   it('2 ranks under mpirun: the probe\'s collectives are exact, with a bus bandwidth', async () => {
     const script = path.join(tmp, 'probe.mjs');
     writeFileSync(script, `
-      import { native, createNativeCommunicator } from ${JSON.stringify(path.join(root, 'dist', 'native', 'binding.js'))};
+      import { native, createNativeCommunicator, unwrapNative } from ${JSON.stringify(path.join(root, 'dist', 'native', 'binding.js'))};
       const comm = createNativeCommunicator();
-      const p = native().cuda.ncclProbe({ communicator: comm, sizes: Float64Array.of(1 << 16), iters: 2, timeoutSeconds: 60 });
+      const p = native().cuda.ncclProbe({ communicator: unwrapNative(comm), sizes: Float64Array.of(1 << 16), iters: 2, timeoutSeconds: 60 });
       console.log('probe ' + JSON.stringify(p));
       comm.finalize();
     `);
@@ -176,7 +186,8 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
     expect(log.slice(0, 4)).toEqual(['init 2', 'allreduce 2000 7', 'reducescatter 1000 7', 'allgather 4000 1']);
   });
 
-  it('SFT: 2 ranks over NCCL give the 1-rank run and the host-MPI path (losses and weights to 1e-6); the log says which', async () => {
+  // Each CLI run on the tier takes 10-60 s on the 2-core machine (the kernels run on CPU threads).
+  it('SFT: 2 ranks over NCCL give the 1-rank run and the host-MPI path (losses and weights to 1e-6); the log says which', { timeout: 480_000 }, async () => {
     const config = sftConfig();
     const one = await justgrpo(['sft', '--config', config, '--out', 's1']);
     expect(one.code, one.out).toBe(0);
@@ -194,24 +205,31 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
     expect(host.code, host.out).toBe(0);
     expect(host.out).toMatch(/Data parallelism: gradients summed over Open MPI .* through host memory \(JUSTGRPO_NCCL=0\)/);
     expect(host.out).not.toContain('NCCL 2.99.0');
-    await expectSameRun('s1', 's2n');
-    await expectSameRun('s1', 's2m');
-    await expectSameRun('s2m', 's2n');
+    await expectSameRun('s2m', 's2n', { tol: 0 });
+    console.log(`SFT, 1 rank vs 2 ranks over NCCL: weights ${(await expectSameRun('s1', 's2n')).toExponential(2)} relative`);
   });
 
-  it('JustGRPO: 2 ranks over NCCL give the 1-rank run (same completions; losses and weights to 1e-6)', async () => {
+  it('JustGRPO: 2 ranks over NCCL give the host-MPI run bit for bit and the 1-rank run (same completions; losses to 1e-6, weights 2e-6)', { timeout: 480_000 }, async () => {
     const config = grpoConfig();
     const one = await justgrpo(['train', '--config', config, '--out', 'g1']);
     expect(one.code, one.out).toBe(0);
     const two = await justgrpo(['train', '--config', config, '--out', 'g2'], { ranks: 2 });
     expect(two.code, two.out).toBe(0);
     expect(two.out).toContain('gradients summed on the GPUs by NCCL 2.99.0');
-    expect(readFileSync(path.join(tmp, 'g2', 'completions.jsonl'), 'utf8')).toBe(readFileSync(path.join(tmp, 'g1', 'completions.jsonl'), 'utf8'));
+    const host = await justgrpo(['train', '--config', config, '--out', 'g2m'], { ranks: 2, env: { JUSTGRPO_NCCL: '0' } });
+    expect(host.code, host.out).toBe(0);
+    for (const dir of ['g2', 'g2m'])
+      expect(readFileSync(path.join(tmp, dir, 'completions.jsonl'), 'utf8')).toBe(readFileSync(path.join(tmp, 'g1', 'completions.jsonl'), 'utf8'));
     metrics('g1').forEach((m, i) => expect(metrics('g2')[i]!.reward).toBe(m.reward));
-    await expectSameRun('g1', 'g2', 'reward');
+    // NCCL's path is MPI's, bit for bit; against one rank, the weights differ by the backend's own
+    // data-parallel round-off (per-rank batches summed in another order): measured 1.28e-6 on the
+    // tier after 3 steps, the same with MPI, so 2e-6 here (a wrong sum or a missed rank is off by
+    // 1e-2 or more).
+    await expectSameRun('g2m', 'g2', { grpo: true, tol: 0 });
+    console.log(`JustGRPO, 1 rank vs 2 ranks over NCCL: weights ${(await expectSameRun('g1', 'g2', { grpo: true, weightsTol: 2e-6 })).toExponential(2)} relative`);
   });
 
-  it('a missing NCCL: the host path with one line saying why; with JUSTGRPO_NCCL=1 an error; a bad JUSTGRPO_NCCL is refused', async () => {
+  it('a missing NCCL: the host path with one line saying why; with JUSTGRPO_NCCL=1 an error; a bad JUSTGRPO_NCCL is refused', { timeout: 480_000 }, async () => {
     const config = sftConfig();
     const missing = path.join(tmp, 'no-such-dir', 'libnccl.so.2');
     const fallback = await justgrpo(['sft', '--config', config, '--out', 'm2'], { ranks: 2, env: { JUSTGRPO_NCCL_LIBRARY: missing } });
@@ -220,7 +238,7 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
     expect(lines).toHaveLength(1);  // rank 0 says it once
     expect(lines[0]).toContain(`rank 0: JUSTGRPO_NCCL_LIBRARY=${missing} cannot be loaded`);
     expect(lines[0]).toMatch(/gradients go through host memory over Open MPI/);
-    await expectSameRun('s1', 'm2');
+    await expectSameRun('s2m', 'm2', { tol: 0 });
 
     const required = await justgrpo(['sft', '--config', config, '--out', 'm3'], { ranks: 2, env: { JUSTGRPO_NCCL_LIBRARY: missing, JUSTGRPO_NCCL: '1' } });
     expect(required.code).not.toBe(0);
@@ -232,7 +250,7 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
     expect(bad.out).toContain("Expected 0 (MPI through host memory) or 1 (NCCL, required) for `JUSTGRPO_NCCL` but received 'yes'");
   });
 
-  it('a rank that never joins the all-reduce: the other times out with an error that names the collective, and the job ends', async () => {
+  it('a rank that never joins the all-reduce: the other times out with an error that names the collective, and the job ends', { timeout: 240_000 }, async () => {
     const r = await justgrpo(['sft', '--config', sftConfig(), '--out', 't2'], {
       ranks: 2, env: { JUSTGRPO_FAKE_NCCL_SKIP_RANK: '1', JUSTGRPO_COLLECTIVE_TIMEOUT: '4' }, timeoutMs: 120_000,
     });
