@@ -27,13 +27,16 @@ const fakeLib = path.join(tmp, 'libnccl-test.so');
 
 const mpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
 const openMpi = !mpirun.error && mpirun.status === 0 && /Open MPI|OpenRTE/.test(mpirun.stdout + mpirun.stderr);
-const mpicxx = spawnSync('mpicxx', ['--version'], { encoding: 'utf8' });
+// Open MPI's wrapper by name where Debian has both MPIs (plain mpicxx may be MPICH's): the test NCCL
+// must use the libmpi the engine opens under Open MPI's mpirun.
+const cxx = existsSync('/usr/bin/mpicxx.openmpi') ? 'mpicxx.openmpi' : 'mpicxx';
+const mpicxx = spawnSync(cxx, ['--version'], { encoding: 'utf8' });
 const skipReason = !gpuBuild.tier
   ? 'these tests run on the CUDA-on-CPU tier only (the test NCCL works on host memory; on a GPU, bench/gpu runs the real one)'
   : !openMpi
     ? 'Open MPI\'s mpirun is not on PATH (apt-get install openmpi-bin libopenmpi-dev)'
     : mpicxx.error || mpicxx.status !== 0
-      ? 'mpicxx is not on PATH (apt-get install libopenmpi-dev): the test NCCL cannot be built'
+      ? `${cxx} is not on PATH (apt-get install libopenmpi-dev): the test NCCL cannot be built`
       : '';
 if (skipReason) console.log(`skipping the NCCL tests: ${skipReason}`);
 
@@ -135,7 +138,7 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
   beforeAll(() => {
     cpSync(path.join(root, 'examples', 'data'), path.join(tmp, 'data'), { recursive: true });
     // OMPI_SKIP_MPICXX: the C API only (Open MPI's C++ bindings warn under -Wextra and are not used).
-    const cc = spawnSync('mpicxx', ['-std=c++17', '-shared', '-fPIC', '-O1', '-Wall', '-Wextra', '-Werror', '-DOMPI_SKIP_MPICXX', '-DMPICH_SKIP_MPICXX',
+    const cc = spawnSync(cxx, ['-std=c++17', '-shared', '-fPIC', '-O1', '-Wall', '-Wextra', '-Werror', '-DOMPI_SKIP_MPICXX', '-DMPICH_SKIP_MPICXX',
       path.join(root, 'test', 'helpers', 'fake-nccl.cpp'), '-o', fakeLib], { encoding: 'utf8' });
     expect(cc.status, cc.stderr).toBe(0);
   });
