@@ -10,6 +10,7 @@ import { createNativeEngine, native, type NativeDeviceInfo, type NativeEngine, t
 import { buildSafetensorsHeader, readSafetensorsHeader, type DType } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 import type { HubOptions } from './hub/index.js';
+import { defaultCudaDevice } from './train/distributed.js';
 
 export type Backend = 'cpu' | 'cuda';
 
@@ -27,7 +28,11 @@ export type ComputeDType = 'fp32' | 'bf16' | CudaDType;
 export type LoadModelOptions = {
   /** Where the model runs. Defaults to `'cpu'`. */
   backend?: Backend;
-  /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
+  /**
+   * CUDA device index (backend `'cuda'` only). Defaults to the rank's local rank under an MPI
+   * launcher (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID) modulo the GPUs this process sees, so
+   * `mpirun -np <GPUs>` puts one rank on each GPU; `0` otherwise.
+   */
   device?: number;
   /**
    * Compute dtype (see ComputeDType): `'bf16'` on the CPU runs the matrix products in bf16 through
@@ -81,7 +86,11 @@ export type RandomModelOptions = {
    * another generator than the CPU's, so the same seed gives different (equally distributed) weights.
    */
   backend?: Backend;
-  /** CUDA device index (backend `'cuda'` only). Defaults to `0`. */
+  /**
+   * CUDA device index (backend `'cuda'` only). Defaults to the rank's local rank under an MPI
+   * launcher (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID) modulo the GPUs this process sees, so
+   * `mpirun -np <GPUs>` puts one rank on each GPU; `0` otherwise.
+   */
   device?: number;
   /** Compute dtype, as for loadModel. Defaults to `'fp32'` on the CPU and `'bf16'` on CUDA. */
   dtype?: ComputeDType;
@@ -491,7 +500,7 @@ function createEngine(
   source?: string,
 ): NativeEngine {
   const backend = options.backend ?? 'cpu';
-  const device = options.device ?? 0;
+  const device = options.device ?? (backend === 'cuda' ? defaultCudaDevice(native().cuda?.deviceCount() ?? 0) : 0);
   if (!Number.isInteger(device) || device < 0) throw expected('a device index >= 0', 'device', device);
   const dtype = nativeDType(options.dtype ?? (backend === 'cpu' ? 'fp32' : 'bf16'));
   const masterWeights = options.masterWeights ?? false;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything a GPU visit needs, in one go (under 8 minutes on an H200, plus at most 5 for the
-# sanitizers): the CUDA engine (the binary prepared by bench/gpu/prepare.sh, else built here with
-# cmake), the backend parity tests (bench/gpu/parity.mjs) and compute-sanitizer on them, the LLaDA-8B-shaped benchmark of the engine (bench.mjs) and of PyTorch eager
+# sanitizers and 1 for NCCL): the CUDA engine (the binary prepared by bench/gpu/prepare.sh, else built here with
+# cmake), the backend parity tests (bench/gpu/parity.mjs) and compute-sanitizer on them, a 1-GPU
+# NCCL smoke test (bench/gpu/nccl.mjs --smoke; several GPUs: bench/gpu/multi.sh), the LLaDA-8B-shaped benchmark of the engine (bench.mjs) and of PyTorch eager
 # (torch_bench.py) on the same card, and the table with ratios (report.mjs). Everything it prints
-# also goes to $OUT/check.log; parity.txt, engine.json, torch.json and table.txt go to $OUT too.
+# also goes to $OUT/check.log; parity.txt, nccl.json, engine.json, torch.json and table.txt go to $OUT too.
 #
 #   source .device/prologue.sh && bash bench/gpu/check.sh      # on the GPU machine (carry .device, dist)
 #   bash bench/gpu/check.sh --dry-run                          # here: the same steps on the CPU, tiny shapes
@@ -121,6 +122,25 @@ else
     grep -E '^========= (Invalid|Race|Barrier|Error|Warning)' "$OUT/sanitizer-$tool.txt" | sort | uniq -c | head -5
   done
 fi
+
+stage "NCCL smoke (one GPU, one rank, no MPI launcher)"
+# The engine opens NCCL at run time (native/cuda/nccl.cpp): JUSTGRPO_NCCL_LIBRARY, else libnccl.so.2
+# on the loader's path or beside PyTorch. PyTorch's images carry it as the pip package nvidia-nccl;
+# name that file when the engine's own search would miss it (a Python outside the usual prefixes).
+# (find_spec: where the packages are, without importing torch, which takes seconds.)
+if [ -z "${JUSTGRPO_NCCL_LIBRARY:-}" ]; then
+  for f in $(python3 -c '
+import importlib.util as u, os
+for name, sub in (("nvidia", "nccl/lib"), ("torch", "lib")):
+    s = u.find_spec(name)
+    for p in (s.submodule_search_locations or []) if s else []:
+        print(os.path.join(p, sub, "libnccl.so.2"))' 2>/dev/null); do
+    if [ -f "$f" ]; then export JUSTGRPO_NCCL_LIBRARY="$f"; break; fi
+  done
+fi
+echo "JUSTGRPO_NCCL_LIBRARY=${JUSTGRPO_NCCL_LIBRARY:-(unset: libnccl.so.2 on the library path)}"
+# Seconds at most: a 1-rank communicator, three checked collectives, two timed sizes.
+timeout 60 node bench/gpu/nccl.mjs --smoke --json "$OUT/nccl.json" || echo "NCCL smoke failed or timed out (status $?)"
 
 # shellcheck disable=SC2054  # the commas are inside option values
 if [ "$dry" -eq 1 ]; then

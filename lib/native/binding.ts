@@ -285,8 +285,24 @@ export type NativeTestArrays = Record<string, Float32Array | Int32Array | Float6
 export interface NativeModule {
   /** A model on the backend `options.backend` names (`backends` lists this build's). */
   Engine: new (config: NativeModelConfig, options?: NativeEngineOptions) => NativeEngine;
-  /** Present in CUDA builds: the GPUs this process sees and, when none, why (e.g. no driver). */
-  cuda?: { deviceCount(): number; unavailableReason(): string; runtimeVersion: number };
+  /** Present in CUDA builds: the GPUs this process sees and, when none, why (e.g. no driver); NCCL (native/cuda/nccl.h). */
+  cuda?: {
+    deviceCount(): number;
+    unavailableReason(): string;
+    runtimeVersion: number;
+    /** The NCCL library this process loads (on the first call): "NCCL 2.21.5 (libnccl.so.2)", or why none loads. */
+    ncclLibrary(): { loaded: boolean; name: string; error: string };
+    /**
+     * Test and bench only (bench/gpu, test/gpu/nccl.test.ts), synchronous: NCCL's in-place
+     * all-reduce, reduce-scatter and all-gather checked on `device`, then the all-reduce timed at each
+     * of `sizes` bytes (busbw = bytes / seconds * 2 (n - 1) / n, GB/s). Without a communicator: one
+     * rank, no MPI.
+     */
+    ncclProbe(options?: { device?: number; communicator?: NativeCommunicator; sizes?: Float64Array; iters?: number; timeoutSeconds?: number }): {
+      library: string; rank: number; ranks: number; failures: string[];
+      timings: { bytes: number; seconds: number; algbw: number; busbw: number }[];
+    };
+  };
   /**
    * One op of one backend on small host arrays (test only: the backend parity tests in test/gpu).
    * dtype: the CUDA side's weights and activations (the CPU side computes in fp32).

@@ -55,6 +55,31 @@ export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): { rank:
   return null;
 }
 
+/**
+ * This process's rank among the ranks on its machine, from the launcher's environment (Open MPI:
+ * OMPI_COMM_WORLD_LOCAL_RANK; MPICH/Hydra, Intel MPI: MPI_LOCALRANKID; PMIx: PMIX_LOCAL_RANK), or
+ * null outside one.
+ */
+export function localRank(env: NodeJS.ProcessEnv = process.env): number | null {
+  for (const key of ['OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'PMIX_LOCAL_RANK']) {
+    const v = env[key];
+    if (v === undefined || v === '') continue;
+    const r = Number(v);
+    if (Number.isInteger(r) && r >= 0) return r;
+  }
+  return null;
+}
+
+/**
+ * The CUDA device a rank uses when none is named: its local rank modulo the `deviceCount` GPUs it
+ * sees (one rank per GPU under `mpirun -np <GPUs>`; with CUDA_VISIBLE_DEVICES narrowed to one GPU
+ * per rank, that one), else 0.
+ */
+export function defaultCudaDevice(deviceCount: number, env: NodeJS.ProcessEnv = process.env): number {
+  const local = localRank(env);
+  return local === null || deviceCount < 1 ? 0 : local % deviceCount;
+}
+
 /** The default collective time-out: JUSTGRPO_COLLECTIVE_TIMEOUT seconds, else 600. */
 export function defaultTimeoutSeconds(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.JUSTGRPO_COLLECTIVE_TIMEOUT;

@@ -64,6 +64,9 @@ class Model final : public Backend {
   // Activations live on the device (DeviceBuffer says how much it wanted when the GPU is full).
   int64_t forward_workspace_bytes(int64_t, int64_t) const override { return 0; }
   std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  // NCCL on this model's GPU and stream where it loads on every rank, else MPI through host memory
+  // (nccl.cpp, make_grad_comm, says when and prints why).
+  std::unique_ptr<GradComm> make_grad_comm(Communicator& world, double timeout_s) override;
   bool has_master_weights() const override { return dtype_ == DType::F32 || master_ready_; }
 
   // The fp32 weights training updates: the weights themselves in fp32 mode; in bf16 mode the master

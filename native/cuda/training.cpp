@@ -432,11 +432,25 @@ int64_t Training::kept_step_bytes(int64_t n_tokens, int64_t n_rows) const {
   return saved;
 }
 
-// Unsharded, over host-memory collectives: the gradients go through the host parameter by
-// parameter (Training::reduce_grads), then the plain step, whose statistics are then global.
+// Data parallelism's step: the gradients summed over the ranks, then the plain step, whose
+// statistics (non-finite count, norm) are then global because every rank holds the same sums.
 StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
-  JG_CHECK_AS(ErrorKind::UNSUPPORTED, !comm.on_device(), "Device-memory collectives (", comm.name(), ") are not wired into this step yet");
-  reduce_grads(model_.layout(), [&](float* d, int64_t n) { comm.all_reduce_sum(d, n); });
+  // ---- ZeRO-1 branches off here: with a sharded optimizer (shard_optimizer, optimizer_shard())
+  // the step is a reduce-scatter of the gradients, AdamW on this rank's shard and an all-gather of
+  // the updated weights. This backend has no sharded step yet (shard_optimizer still refuses).
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, optimizer_shard() == nullptr, "The CUDA backend has no sharded optimizer step");
+  // ---- Unsharded.
+  if (!comm.on_device()) {
+    // Host-memory collectives (MPI): the gradients go through the host parameter by parameter
+    // (Training::reduce_grads).
+    reduce_grads(model_.layout(), [&](float* d, int64_t n) { comm.all_reduce_sum(d, n); });
+    return step(o);
+  }
+  // Device collectives (NCCL, on the model's stream): the whole gradient buffer in one call,
+  // alignment padding included (zeros on every rank), so a rank that ran no backward this step
+  // (zero_grad() pending) contributes its zeros.
+  DeviceScope scope(model_.device());
+  comm.all_reduce_sum(live_grads(), model_.layout().total());
   return step(o);
 }
 

@@ -214,6 +214,7 @@ using cudaDeviceProp = hipDeviceProp_t;
 using cudaMemcpyKind = hipMemcpyKind;
 constexpr cudaError_t cudaSuccess = hipSuccess;
 constexpr cudaError_t cudaErrorMemoryAllocation = hipErrorOutOfMemory;
+constexpr cudaError_t cudaErrorNotReady = hipErrorNotReady;
 constexpr cudaMemcpyKind cudaMemcpyHostToDevice = hipMemcpyHostToDevice;
 constexpr cudaMemcpyKind cudaMemcpyDeviceToHost = hipMemcpyDeviceToHost;
 constexpr cudaMemcpyKind cudaMemcpyDeviceToDevice = hipMemcpyDeviceToDevice;
@@ -282,6 +283,7 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t s) { return hipStreamDestroy(s); }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t s) { return hipStreamSynchronize(s); }
+inline cudaError_t cudaStreamQuery(cudaStream_t s) { return hipStreamQuery(s); }
 
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   return hipMemcpy(dst, src, bytes, kind);
