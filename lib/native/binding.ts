@@ -221,10 +221,26 @@ export interface NativeTrainer {
   /** Copies of one parameter's AdamW moments. */
   getMoments(name: string): { m: Float32Array; v: Float32Array };
   setMoments(name: string, m: Float32Array, v: Float32Array): void;
+  /**
+   * ZeRO-1: from now on keep the AdamW moments of this rank's equal block of the flat parameter
+   * layout only (64-element aligned blocks); before the first step or loadMoments. getMoments then
+   * gives zeros outside the shard, setMoments and loadMoments write inside it only, and step() needs
+   * the communicator (a reduce-scatter, AdamW on the shard, an all-gather of the weights).
+   */
+  shardOptimizer(rank: number, ranks: number): void;
+  /** The shard set by shardOptimizer, flat layout elements [begin, end); null: the whole state. */
+  readonly optimizerShard: { begin: number; end: number; block: number; rank: number; ranks: number } | null;
   /** AdamW updates done so far (bias correction uses stepCount + 1 next); settable to restore a checkpoint. */
   stepCount: number;
-  /** Writes a safetensors file: `header` (length prefix included, from buildSafetensorsHeader) then each moment as F32, in order. */
-  saveMoments(path: string, header: Buffer, tensors: { name: string; moment: NativeMoment }[]): Promise<void>;
+  /**
+   * Writes a safetensors file: `header` (length prefix included, from buildSafetensorsHeader) then each moment as F32, in order.
+   * With a communicator (a sharded optimizer) every rank calls it with the same tensors: each moment is
+   * summed over the ranks one parameter at a time and rank 0 alone writes (the others' path is ignored).
+   */
+  saveMoments(
+    path: string | null, header: Buffer, tensors: { name: string; moment: NativeMoment }[],
+    communicator?: NativeCommunicator, timeoutSeconds?: number,
+  ): Promise<void>;
   /** Reads moments at absolute byte offsets of a safetensors file whose header was validated by readSafetensorsHeader. */
   loadMoments(
     path: string, tensors: { name: string; moment: NativeMoment; offset: number; dtype: NativeDType }[],

@@ -185,7 +185,16 @@ export class GRPOTrainer {
         keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),
       },
     });
-    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, options.communicator ?? new LocalCommunicator());
+    const comm = options.communicator ?? new LocalCommunicator();
+    if (c.zeroStage === 1) {
+      try {
+        session.shardOptimizer(comm);
+      } catch (err) {
+        session.dispose();
+        throw err;
+      }
+    }
+    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, comm);
   }
 
   /** The ranks this trainer's steps run on (one process: a LocalCommunicator). */

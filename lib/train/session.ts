@@ -2,7 +2,7 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, DistributedError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
+import { CheckpointError, ConfigError, DistributedError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { createNativeTrainer, unwrapNative, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
@@ -39,6 +39,8 @@ export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export class TrainingSession {
   readonly #trainer: NativeTrainer;
   readonly #model: ModelInternals;
+  // The ranks the optimizer state is sharded over (shardOptimizer); null: this rank holds it whole.
+  #shardComm: Communicator | null = null;
 
   private constructor(trainer: NativeTrainer, model: ModelInternals) {
     this.#trainer = trainer;
@@ -160,19 +162,63 @@ export class TrainingSession {
     this.#trainer.setGrad(name, data);
   }
 
-  /** Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count. */
-  async saveOptimizer(dir: string): Promise<void> {
+  /**
+   * ZeRO-1 (optimizer-state sharding): from now on this rank keeps the AdamW moments of its
+   * 1/comm.size share of the parameters only; the step reduce-scatters the gradients, updates the
+   * shard and all-gathers the weights. Call before the first step and before loadOptimizer. One
+   * rank: nothing to share, the state stays whole.
+   */
+  shardOptimizer(comm: Communicator): void {
+    if (comm.size === 1 || comm.native === null) return;
+    try {
+      this.#trainer.shardOptimizer(comm.rank, comm.size);
+    } catch (err) {
+      if (err instanceof EngineError && /cannot shard/.test(err.message))
+        throw new ConfigError(`zeroStage 1 (optimizer-state sharding) is not available here: ${err.message.replace(/^shardOptimizer: /, '')}`, { cause: err });
+      throw err;
+    }
+    this.#shardComm = comm;
+  }
+
+  /** Whether this rank holds a shard of the optimizer state (shardOptimizer over several ranks). */
+  get optimizerSharded(): boolean {
+    return this.#shardComm !== null;
+  }
+
+  /**
+   * Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count, in
+   * one format whatever the sharding. With a sharded optimizer every rank calls it: the moments are
+   * gathered one parameter at a time and rank 0 writes into `dir`; the other ranks pass null.
+   */
+  async saveOptimizer(dir: string | null): Promise<void> {
+    const comm = this.#shardComm;
+    if (dir === null && comm === null) return;
     const params = this.#model.engine.paramInfo();
     const tensors = params.flatMap((p) => [
       { name: `${p.name}.exp_avg`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'm' as const },
       { name: `${p.name}.exp_avg_sq`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'v' as const },
     ]);
     const { header } = buildSafetensorsHeader(tensors, { format: 'justgrpo-adamw', step: String(this.stepCount) });
-    const file = path.join(dir, OPTIMIZER_FILE);
-    await this.#model.run(() => this.#trainer.saveMoments(file, header, tensors.map((t) => ({ name: t.param, moment: t.moment }))));
+    const file = dir === null ? null : path.join(dir, OPTIMIZER_FILE);
+    const items = tensors.map((t) => ({ name: t.param, moment: t.moment }));
+    if (comm === null) {
+      await this.#model.run(() => this.#trainer.saveMoments(file, header, items));
+      return;
+    }
+    const native = unwrapNative(comm.native!);
+    try {
+      await this.#model.run(() => this.#trainer.saveMoments(file, header, items, native, comm.timeoutSeconds));
+    } catch (err) {
+      if (err instanceof Error && /^saveMoments: Rank \d+: /.test(err.message))
+        throw new DistributedError(err.message.replace(/^saveMoments: /, ''), { cause: err });
+      throw err;
+    }
   }
 
-  /** Restores moments and step count written by saveOptimizer; errors name the file and tensor. */
+  /**
+   * Restores moments and step count written by saveOptimizer (by any number of ranks, sharded or
+   * not); a sharded rank reads its shard's part only. Errors name the file and tensor.
+   */
   async loadOptimizer(dir: string): Promise<void> {
     const file = path.join(dir, OPTIMIZER_FILE);
     const header = await readSafetensorsHeader(file);

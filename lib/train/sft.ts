@@ -46,6 +46,13 @@ export const sftConfigSchema = z.strictObject({
   adamBeta2: z.number().min(0).lt(1).default(0.999),
   adamEpsilon: z.number().positive().default(1e-8),
   maxGradNorm: z.number().min(0).default(1.0),
+  /**
+   * Optimizer-state sharding across data-parallel ranks (ZeRO stage 1): 0 keeps the whole AdamW
+   * state on every rank; 1 gives each rank the moments of 1/ranks of the parameters (the gradients
+   * are reduce-scattered, each rank updates its share, the weights are all-gathered). Same updates
+   * to fp32 round-off; one rank: nothing to share (no effect).
+   */
+  zeroStage: z.union([z.literal(0), z.literal(1)]).default(0),
   /** Non-finite gradient values: zeroed and counted (the rest of the update applies), or the step skipped and counted. */
   nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
   /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */
@@ -145,6 +152,14 @@ export async function runSft(
       // Printed once, by rank 0.
       memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) } : undefined,
     });
+    if (config.zeroStage === 1) {
+      try {
+        session.shardOptimizer(comm);
+      } catch (err) {
+        session.dispose();
+        throw err;
+      }
+    }
     const exampleAt = epochSampler(examples, config.seed);
     return {
       session, totalSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,

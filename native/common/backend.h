@@ -83,6 +83,20 @@ class GradComm {
   virtual void all_reduce_host(double* data, int64_t n) = 0;
 };
 
+// One process's collectives: every one leaves the data as it is (rank 0 of 1 holds every block).
+// A sharded Training's plain step(o) runs its sharded step over it.
+class LocalGradComm final : public GradComm {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  bool on_device() const override { return false; }
+  std::string name() const override { return "one process"; }
+  void all_reduce_sum(float*, int64_t) override {}
+  void reduce_scatter_sum(float*, int64_t) override {}
+  void all_gather(void*, int64_t) override {}
+  void all_reduce_host(double*, int64_t) override {}
+};
+
 // ZeRO-1 (optimizer-state sharding): rank r of n owns the AdamW state of the layout's flat
 // elements [begin, end). Blocks are equal, `block` = ceil(total / n) rounded up to a multiple of 64
 // elements (so fp32 and bf16 blocks start aligned), the last ones shorter or empty; gradient

@@ -155,6 +155,10 @@ class Model final : public Backend {
   // A bf16-only model gains fp32 masters: the bf16 weights widened (exact), the norm weights moved.
   void make_masters();
 
+  // ZeRO-1: the fp32 parameter buffer grows to n floats (zeros past layout().total()), so the
+  // sharded step's all-gather writes every rank's block into it in place. Needs the masters.
+  void reserve_param_slack(int64_t n);
+
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
   DType dtype() const { return dtype_; }
