@@ -182,7 +182,7 @@ export class GRPOTrainer {
       memoryPlan: (options.communicator?.rank ?? 0) !== 0 ? undefined : {
         dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
         rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
-        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),
+        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20), ranks: options.communicator?.size ?? 1, zeroStage: c.zeroStage,
       },
     });
     const comm = options.communicator ?? new LocalCommunicator();

@@ -150,7 +150,7 @@ export async function runSft(
     const session = TrainingSession.create(model, {
       checkpointActivations: config.checkpointActivations,
       // Printed once, by rank 0.
-      memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) } : undefined,
+      memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength), ranks: comm.size, zeroStage: config.zeroStage } : undefined,
     });
     if (config.zeroStage === 1) {
       try {
