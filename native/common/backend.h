@@ -150,8 +150,10 @@ class Training {
   // bf16 weights for its products) for `shard`'s elements only. The moments of a fresh Training
   // are zeros, so this is called once before the first step or a load of the moments; get_moment,
   // set_moment, write_moment and read_moment then see zeros outside the shard and ignore writes
-  // there (checkpoints gather the shards: lib/train/session.ts). Throws UNSUPPORTED where the
-  // backend has no sharded step.
+  // there (checkpoints gather the shards: lib/train/session.ts). After a sharded step the
+  // gradients outside this rank's shard are undefined (the reduce-scatter leaves them so). A step
+  // without a communicator runs only on a shard of one rank (over LocalGradComm). Throws
+  // UNSUPPORTED where the backend has no sharded step.
   virtual void shard_optimizer(const OptimizerShard& shard) {
     (void)shard;
     JG_FAIL(ErrorKind::UNSUPPORTED, "This backend cannot shard its optimizer state");
