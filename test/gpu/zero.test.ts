@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import './tier.js';
+import { gpuBuild } from './tier.js';
 
 import { native, type NativeEngine, type NativeEngineOptions, type NativeStepOptions, type NativeTrainer } from '../../lib/native/binding.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -102,8 +102,9 @@ describe.skipIf(!status.ok || !openMpi)('ZeRO-1 on the CUDA backend, 2 ranks und
       data: { train: 'data/arith-tiny.jsonl' }, batchSize: 4, learningRate: 0.002, maxSteps: 2, seed: 2, saveSteps: 2, loggingSteps: 1,
       adamEpsilon: 1e-6, weightDecay: 0.1, backend: 'cuda', dtype: 'fp32',
     }));
-    // The tier's build (or the default one on a GPU) for every rank: tier.ts set JUSTGRPO_PREBUILD.
-    const env = { ...process.env, JUSTGRPO_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
+    // Every rank loads the build this file runs against: the tier's, or the default one on a GPU.
+    const env: NodeJS.ProcessEnv = { ...process.env, JUSTGRPO_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
+    if (gpuBuild.tier) env.JUSTGRPO_PREBUILD = path.resolve(root, process.env.JUSTGRPO_CUDA_CPU_DIR ?? 'build-cuda-cpu');
     const run = (argv: string[], ranks: number) => new Promise<{ code: number | null; out: string }>((resolve, reject) => {
       const flags = ranks > 1
         ? [...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : []), '--oversubscribe', '--bind-to', 'none', '-np', String(ranks),
@@ -124,6 +125,10 @@ describe.skipIf(!status.ok || !openMpi)('ZeRO-1 on the CUDA backend, 2 ranks und
     expect(one.code, one.out).toBe(0);
     const two = await run(['sft', '--config', config, '--out', 'two', '--zero-stage', '1'], 2);
     expect(two.code, two.out).toBe(0);
+    // Rank 0 printed the GPU memory plan per rank, with the moments of one shard.
+    expect(two.out).toMatch(/GPU memory plan \(.*per rank of 2, zeroStage 1: AdamW moments sharded\)/);
+    expect(two.out).toMatch(/AdamW moments \(1\/2\)/);
+    expect(one.out).not.toMatch(/per rank/);
     const metrics = (d: string) => readFileSync(path.join(tmp, d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
     const [m1, m2] = [metrics('one'), metrics('two')];
     expect(m2.map((m) => m.step)).toEqual([1, 2]);
