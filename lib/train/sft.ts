@@ -52,7 +52,7 @@ export const sftConfigSchema = z.strictObject({
    * are reduce-scattered, each rank updates its share, the weights are all-gathered). Same updates
    * to fp32 round-off; one rank: nothing to share (no effect).
    */
-  zeroStage: z.union([z.literal(0), z.literal(1)]).default(0),
+  zeroStage: z.literal([0, 1]).default(0),
   /** Non-finite gradient values: zeroed and counted (the rest of the update applies), or the step skipped and counted. */
   nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
   /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */
