@@ -287,6 +287,13 @@ export interface NativeCommunicator {
   allReduce(data: Float64Array, op: 'sum' | 'max', timeoutSeconds: number, what: string): Promise<Float64Array>;
   /** Sums in place. */
   allReduceF32(data: Float32Array, timeoutSeconds: number, what: string): Promise<void>;
+  /**
+   * ZeRO-1's collectives as a Training step calls them (MpiGradComm), in place on size equal blocks:
+   * reduceScatterF32 leaves in block `rank` the sum over ranks of every rank's block `rank` (the
+   * other blocks undefined); allGatherF32 gives every rank each rank's own block.
+   */
+  reduceScatterF32(data: Float32Array, timeoutSeconds: number): Promise<void>;
+  allGatherF32(data: Float32Array, timeoutSeconds: number): Promise<void>;
   /** Root's bytes on every rank (each passes an array of the same length). */
   broadcast(data: Uint8Array, root: number, timeoutSeconds: number, what: string): Promise<Uint8Array>;
   barrier(timeoutSeconds: number, what: string): Promise<void>;

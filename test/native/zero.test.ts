@@ -165,7 +165,45 @@ describe.skipIf(!haveMpirun)('ZeRO-1 over MPI (2 ranks on this machine)', () => 
   });
 });
 
+/** test/helpers/dp-collectives.mjs on `ranks` ranks: each rank's JSON line. */
+function collectives(launcher: 'mpirun' | 'mpich', ranks: number): Promise<Run> {
+  const script = path.join(root, 'test', 'helpers', 'dp-collectives.mjs');
+  const [cmd, argv] = launcher === 'mpich'
+    ? ['mpiexec.mpich', ['-n', String(ranks), process.execPath, script]]
+    : ['mpirun', [...MPIRUN_FLAGS, '-np', String(ranks), process.execPath, script]];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { cwd: tmp, env: { ...process.env, ...ONE_THREAD } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+function expectCollectives(r: Run, ranks: number) {
+  expect(r.code, r.out).toBe(0);
+  const lines = r.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { rank: number; size: number; checked: number; wrong: string[] });
+  expect(lines.map((l) => l.rank).sort()).toEqual(Array.from({ length: ranks }, (_, i) => i));
+  for (const l of lines) {
+    expect(l.size).toBe(ranks);
+    expect(l.checked).toBeGreaterThan(0);
+    expect(l.wrong, `rank ${l.rank}`).toEqual([]);
+  }
+}
+
+describe.skipIf(!haveMpirun)("ZeRO-1's collectives (MpiGradComm) under Open MPI", () => {
+  it('reduce-scatter leaves block r the sum of every rank\'s block r; all-gather gives every rank every block (2 and 3 ranks, blocks of 1 to 1000)', async () => {
+    expectCollectives(await collectives('mpirun', 2), 2);
+    expectCollectives(await collectives('mpirun', 3), 3);
+  });
+});
+
 describe.skipIf(!haveMpich)('ZeRO-1 over MPICH (its in-place reduce-scatter writes at the buffer start)', () => {
+  it("the collectives place each rank's block where it belongs under MPICH too", async () => {
+    expectCollectives(await collectives('mpich', 2), 2);
+  });
+
   it('2 sharded ranks under mpiexec.mpich give the 1-rank run', async () => {
     const config = sftConfig('sft-mpich', { zeroStage: 1 });
     const one = await justgrpo(['sft', '--config', config, '--out', 'm1']);
