@@ -132,6 +132,11 @@ export interface NativeEngine {
 export type NativeTrainerOptions = {
   /** Keep only each layer's input and recompute the layer's forward in backward: activation memory of one layer instead of all, for about 30% more arithmetic; results are bit-identical. Defaults to `false`. */
   checkpointActivations?: boolean;
+  /**
+   * ZeRO-1 from the start: this rank's shard of the AdamW state (see shardOptimizer), so the whole
+   * state is never allocated here. Defaults to none (the whole state).
+   */
+  optimizerShard?: { rank: number; ranks: number };
 };
 
 /** One AdamW update (torch.optim.AdamW semantics); every field is required, the caller resolves defaults. */

@@ -184,16 +184,10 @@ export class GRPOTrainer {
         rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
         keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20), ranks: options.communicator?.size ?? 1, zeroStage: c.zeroStage,
       },
+      // ZeRO-1: this rank allocates its shard of the AdamW state only.
+      shardOver: c.zeroStage === 1 ? options.communicator : undefined,
     });
     const comm = options.communicator ?? new LocalCommunicator();
-    if (c.zeroStage === 1) {
-      try {
-        session.shardOptimizer(comm);
-      } catch (err) {
-        session.dispose();
-        throw err;
-      }
-    }
     return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, comm);
   }
 

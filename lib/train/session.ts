@@ -36,6 +36,13 @@ export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 
+/** A backend that cannot shard its optimizer state (UNSUPPORTED) as the config's error; other errors as they are. */
+function shardingError(err: unknown): unknown {
+  if (err instanceof EngineError && /cannot shard/.test(err.message))
+    return new ConfigError(`zeroStage 1 (optimizer-state sharding) is not available here: ${err.message.replace(/^(shardOptimizer|Trainer): /, '')}`, { cause: err });
+  return err;
+}
+
 export class TrainingSession {
   readonly #trainer: NativeTrainer;
   readonly #model: ModelInternals;
@@ -47,8 +54,15 @@ export class TrainingSession {
     this.#model = model;
   }
 
-  /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
-  static create(model: LladaModel, options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions } = {}): TrainingSession {
+  /**
+   * Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. `shardOver`
+   * (ZeRO-1): the ranks the AdamW state is sharded over, from the start (see shardOptimizer); this
+   * rank then allocates its shard's moments only.
+   */
+  static create(
+    model: LladaModel,
+    options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions; shardOver?: Communicator } = {},
+  ): TrainingSession {
     const m = internals.get(model)!;
     // On the GPU memory is planned, not discovered: the plan is printed before anything is allocated.
     if (model.backend === 'cuda' && options.memoryPlan) {
@@ -60,14 +74,21 @@ export class TrainingSession {
     if (model.backend !== 'cpu' && model.backend !== 'cuda')
       throw new InputError(`Training runs on the 'cpu' and 'cuda' backends, not on '${model.backend}'`);
     let trainer: NativeTrainer;
+    const over = options.shardOver;
+    const sharded = over !== undefined && over.size > 1 && over.native !== null;
     try {
-      trainer = createNativeTrainer(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+      trainer = createNativeTrainer(m.engine, {
+        checkpointActivations: options.checkpointActivations ?? false,
+        ...(sharded ? { optimizerShard: { rank: over.rank, ranks: over.size } } : {}),
+      });
     } catch (err) {
       if (err instanceof InsufficientMemoryError)
         throw new InsufficientMemoryError(`Training needs more memory than is available: ${err.message.replace(/^Trainer: /, '')}`, { cause: err });
-      throw err;
+      throw shardingError(err);
     }
-    return new TrainingSession(trainer, m);
+    const session = new TrainingSession(trainer, m);
+    if (sharded) session.#shardComm = over;
+    return session;
   }
 
   /** AdamW updates applied so far. */
@@ -173,9 +194,7 @@ export class TrainingSession {
     try {
       this.#trainer.shardOptimizer(comm.rank, comm.size);
     } catch (err) {
-      if (err instanceof EngineError && /cannot shard/.test(err.message))
-        throw new ConfigError(`zeroStage 1 (optimizer-state sharding) is not available here: ${err.message.replace(/^shardOptimizer: /, '')}`, { cause: err });
-      throw err;
+      throw shardingError(err);
     }
     this.#shardComm = comm;
   }

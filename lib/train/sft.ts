@@ -151,15 +151,9 @@ export async function runSft(
       checkpointActivations: config.checkpointActivations,
       // Printed once, by rank 0.
       memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength), ranks: comm.size, zeroStage: config.zeroStage } : undefined,
+      // ZeRO-1: this rank allocates its shard of the AdamW state only.
+      shardOver: config.zeroStage === 1 ? comm : undefined,
     });
-    if (config.zeroStage === 1) {
-      try {
-        session.shardOptimizer(comm);
-      } catch (err) {
-        session.dispose();
-        throw err;
-      }
-    }
     const exampleAt = epochSampler(examples, config.seed);
     return {
       session, totalSteps, examplesPerStep: perStep, resolved: resolved as unknown as Record<string, unknown>,

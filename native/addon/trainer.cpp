@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../common/check.h"
@@ -38,6 +39,16 @@ Napi::Value loss_result(Napi::Env env, const LossOut& out, bool policy) {
     o.Set("clipped", reg);
   }
   return o;
+}
+
+// {rank, ranks} of a shard: integers, 0 <= rank < ranks.
+std::pair<int, int> shard_args(const Napi::Value& rank_js, const Napi::Value& ranks_js) {
+  const double ranks = ranks_js.IsNumber() ? ranks_js.As<Napi::Number>().DoubleValue() : -1;
+  if (!(ranks >= 1 && ranks <= 1 << 20 && std::floor(ranks) == ranks)) expected("an integer >= 1", "ranks", describe(ranks_js));
+  const double rank = rank_js.IsNumber() ? rank_js.As<Napi::Number>().DoubleValue() : -1;
+  if (!(rank >= 0 && rank < ranks && std::floor(rank) == rank))
+    expected(str_cat("an integer in [0, ", static_cast<int>(ranks), ")"), "rank", describe(rank_js));
+  return {static_cast<int>(rank), static_cast<int>(ranks)};
 }
 
 // The parameter a tensor entry names: {name, ...}.
@@ -104,15 +115,24 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
     if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(ctor->Value()))
       expected("an Engine", "engine", info.Length() < 1 ? std::string("undefined") : describe(info[0]));
     bool checkpoint = false;
+    Napi::Value shard_js;
     if (info.Length() >= 2 && !info[1].IsUndefined()) {
       if (!info[1].IsObject()) expected("an options object", "options", describe(info[1]));
       checkpoint = get_bool_or(info[1].As<Napi::Object>(), "checkpointActivations", false);
+      shard_js = info[1].As<Napi::Object>().Get("optimizerShard");
     }
     engine_ = Napi::ObjectWrap<Engine>::Unwrap(info[0].As<Napi::Object>());
     // A bf16-only model gains its fp32 masters here: not while another call reads the weights.
     if (engine_->busy() && !engine_->backend().has_master_weights())
       JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
-    training_ = engine_->backend().make_training(checkpoint);
+    // optimizerShard: {rank, ranks} (ZeRO-1 from the start: the moments of that shard only).
+    std::unique_ptr<OptimizerShard> shard;
+    if (!shard_js.IsEmpty() && !shard_js.IsUndefined() && !shard_js.IsNull()) {
+      if (!shard_js.IsObject()) expected("{rank, ranks}", "optimizerShard", describe(shard_js));
+      const auto [rank, ranks] = shard_args(shard_js.As<Napi::Object>().Get("rank"), shard_js.As<Napi::Object>().Get("ranks"));
+      shard = std::make_unique<OptimizerShard>(OptimizerShard::of(engine_->backend().layout().total(), rank, ranks));
+    }
+    training_ = engine_->backend().make_training(checkpoint, shard.get());
     engine_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
   } catch (const std::exception&) {
     CallError::current("Trainer").to_js(info.Env()).ThrowAsJavaScriptException();
@@ -332,13 +352,9 @@ void Trainer::SetStepCount(const Napi::CallbackInfo& info, const Napi::Value& va
 Napi::Value Trainer::ShardOptimizer(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("shardOptimizer", {
     training();
-    const double ranks = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
-    if (!(ranks >= 1 && ranks <= 1 << 20 && std::floor(ranks) == ranks)) expected("an integer >= 1", "ranks", describe(info[1]));
-    const double rank = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(rank >= 0 && rank < ranks && std::floor(rank) == rank))
-      expected(str_cat("an integer in [0, ", static_cast<int>(ranks), ")"), "rank", describe(info[0]));
+    const auto [rank, ranks] = shard_args(info[0], info[1]);
     const int64_t total = backend().layout().total();
-    claimed([&] { training_->shard_optimizer(OptimizerShard::of(total, static_cast<int>(rank), static_cast<int>(ranks))); });
+    claimed([&] { training_->shard_optimizer(OptimizerShard::of(total, rank, ranks)); });
     return info.Env().Undefined();
   })
 }

@@ -113,6 +113,14 @@ struct OptimizerShard {
     s.end = std::min(total, s.begin + s.block);
     return s;
   }
+  // Throws unless this is of(total, rank, ranks) for a layout of `total` elements.
+  void check(int64_t total) const {
+    JG_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "Expected a rank in [0, ", ranks, ") of at least one rank but received rank ",
+             rank, " of ", ranks);
+    const OptimizerShard want = of(total, rank, ranks);
+    JG_CHECK(begin == want.begin && end == want.end && block == want.block, "The optimizer shard [", begin, ", ", end,
+             ") of block ", block, " is not OptimizerShard::of(", total, ", ", rank, ", ", ranks, ")");
+  }
 };
 
 // Gradients, optimizer state and training workspace for one Backend's parameters; made by
@@ -244,8 +252,10 @@ class Backend {
   virtual std::unique_ptr<GradComm> make_grad_comm(Communicator& world, double timeout_s);
 
   // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
-  // no training yet).
-  virtual std::unique_ptr<Training> make_training(bool checkpoint_activations) = 0;
+  // no training yet). With `shard` (ZeRO-1) the AdamW state is that shard's from the start
+  // (Training::shard_optimizer already applied), so a rank never holds the whole of it, not even
+  // while the Training is made.
+  virtual std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) = 0;
 
   // Bumped whenever the weights change (loading, initialising, setting a tensor, an optimizer step),
   // so activations kept from a forward pass can be checked against the weights that made them.

@@ -146,7 +146,7 @@ class Model final : public Backend {
   void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
   // Bytes of activation memory a forward over n tokens and n_rows logits rows needs.
   int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
-  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) override;
   MemoryReport memory_report() const override;
 
   // Whether the fp32 master weights exist (always in F32; in BF16 unless made without them and not

@@ -11,19 +11,33 @@
 
 namespace jg::cpu {
 
-std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations) {
+std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations, const OptimizerShard* shard) {
   // AdamW updates fp32 masters; a bf16-only model gains them from its bf16 values (exact widening).
   make_masters();
-  return std::make_unique<Training>(*this, checkpoint_activations);
+  return std::make_unique<Training>(*this, checkpoint_activations, shard);
 }
 
-Training::Training(Model& model, bool checkpoint_activations) : model_(model), workspace_(checkpoint_activations) {
+Training::Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard)
+    : model_(model), workspace_(checkpoint_activations) {
   const int64_t total = model.layout().total();
+  // Sharded: the reduce-scatter reads ranks * block gradient elements (zeros past total), and each
+  // moment holds the shard's elements only.
+  int64_t grads = total, moments = total;
+  if (shard) {
+    shard->check(total);
+    grads = checked_mul(shard->block, static_cast<int64_t>(shard->ranks));
+    moments = std::max<int64_t>(shard->end - shard->begin, 1);
+  }
   // Checked together first: three buffers that each fit can still not fit side by side.
-  check_fits(checked_mul(3 * total, static_cast<int64_t>(sizeof(float))), "gradients and AdamW moments");
-  grads_.resize(total, "gradients");
-  m_.resize(total, "AdamW first moments");
-  v_.resize(total, "AdamW second moments");
+  check_fits(checked_mul(grads + 2 * moments, static_cast<int64_t>(sizeof(float))), "gradients and AdamW moments");
+  grads_.resize(grads, "gradients");
+  m_.resize(moments, "AdamW first moments");
+  v_.resize(moments, "AdamW second moments");
+  if (shard) {
+    model_.reserve_param_slack(grads);
+    shard_ = *shard;
+    sharded_ = true;
+  }
 }
 
 float* Training::live_grads() {
@@ -92,13 +106,7 @@ StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
 }
 
 void Training::shard_optimizer(const OptimizerShard& shard) {
-  const int64_t total = model_.layout().total();
-  JG_CHECK(shard.ranks >= 1 && shard.rank >= 0 && shard.rank < shard.ranks, "Expected a rank in [0, ", shard.ranks,
-           ") of at least one rank but received rank ", shard.rank, " of ", shard.ranks);
-  JG_CHECK(shard.block >= 0 && shard.begin == std::min(total, shard.block * shard.rank) &&
-               shard.end == std::min(total, shard.begin + shard.block) && shard.block * shard.ranks >= total,
-           "The optimizer shard [", shard.begin, ", ", shard.end, ") of block ", shard.block,
-           " is not OptimizerShard::of(", total, ", ", shard.rank, ", ", shard.ranks, ")");
+  shard.check(model_.layout().total());
   JG_CHECK(!sharded_, "The optimizer state is already sharded");
   const int64_t full = checked_mul(shard.block, static_cast<int64_t>(shard.ranks)), n = shard.end - shard.begin;
   // The gradients grow first: the reduce-scatter reads ranks * block elements (zeros past total).

@@ -15,7 +15,8 @@ namespace jg::cpu {
 
 class Training final : public jg::Training {
  public:
-  Training(Model& model, bool checkpoint_activations);
+  // With `shard`: the moments of that shard only, from the start (see shard_optimizer).
+  Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard = nullptr);
 
   void zero_grad() override { grads_zeroed_ = true; }
   double loss(bool backward, const Batch& batch, const int32_t* rows, const int32_t* targets, int64_t n_rows,

@@ -63,7 +63,7 @@ class Model final : public Backend {
   void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
   // Activations live on the device (DeviceBuffer says how much it wanted when the GPU is full).
   int64_t forward_workspace_bytes(int64_t, int64_t) const override { return 0; }
-  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) override;
   bool has_master_weights() const override { return dtype_ == DType::F32 || master_ready_; }
 
   // The fp32 weights training updates: the weights themselves in fp32 mode; in bf16 mode the master

@@ -67,20 +67,35 @@ struct Training::Plan {
   void* dtmp = nullptr;  // an output gradient rounded to bf16 for the products (bf16 mode)
 };
 
-std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations) {
-  return std::make_unique<Training>(*this, checkpoint_activations);
+std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations, const OptimizerShard* shard) {
+  return std::make_unique<Training>(*this, checkpoint_activations, shard);
 }
 
-Training::Training(Model& model, bool checkpoint_activations) : model_(model), checkpoint_(checkpoint_activations) {
+Training::Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard)
+    : model_(model), checkpoint_(checkpoint_activations) {
   DeviceScope scope(model_.device());
-  const size_t bytes = static_cast<size_t>(model_.layout().total()) * sizeof(float);
+  const int64_t total = model_.layout().total();
+  // Sharded: each moment holds the shard's elements only; the gradients stay whole on the device
+  // (the sharded step stages them through host_ for the reduce-scatter).
+  int64_t moments = total;
+  if (shard) {
+    shard->check(total);
+    moments = std::max<int64_t>(shard->end - shard->begin, 1);
+    host_.resize(static_cast<size_t>(checked_mul(shard->block, static_cast<int64_t>(shard->ranks))));
+  }
+  const size_t bytes = static_cast<size_t>(total) * sizeof(float), mbytes = static_cast<size_t>(moments) * sizeof(float);
   grads_.reserve(bytes, "gradients");
-  m_.reserve(bytes, "AdamW first moments");
-  v_.reserve(bytes, "AdamW second moments");
+  m_.reserve(mbytes, shard ? "AdamW first moments (shard)" : "AdamW first moments");
+  v_.reserve(mbytes, shard ? "AdamW second moments (shard)" : "AdamW second moments");
   model_.master();  // a bf16-only model gains its fp32 masters here
   stats_.reserve(2 * sizeof(double), "optimizer statistics");
-  for (DeviceBuffer* b : {&grads_, &m_, &v_}) JG_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, bytes, model_.stream()));
+  JG_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, bytes, model_.stream()));
+  for (DeviceBuffer* b : {&m_, &v_}) JG_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, mbytes, model_.stream()));
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  if (shard) {
+    shard_ = *shard;
+    sharded_ = true;
+  }
 }
 
 Training::~Training() {
@@ -497,13 +512,7 @@ StepStats Training::step(const AdamWOptions& o) {
 }
 
 void Training::shard_optimizer(const OptimizerShard& shard) {
-  const int64_t total = model_.layout().total();
-  JG_CHECK(shard.ranks >= 1 && shard.rank >= 0 && shard.rank < shard.ranks, "Expected a rank in [0, ", shard.ranks,
-           ") of at least one rank but received rank ", shard.rank, " of ", shard.ranks);
-  JG_CHECK(shard.block >= 0 && shard.begin == std::min(total, shard.block * shard.rank) &&
-               shard.end == std::min(total, shard.begin + shard.block) && shard.block * shard.ranks >= total,
-           "The optimizer shard [", shard.begin, ", ", shard.end, ") of block ", shard.block,
-           " is not OptimizerShard::of(", total, ", ", shard.rank, ", ", shard.ranks, ")");
+  shard.check(model_.layout().total());
   JG_CHECK(!sharded_, "The optimizer state is already sharded");
   DeviceScope scope(model_.device());
   cudaStream_t s = model_.stream();

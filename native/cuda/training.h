@@ -22,7 +22,8 @@ namespace jg::cuda {
 
 class Training final : public jg::Training {
  public:
-  Training(Model& model, bool checkpoint_activations);
+  // With `shard`: the moments of that shard only, from the start (see shard_optimizer).
+  Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard = nullptr);
   ~Training() override;
 
   void zero_grad() override { grads_zeroed_ = true; }

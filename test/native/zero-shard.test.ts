@@ -8,8 +8,10 @@ import path from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { buildSafetensorsHeader, readSafetensorsHeader } from '../../lib/index.js';
-import { native, type NativeEngine, type NativeMoment, type NativeStepOptions, type NativeTrainer } from '../../lib/native/binding.js';
+import { buildSafetensorsHeader, charModelConfig, InsufficientMemoryError, LladaModel, readSafetensorsHeader } from '../../lib/index.js';
+import { internals } from '../../lib/model.js';
+import { TrainingSession } from '../../lib/train/session.js';
+import { createNativeTrainer, native, type NativeEngine, type NativeMoment, type NativeStepOptions, type NativeTrainer } from '../../lib/native/binding.js';
 import { args, randomBatch, randomEngine, sameBits } from '../helpers/train.js';
 
 const ADAMW: NativeStepOptions = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 0.5 };
@@ -156,5 +158,44 @@ describe('a sharded optimizer state', () => {
     t.shardOptimizer(1, 3);
     await t.crossEntropyBackward(...args(randomBatch(2, 8, 100, 99)));
     await expect(t.step(ADAMW)).rejects.toThrow(/A step of one rank's optimizer shard needs the other 2 ranks/);
+  });
+});
+
+describe('a Training made sharded (optimizerShard at construction)', () => {
+  it('holds the same shard as shardOptimizer after construction, and steps the same', async () => {
+    const [ea, eb] = [await engine(), await engine()];
+    const ta = trainerFor(ea);
+    ta.shardOptimizer(0, 1);
+    const tb = new (native().Trainer)(eb, { optimizerShard: { rank: 0, ranks: 1 } });
+    open.push(tb);
+    expect(tb.optimizerShard).toEqual(ta.optimizerShard);
+    const three = new (native().Trainer)(eb, { optimizerShard: { rank: 2, ranks: 3 } });
+    open.push(three);
+    expect(three.optimizerShard).toMatchObject({ rank: 2, ranks: 3 });
+    const batch = randomBatch(3, 12, 100, 99, 5);
+    for (const t of [ta, tb]) {
+      await t.crossEntropyBackward(...args(batch));
+      await t.step(ADAMW);
+    }
+    for (const p of ea.paramInfo()) expect(sameBits(eb.getParam(p.name), ea.getParam(p.name)), p.name).toBe(true);
+    expect(() => new (native().Trainer)(eb, { optimizerShard: { rank: 3, ranks: 3 } })).toThrow(/Expected an integer in \[0, 3\) for `rank`/);
+  });
+
+  it('allocates only its shard of the moments: a state that does not fit whole fits as 1 of 8 shards', async () => {
+    // About 10M parameters: whole, 120 MB of gradients and moments do not fit under a 100 MB limit;
+    // as 1 of 8 shards, 40 MB of gradients and 10 MB of moments do.
+    const m = await LladaModel.random(charModelConfig({ dModel: 512, nLayers: 3, nHeads: 8, mlpHiddenSize: 1536, maxSequenceLength: 64 }));
+    const saved = process.env.JUSTGRPO_MEMORY_LIMIT;
+    process.env.JUSTGRPO_MEMORY_LIMIT = String(100 * 1024 * 1024);
+    try {
+      expect(() => TrainingSession.create(m)).toThrow(InsufficientMemoryError);
+      const t = createNativeTrainer(internals.get(m)!.engine, { optimizerShard: { rank: 7, ranks: 8 } });
+      expect(t.optimizerShard).toMatchObject({ rank: 7, ranks: 8 });
+      t.dispose();
+    } finally {
+      if (saved === undefined) delete process.env.JUSTGRPO_MEMORY_LIMIT;
+      else process.env.JUSTGRPO_MEMORY_LIMIT = saved;
+      await m.dispose();
+    }
   });
 });
