@@ -539,6 +539,10 @@ void Training::shard_optimizer(const OptimizerShard& shard) {
 // weights (the masters in bf16 mode) gathered through the host; the bf16 copy the products read is
 // then rewritten from them, rounded as AdamW rounds it.
 StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
+  // The staging below hands host pointers to the collectives: a device-memory GradComm (NCCL) needs
+  // its own variant (device buffers of ranks * block elements for the gradients and the weights).
+  JG_CHECK_AS(ErrorKind::UNSUPPORTED, !comm.on_device(), "zeroStage 1 over device-memory collectives (", comm.name(),
+              ") is not wired in yet: run it over MPI");
   const OptimizerShard& sh = shard_;
   JG_CHECK_AS(ErrorKind::INTERNAL, comm.size() == sh.ranks && comm.rank() == sh.rank, "The optimizer shard is rank ",
               sh.rank, " of ", sh.ranks, " but the step runs as rank ", comm.rank(), " of ", comm.size());
