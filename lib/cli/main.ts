@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import cliProgress from 'cli-progress';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 
 import { readConfigFile } from '../configfile.js';
 import { ConfigError, InputError, JustGRPOError } from '../errors.js';
@@ -107,6 +107,7 @@ function addRunOptions(cmd: Command, command: string): Command {
     new Option('--resume <dir>', 'continue a run from a checkpoint-N directory or a run directory (its newest checkpoint)'),
     new Option('--seed <n>', 'seed (overrides seed)').argParser(intArg('--seed')),
     new Option('--dtype <name>', 'fp32 | bf16: the compute dtype (overrides dtype)').argParser(choiceArg('--dtype', DTYPES)),
+    new Option('--zero-stage <n>', '0 | 1: 1 shards the AdamW state across the data-parallel ranks (ZeRO-1; overrides zeroStage)').argParser(zeroStageArg),
     new Option('--json', 'print one JSON line per logged step and a final summary'),
     new Option('--nproc <n>', 'data-parallel ranks on this machine, started through mpirun (the run is the same run whatever N; see README, "Past one machine")').argParser(intArg('--nproc', 1)),
     new Option('--distributed <mode>', 'auto: MPI when started by mpirun with several ranks | mpi: always | none: one process').argParser(choiceArg('--distributed', DISTRIBUTED_MODES)).default('auto'),
@@ -143,8 +144,8 @@ async function startRanks(opts: { nproc?: number; distributed?: DistributedMode 
 }
 
 /** The run those flags describe: a parsed config (with the directory its paths are relative to) or a resume. */
-async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: number; dtype?: ComputeDType }>(
-  opts: { config?: string; resume?: string; out?: string; maxSteps?: number; seed?: number; dtype?: ComputeDType },
+async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: number; dtype?: ComputeDType; zeroStage: 0 | 1 }>(
+  opts: { config?: string; resume?: string; out?: string; maxSteps?: number; seed?: number; dtype?: ComputeDType; zeroStage?: 0 | 1 },
   parse: (raw: unknown, source: string) => C,
 ): Promise<{ config?: C; baseDir?: string; resume?: string; overrides: Partial<C> }> {
   if (!opts.config && !opts.resume) throw new ConfigError('Give --config FILE (a new run) or --resume DIR');
@@ -153,6 +154,7 @@ async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: n
   if (opts.maxSteps !== undefined) overrides.maxSteps = opts.maxSteps;
   if (opts.seed !== undefined) overrides.seed = opts.seed;
   if (opts.dtype !== undefined) overrides.dtype = opts.dtype;
+  if (opts.zeroStage !== undefined) overrides.zeroStage = opts.zeroStage;
   if (!opts.config) return { resume: opts.resume, overrides };
   // With both, --resume wins; the config serves only a run that died before its first checkpoint.
   const file = await readConfigFile(opts.config);
@@ -160,6 +162,11 @@ async function runArgs<C extends { outputDir: string; maxSteps?: number; seed: n
 }
 
 const DTYPES = ['fp32', 'bf16'] as const;
+
+function zeroStageArg(value: string): 0 | 1 {
+  if (value !== '0' && value !== '1') throw new InvalidArgumentError('--zero-stage must be 0 or 1.');
+  return Number(value) as 0 | 1;
+}
 const DTYPE_HELP = "fp32 | bf16: the compute dtype (bf16 on the CPU: matrix products in bf16 through oneDNN, fp32 sums)";
 
 const program = new Command();

@@ -132,6 +132,11 @@ export interface NativeEngine {
 export type NativeTrainerOptions = {
   /** Keep only each layer's input and recompute the layer's forward in backward: activation memory of one layer instead of all, for about 30% more arithmetic; results are bit-identical. Defaults to `false`. */
   checkpointActivations?: boolean;
+  /**
+   * ZeRO-1 from the start: this rank's shard of the AdamW state (see shardOptimizer), so the whole
+   * state is never allocated here. Defaults to none (the whole state).
+   */
+  optimizerShard?: { rank: number; ranks: number };
 };
 
 /** One AdamW update (torch.optim.AdamW semantics); every field is required, the caller resolves defaults. */
@@ -221,10 +226,26 @@ export interface NativeTrainer {
   /** Copies of one parameter's AdamW moments. */
   getMoments(name: string): { m: Float32Array; v: Float32Array };
   setMoments(name: string, m: Float32Array, v: Float32Array): void;
+  /**
+   * ZeRO-1: from now on keep the AdamW moments of this rank's equal block of the flat parameter
+   * layout only (64-element aligned blocks); before the first step or loadMoments. getMoments then
+   * gives zeros outside the shard, setMoments and loadMoments write inside it only, and step() needs
+   * the communicator (a reduce-scatter, AdamW on the shard, an all-gather of the weights).
+   */
+  shardOptimizer(rank: number, ranks: number): void;
+  /** The shard set by shardOptimizer, flat layout elements [begin, end); null: the whole state. */
+  readonly optimizerShard: { begin: number; end: number; block: number; rank: number; ranks: number } | null;
   /** AdamW updates done so far (bias correction uses stepCount + 1 next); settable to restore a checkpoint. */
   stepCount: number;
-  /** Writes a safetensors file: `header` (length prefix included, from buildSafetensorsHeader) then each moment as F32, in order. */
-  saveMoments(path: string, header: Buffer, tensors: { name: string; moment: NativeMoment }[]): Promise<void>;
+  /**
+   * Writes a safetensors file: `header` (length prefix included, from buildSafetensorsHeader) then each moment as F32, in order.
+   * With a communicator (a sharded optimizer) every rank calls it with the same tensors: each moment is
+   * summed over the ranks one parameter at a time and rank 0 alone writes (the others' path is ignored).
+   */
+  saveMoments(
+    path: string | null, header: Buffer, tensors: { name: string; moment: NativeMoment }[],
+    communicator?: NativeCommunicator, timeoutSeconds?: number,
+  ): Promise<void>;
   /** Reads moments at absolute byte offsets of a safetensors file whose header was validated by readSafetensorsHeader. */
   loadMoments(
     path: string, tensors: { name: string; moment: NativeMoment; offset: number; dtype: NativeDType }[],
@@ -271,6 +292,13 @@ export interface NativeCommunicator {
   allReduce(data: Float64Array, op: 'sum' | 'max', timeoutSeconds: number, what: string): Promise<Float64Array>;
   /** Sums in place. */
   allReduceF32(data: Float32Array, timeoutSeconds: number, what: string): Promise<void>;
+  /**
+   * ZeRO-1's collectives as a Training step calls them (MpiGradComm), in place on size equal blocks:
+   * reduceScatterF32 leaves in block `rank` the sum over ranks of every rank's block `rank` (the
+   * other blocks undefined); allGatherF32 gives every rank each rank's own block.
+   */
+  reduceScatterF32(data: Float32Array, timeoutSeconds: number): Promise<void>;
+  allGatherF32(data: Float32Array, timeoutSeconds: number): Promise<void>;
   /** Root's bytes on every rank (each passes an array of the same length). */
   broadcast(data: Uint8Array, root: number, timeoutSeconds: number, what: string): Promise<Uint8Array>;
   barrier(timeoutSeconds: number, what: string): Promise<void>;

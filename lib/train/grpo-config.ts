@@ -51,6 +51,13 @@ export const grpoConfigSchema = z.strictObject({
   adamEpsilon: z.number().positive().default(1e-8),
   weightDecay: z.number().min(0).default(0),
   maxGradNorm: z.number().min(0).default(1.0),
+  /**
+   * Optimizer-state sharding across data-parallel ranks (ZeRO stage 1): 0 keeps the whole AdamW
+   * state on every rank; 1 gives each rank the moments of 1/ranks of the parameters (the gradients
+   * are reduce-scattered, each rank updates its share, the weights are all-gathered). Same updates
+   * to fp32 round-off; one rank: nothing to share (no effect).
+   */
+  zeroStage: z.literal([0, 1]).default(0),
   /** Non-finite gradient values: zeroed and counted (JustGRPO's reference), or the step skipped and counted. */
   nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
   /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */

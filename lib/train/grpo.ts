@@ -182,10 +182,13 @@ export class GRPOTrainer {
       memoryPlan: (options.communicator?.rank ?? 0) !== 0 ? undefined : {
         dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', rolloutSequences: c.promptsPerStep * c.numGenerations,
         rolloutLength: promptLength + c.maxCompletionLength, lossTokens: c.maxTokensPerBatch,
-        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20),
+        keptBytes: Math.floor(c.reuseRolloutMemoryMB * 2 ** 20), ranks: options.communicator?.size ?? 1, zeroStage: c.zeroStage,
       },
+      // ZeRO-1: this rank allocates its shard of the AdamW state only.
+      shardOver: c.zeroStage === 1 ? options.communicator : undefined,
     });
-    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, options.communicator ?? new LocalCommunicator());
+    const comm = options.communicator ?? new LocalCommunicator();
+    return new GRPOTrainer(model, c, session, options.refModel ?? null, rewardFns, comm);
   }
 
   /** The ranks this trainer's steps run on (one process: a LocalCommunicator). */

@@ -2,7 +2,9 @@
 // anything is allocated: weights, fp32 master weights, AdamW moments, gradients, the rollout's
 // forward activations, the loss's saved activations and backward temporaries (the same layout
 // native/cuda/training.cpp carves, piece by piece), and the fixed extras. Printed before GPU
-// training starts; says whether the run fits a given card and what to change when it does not.
+// training starts (by rank 0: the figures are per rank); says whether the run fits a given card and
+// what to change when it does not. With zeroStage 1 over several ranks each holds the AdamW moments
+// of its block of the parameters only (OptimizerShard in native/common/backend.h).
 import type { ModelConfig } from '../config.js';
 
 /** The shapes of a training run on the GPU. */
@@ -21,12 +23,17 @@ export type MemoryPlanOptions = {
   lossRows?: number;
   /** Bytes of the rollout's activations kept for the loss (reuseRolloutMemoryMB: the budget, an upper bound). Defaults to `0`. */
   keptBytes?: number;
+  /** Data-parallel ranks (one GPU each). Defaults to `1`. */
+  ranks?: number;
+  /** 1: the AdamW moments sharded over the ranks (ZeRO-1). Defaults to `0`. */
+  zeroStage?: 0 | 1;
 };
 
 export type MemoryPlan = {
   /** Bytes of each part. */
   weights: number;
   masterWeights: number;
+  /** This rank's AdamW moments: all of them, or with zeroStage 1 its shard's. */
   moments: number;
   gradients: number;
   keptActivations: number;
@@ -41,6 +48,8 @@ export type MemoryPlan = {
   total: number;
   /** Parameters counted. */
   params: number;
+  /** The parameters whose moments this rank holds (params, or its shard's block under zeroStage 1). */
+  momentParams: number;
 };
 
 /** The LM head's rows per chunk (native/cuda/training.cpp kHeadChunkFloats, grid limit 65535). */
@@ -101,7 +110,8 @@ export function memoryPlan(config: ModelConfig | Parameters<typeof lossWorkspace
   const R = options.lossRows ?? (T > 0 ? Math.max(1, Math.floor(N / T)) : N);
   const weights = params * es;
   const masterWeights = dtype === 'bf16' ? params * 4 : 0;
-  const moments = params * 8;
+  const momentParams = shardElements(params, options.ranks ?? 1, options.zeroStage ?? 0);
+  const moments = momentParams * 8;
   const gradients = params * 4;
   const keptActivations = options.keptBytes ?? 0;
   const rolloutWorkspace = S > 0 && T > 0 ? rolloutBytes(config, es, S, T) : 0;
@@ -110,7 +120,16 @@ export function memoryPlan(config: ModelConfig | Parameters<typeof lossWorkspace
   const maxLen = 'maxSequenceLength' in config ? (config as ModelConfig).maxSequenceLength : 4096;
   const fixed = CUBLAS_WORKSPACE + STAGING + maxLen * (config.dModel / config.nHeads) * 4;
   const total = weights + masterWeights + moments + gradients + keptActivations + rolloutWorkspace + lossWorkspace + fixed;
-  return { weights, masterWeights, moments, gradients, keptActivations, rolloutWorkspace, lossWorkspace, lossWorkspaceCheckpointed, fixed, total, params };
+  return { weights, masterWeights, moments, gradients, keptActivations, rolloutWorkspace, lossWorkspace, lossWorkspaceCheckpointed, fixed, total, params, momentParams };
+}
+
+/**
+ * Elements of the optimizer state one rank holds: all `params`, or under zeroStage 1 with several
+ * ranks the block OptimizerShard::of gives (ceil(params / ranks) rounded up to 64 elements).
+ */
+export function shardElements(params: number, ranks: number, zeroStage: 0 | 1): number {
+  if (zeroStage !== 1 || ranks <= 1) return params;
+  return Math.ceil(Math.ceil(params / ranks) / 64) * 64;
 }
 
 /** What to change when `plan` does not fit `capacity` bytes, largest saving first; empty when it fits. */
@@ -123,9 +142,11 @@ export function memoryAdvice(plan: MemoryPlan, options: MemoryPlanOptions, capac
     out.push(
       `the parameters' state alone (weights ${fmt(plan.weights)}, master ${fmt(plan.masterWeights)}, AdamW moments ` +
         `${fmt(plan.moments)}, gradients ${fmt(plan.gradients)}) is ${fmt(state)}: no batch setting fits; ` +
-        'this needs optimizer state in bf16 or 8 bits, or sharding over several GPUs (neither is offered yet), or a smaller model',
+        (plan.momentParams === plan.params
+          ? 'this needs zeroStage 1 over several GPUs (each holds its share of the AdamW moments), optimizer state in bf16 or 8 bits (not offered yet), or a smaller model'
+          : 'this needs more ranks, optimizer state in bf16 or 8 bits (not offered yet), or a smaller model'),
     );
-    const fp32State = plan.params * 16;
+    const fp32State = plan.params * 8 + plan.moments;
     if ((options.dtype ?? 'bf16') === 'bf16' && fp32State < capacity)
       out.push(`or dtype 'fp32', which needs no separate master copy (${fmt(fp32State)} of state instead of ${fmt(state)}) but runs the products in fp32`);
     return out;
@@ -146,13 +167,16 @@ export function fmt(bytes: number): string {
 
 /** The plan as printed before GPU training starts, with a verdict for each card size. */
 export function formatMemoryPlan(plan: MemoryPlan, options: MemoryPlanOptions, cards: { name: string; bytes: number }[]): string {
+  const ranks = options.ranks ?? 1;
   const rows: [string, number][] = [
-    ['weights', plan.weights], ['fp32 master weights', plan.masterWeights], ['AdamW moments', plan.moments],
+    ['weights', plan.weights], ['fp32 master weights', plan.masterWeights],
+    [plan.momentParams < plan.params ? `AdamW moments (1/${ranks})` : 'AdamW moments', plan.moments],
     ['gradients', plan.gradients], ['kept rollout activations', plan.keptActivations], ['rollout workspace', plan.rolloutWorkspace],
     ['loss workspace', plan.lossWorkspace], ['cuBLAS, RoPE, staging', plan.fixed],
   ];
   const count = plan.params >= 1e9 ? `${(plan.params / 1e9).toFixed(2)}B` : `${(plan.params / 1e6).toFixed(2)}M`;
-  const lines = [`GPU memory plan (${count} parameters, ${options.dtype ?? 'bf16'}${options.checkpointActivations ? ', activation checkpointing' : ''}):`];
+  const per = ranks > 1 ? `, per rank of ${ranks}${plan.momentParams < plan.params ? ', zeroStage 1: AdamW moments sharded' : ''}` : '';
+  const lines = [`GPU memory plan (${count} parameters, ${options.dtype ?? 'bf16'}${options.checkpointActivations ? ', activation checkpointing' : ''}${per}):`];
   for (const [name, b] of rows) lines.push(`  ${name.padEnd(26)} ${fmt(b).padStart(10)}`);
   lines.push(`  ${'total'.padEnd(26)} ${fmt(plan.total).padStart(10)}`);
   for (const card of cards) {

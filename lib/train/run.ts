@@ -274,7 +274,12 @@ export async function runTraining<C extends RunConfig, M extends { step: number 
       await evaluate(step);
       const stop = await stopRequested();
       if (step % c.saveSteps === 0 || step === totalSteps || stop) {
-        checkpoint = lead ? await saveCheckpoint(outputDir, model!, session, stateAt(step), c.saveTotalLimit) : checkpointDir(outputDir, step);
+        // With a sharded optimizer every rank takes part in writing the moments (a gather); rank 0 writes.
+        if (lead) checkpoint = await saveCheckpoint(outputDir, model!, session, stateAt(step), c.saveTotalLimit);
+        else {
+          await session.saveOptimizer(null);
+          checkpoint = checkpointDir(outputDir, step);
+        }
         hooks.onCheckpoint?.(checkpoint);
       }
       if (stop && step < totalSteps) interrupted = true;

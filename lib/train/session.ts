@@ -2,7 +2,7 @@
 // goes through the model's queue, so training and inference calls on one model never overlap.
 import path from 'node:path';
 
-import { CheckpointError, DistributedError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
+import { CheckpointError, ConfigError, DistributedError, EngineError, InputError, InsufficientMemoryError } from '../errors.js';
 import type { GenerateOptions, GenerateResult } from '../generate.js';
 import { internals, type LladaModel, type ModelInternals } from '../model.js';
 import { createNativeTrainer, unwrapNative, type NativeStepOptions, type NativeTrainer } from '../native/binding.js';
@@ -36,17 +36,33 @@ export type StepResult = { gradNorm: number; nonFinite: number; clipped: boolean
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 
+/** A backend that cannot shard its optimizer state (UNSUPPORTED) as the config's error; other errors as they are. */
+function shardingError(err: unknown): unknown {
+  if (err instanceof EngineError && /cannot shard/.test(err.message))
+    return new ConfigError(`zeroStage 1 (optimizer-state sharding) is not available here: ${err.message.replace(/^(shardOptimizer|Trainer): /, '')}`, { cause: err });
+  return err;
+}
+
 export class TrainingSession {
   readonly #trainer: NativeTrainer;
   readonly #model: ModelInternals;
+  // The ranks the optimizer state is sharded over (shardOptimizer); null: this rank holds it whole.
+  #shardComm: Communicator | null = null;
 
   private constructor(trainer: NativeTrainer, model: ModelInternals) {
     this.#trainer = trainer;
     this.#model = model;
   }
 
-  /** Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. */
-  static create(model: LladaModel, options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions } = {}): TrainingSession {
+  /**
+   * Allocates gradients and AdamW moments (12 bytes per parameter) for `model`. `shardOver`
+   * (ZeRO-1): the ranks the AdamW state is sharded over, from the start (see shardOptimizer); this
+   * rank then allocates its shard's moments only.
+   */
+  static create(
+    model: LladaModel,
+    options: { checkpointActivations?: boolean; memoryPlan?: MemoryPlanOptions; shardOver?: Communicator } = {},
+  ): TrainingSession {
     const m = internals.get(model)!;
     // On the GPU memory is planned, not discovered: the plan is printed before anything is allocated.
     if (model.backend === 'cuda' && options.memoryPlan) {
@@ -58,14 +74,21 @@ export class TrainingSession {
     if (model.backend !== 'cpu' && model.backend !== 'cuda')
       throw new InputError(`Training runs on the 'cpu' and 'cuda' backends, not on '${model.backend}'`);
     let trainer: NativeTrainer;
+    const over = options.shardOver;
+    const sharded = over !== undefined && over.size > 1 && over.native !== null;
     try {
-      trainer = createNativeTrainer(m.engine, { checkpointActivations: options.checkpointActivations ?? false });
+      trainer = createNativeTrainer(m.engine, {
+        checkpointActivations: options.checkpointActivations ?? false,
+        ...(sharded ? { optimizerShard: { rank: over.rank, ranks: over.size } } : {}),
+      });
     } catch (err) {
       if (err instanceof InsufficientMemoryError)
         throw new InsufficientMemoryError(`Training needs more memory than is available: ${err.message.replace(/^Trainer: /, '')}`, { cause: err });
-      throw err;
+      throw shardingError(err);
     }
-    return new TrainingSession(trainer, m);
+    const session = new TrainingSession(trainer, m);
+    if (sharded) session.#shardComm = over;
+    return session;
   }
 
   /** AdamW updates applied so far. */
@@ -160,19 +183,61 @@ export class TrainingSession {
     this.#trainer.setGrad(name, data);
   }
 
-  /** Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count. */
-  async saveOptimizer(dir: string): Promise<void> {
+  /**
+   * ZeRO-1 (optimizer-state sharding): from now on this rank keeps the AdamW moments of its
+   * 1/comm.size share of the parameters only; the step reduce-scatters the gradients, updates the
+   * shard and all-gathers the weights. Call before the first step and before loadOptimizer. One
+   * rank: nothing to share, the state stays whole.
+   */
+  shardOptimizer(comm: Communicator): void {
+    if (comm.size === 1 || comm.native === null) return;
+    try {
+      this.#trainer.shardOptimizer(comm.rank, comm.size);
+    } catch (err) {
+      throw shardingError(err);
+    }
+    this.#shardComm = comm;
+  }
+
+  /** Whether this rank holds a shard of the optimizer state (shardOptimizer over several ranks). */
+  get optimizerSharded(): boolean {
+    return this.#shardComm !== null;
+  }
+
+  /**
+   * Writes the AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`, F32) and the step count, in
+   * one format whatever the sharding. With a sharded optimizer every rank calls it: the moments are
+   * gathered one parameter at a time and rank 0 writes into `dir`; the other ranks pass null.
+   */
+  async saveOptimizer(dir: string | null): Promise<void> {
+    const comm = this.#shardComm;
+    if (dir === null && comm === null) return;
     const params = this.#model.engine.paramInfo();
     const tensors = params.flatMap((p) => [
       { name: `${p.name}.exp_avg`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'm' as const },
       { name: `${p.name}.exp_avg_sq`, dtype: 'F32' as const, shape: p.shape, param: p.name, moment: 'v' as const },
     ]);
     const { header } = buildSafetensorsHeader(tensors, { format: 'justgrpo-adamw', step: String(this.stepCount) });
-    const file = path.join(dir, OPTIMIZER_FILE);
-    await this.#model.run(() => this.#trainer.saveMoments(file, header, tensors.map((t) => ({ name: t.param, moment: t.moment }))));
+    const file = dir === null ? null : path.join(dir, OPTIMIZER_FILE);
+    const items = tensors.map((t) => ({ name: t.param, moment: t.moment }));
+    if (comm === null) {
+      await this.#model.run(() => this.#trainer.saveMoments(file, header, items));
+      return;
+    }
+    const native = unwrapNative(comm.native!);
+    try {
+      await this.#model.run(() => this.#trainer.saveMoments(file, header, items, native, comm.timeoutSeconds));
+    } catch (err) {
+      if (err instanceof Error && /^saveMoments: Rank \d+: /.test(err.message))
+        throw new DistributedError(err.message.replace(/^saveMoments: /, ''), { cause: err });
+      throw err;
+    }
   }
 
-  /** Restores moments and step count written by saveOptimizer; errors name the file and tensor. */
+  /**
+   * Restores moments and step count written by saveOptimizer (by any number of ranks, sharded or
+   * not); a sharded rank reads its shard's part only. Errors name the file and tensor.
+   */
   async loadOptimizer(dir: string): Promise<void> {
     const file = path.join(dir, OPTIMIZER_FILE);
     const header = await readSafetensorsHeader(file);

@@ -46,6 +46,13 @@ export const sftConfigSchema = z.strictObject({
   adamBeta2: z.number().min(0).lt(1).default(0.999),
   adamEpsilon: z.number().positive().default(1e-8),
   maxGradNorm: z.number().min(0).default(1.0),
+  /**
+   * Optimizer-state sharding across data-parallel ranks (ZeRO stage 1): 0 keeps the whole AdamW
+   * state on every rank; 1 gives each rank the moments of 1/ranks of the parameters (the gradients
+   * are reduce-scattered, each rank updates its share, the weights are all-gathered). Same updates
+   * to fp32 round-off; one rank: nothing to share (no effect).
+   */
+  zeroStage: z.literal([0, 1]).default(0),
   /** Non-finite gradient values: zeroed and counted (the rest of the update applies), or the step skipped and counted. */
   nonFiniteGradients: z.enum(['zero', 'skip']).default('zero'),
   /** Stop (before applying the step, keeping the last checkpoint) when |loss| exceeds this; a non-finite loss always stops. */
@@ -143,7 +150,9 @@ export async function runSft(
     const session = TrainingSession.create(model, {
       checkpointActivations: config.checkpointActivations,
       // Printed once, by rank 0.
-      memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength) } : undefined,
+      memoryPlan: comm.rank === 0 ? { dtype: model.deviceInfo().dtype === 'BF16' ? 'bf16' : 'fp32', lossTokens: config.batchSize * (config.data.maxLength ?? mc.maxSequenceLength), ranks: comm.size, zeroStage: config.zeroStage } : undefined,
+      // ZeRO-1: this rank allocates its shard of the AdamW state only.
+      shardOver: config.zeroStage === 1 ? comm : undefined,
     });
     const exampleAt = epochSampler(examples, config.seed);
     return {

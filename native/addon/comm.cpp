@@ -83,6 +83,8 @@ Napi::Function Comm::Init(Napi::Env env) {
                                      InstanceAccessor("library", &Comm::Library, nullptr),
                                      InstanceMethod("allReduce", &Comm::AllReduce),
                                      InstanceMethod("allReduceF32", &Comm::AllReduceF32),
+                                     InstanceMethod("reduceScatterF32", &Comm::ReduceScatterF32),
+                                     InstanceMethod("allGatherF32", &Comm::AllGatherF32),
                                      InstanceMethod("broadcast", &Comm::Broadcast),
                                      InstanceMethod("barrier", &Comm::Barrier),
                                      InstanceMethod("abort", &Comm::Abort),
@@ -156,6 +158,40 @@ Napi::Value Comm::AllReduceF32(const Napi::CallbackInfo& info) {
     return queue(info.Env(), "allReduceF32", [&c, p, n, timeout, what] { c.all_reduce_sum(p, n, timeout, what); },
                  [keep](Napi::Env env) -> Napi::Value { return env.Undefined(); }, Value());
   })
+}
+
+// reduceScatterF32(Float32Array, timeoutSeconds) and allGatherF32(same): the ZeRO-1 step's
+// collectives (MpiGradComm, as a Training's step calls them) in place on an array of size() equal blocks: afterwards block rank()
+// holds the sum over ranks of every rank's block rank() (the other blocks undefined), or every
+// block r holds rank r's block r.
+Napi::Value Comm::ReduceScatterF32(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("reduceScatterF32", { return Blocks(info, true); })
+}
+
+Napi::Value Comm::AllGatherF32(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("allGatherF32", { return Blocks(info, false); })
+}
+
+Napi::Value Comm::Blocks(const Napi::CallbackInfo& info, bool reduce_scatter) {
+  Communicator& c = from_js(Value(), "this");
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    expected("a Float32Array", "data", describe(info[0]));
+  auto arr = info[0].As<Napi::Float32Array>();
+  float* p = arr.Data();
+  const int64_t n = static_cast<int64_t>(arr.ElementLength());
+  if (n % c.size() != 0)
+    expected(str_cat("a Float32Array of a multiple of ", c.size(), " elements (one block per rank)"), "data", str_cat(n, " elements"));
+  const int64_t block = n / c.size();
+  const double timeout = timeout_arg(info[1]);
+  auto keep = std::make_shared<Napi::ObjectReference>(Napi::Persistent(arr.As<Napi::Object>()));
+  return queue(info.Env(), reduce_scatter ? "reduceScatterF32" : "allGatherF32",
+      [&c, p, block, timeout, reduce_scatter] {
+        // Through the GradComm a Training's step gets (Backend::make_grad_comm's default).
+        MpiGradComm g(c, timeout);
+        if (reduce_scatter) g.reduce_scatter_sum(p, block);
+        else g.all_gather(p, block * static_cast<int64_t>(sizeof(float)));
+      },
+      [keep](Napi::Env env) -> Napi::Value { return env.Undefined(); }, Value());
 }
 
 // broadcast(Uint8Array, root, timeoutSeconds, what) -> Promise<Uint8Array>: root's bytes on every

@@ -22,6 +22,9 @@ class Comm : public Napi::ObjectWrap<Comm> {
   Napi::Value Library(const Napi::CallbackInfo& info);
   Napi::Value AllReduce(const Napi::CallbackInfo& info);
   Napi::Value AllReduceF32(const Napi::CallbackInfo& info);
+  Napi::Value ReduceScatterF32(const Napi::CallbackInfo& info);
+  Napi::Value AllGatherF32(const Napi::CallbackInfo& info);
+  Napi::Value Blocks(const Napi::CallbackInfo& info, bool reduce_scatter);
   Napi::Value Broadcast(const Napi::CallbackInfo& info);
   Napi::Value Barrier(const Napi::CallbackInfo& info);
   Napi::Value Abort(const Napi::CallbackInfo& info);

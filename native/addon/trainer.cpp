@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../common/check.h"
@@ -37,6 +39,16 @@ Napi::Value loss_result(Napi::Env env, const LossOut& out, bool policy) {
     o.Set("clipped", reg);
   }
   return o;
+}
+
+// {rank, ranks} of a shard: integers, 0 <= rank < ranks.
+std::pair<int, int> shard_args(const Napi::Value& rank_js, const Napi::Value& ranks_js) {
+  const double ranks = ranks_js.IsNumber() ? ranks_js.As<Napi::Number>().DoubleValue() : -1;
+  if (!(ranks >= 1 && ranks <= 1 << 20 && std::floor(ranks) == ranks)) expected("an integer >= 1", "ranks", describe(ranks_js));
+  const double rank = rank_js.IsNumber() ? rank_js.As<Napi::Number>().DoubleValue() : -1;
+  if (!(rank >= 0 && rank < ranks && std::floor(rank) == rank))
+    expected(str_cat("an integer in [0, ", static_cast<int>(ranks), ")"), "rank", describe(rank_js));
+  return {static_cast<int>(rank), static_cast<int>(ranks)};
 }
 
 // The parameter a tensor entry names: {name, ...}.
@@ -79,6 +91,8 @@ Napi::Function Trainer::Init(Napi::Env env, Napi::Function engine_ctor) {
                          InstanceMethod("getGrad", &Trainer::GetGrad),
                          InstanceMethod("setGrad", &Trainer::SetGrad),
                          InstanceMethod("getMoments", &Trainer::GetMoments),
+                         InstanceMethod("shardOptimizer", &Trainer::ShardOptimizer),
+                         InstanceAccessor("optimizerShard", &Trainer::GetOptimizerShard, nullptr),
                          InstanceMethod("setMoments", &Trainer::SetMoments),
                          InstanceAccessor("stepCount", &Trainer::GetStepCount, &Trainer::SetStepCount),
                          InstanceMethod("saveMoments", &Trainer::SaveMoments),
@@ -101,15 +115,24 @@ Trainer::Trainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trainer>(inf
     if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(ctor->Value()))
       expected("an Engine", "engine", info.Length() < 1 ? std::string("undefined") : describe(info[0]));
     bool checkpoint = false;
+    Napi::Value shard_js;
     if (info.Length() >= 2 && !info[1].IsUndefined()) {
       if (!info[1].IsObject()) expected("an options object", "options", describe(info[1]));
       checkpoint = get_bool_or(info[1].As<Napi::Object>(), "checkpointActivations", false);
+      shard_js = info[1].As<Napi::Object>().Get("optimizerShard");
     }
     engine_ = Napi::ObjectWrap<Engine>::Unwrap(info[0].As<Napi::Object>());
     // A bf16-only model gains its fp32 masters here: not while another call reads the weights.
     if (engine_->busy() && !engine_->backend().has_master_weights())
       JG_FAIL(ErrorKind::BUSY, "The model is busy with another call");
-    training_ = engine_->backend().make_training(checkpoint);
+    // optimizerShard: {rank, ranks} (ZeRO-1 from the start: the moments of that shard only).
+    std::unique_ptr<OptimizerShard> shard;
+    if (!shard_js.IsEmpty() && !shard_js.IsUndefined() && !shard_js.IsNull()) {
+      if (!shard_js.IsObject()) expected("{rank, ranks}", "optimizerShard", describe(shard_js));
+      const auto [rank, ranks] = shard_args(shard_js.As<Napi::Object>().Get("rank"), shard_js.As<Napi::Object>().Get("ranks"));
+      shard = std::make_unique<OptimizerShard>(OptimizerShard::of(engine_->backend().layout().total(), rank, ranks));
+    }
+    training_ = engine_->backend().make_training(checkpoint, shard.get());
     engine_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
   } catch (const std::exception&) {
     CallError::current("Trainer").to_js(info.Env()).ThrowAsJavaScriptException();
@@ -324,12 +347,51 @@ void Trainer::SetStepCount(const Napi::CallbackInfo& info, const Napi::Value& va
   }
 }
 
-// saveMoments(path, header, [{name, moment}]): writes the header bytes (length prefix included,
-// built by lib/safetensors.ts) and then each listed moment as F32, in order; fsyncs before resolving.
+// shardOptimizer(rank, ranks): ZeRO-1 (Training::shard_optimizer): from now on this trainer keeps
+// the AdamW state of OptimizerShard::of(layout total, rank, ranks) only; before the first step.
+Napi::Value Trainer::ShardOptimizer(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("shardOptimizer", {
+    training();
+    const auto [rank, ranks] = shard_args(info[0], info[1]);
+    const int64_t total = backend().layout().total();
+    claimed([&] { training_->shard_optimizer(OptimizerShard::of(total, rank, ranks)); });
+    return info.Env().Undefined();
+  })
+}
+
+// optimizerShard -> {begin, end, block, rank, ranks} | null (the whole optimizer state here).
+Napi::Value Trainer::GetOptimizerShard(const Napi::CallbackInfo& info) {
+  JG_JS_METHOD("optimizerShard", {
+    const OptimizerShard* s = training().optimizer_shard();
+    if (!s) return info.Env().Null();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("begin", Napi::Number::New(info.Env(), static_cast<double>(s->begin)));
+    o.Set("end", Napi::Number::New(info.Env(), static_cast<double>(s->end)));
+    o.Set("block", Napi::Number::New(info.Env(), static_cast<double>(s->block)));
+    o.Set("rank", Napi::Number::New(info.Env(), s->rank));
+    o.Set("ranks", Napi::Number::New(info.Env(), s->ranks));
+    return o;
+  })
+}
+
+// saveMoments(path, header, [{name, moment}], communicator?, timeoutSeconds?): writes the header
+// bytes (length prefix included, built by lib/safetensors.ts) and then each listed moment as F32,
+// in order; fsyncs before resolving. With a communicator (a sharded optimizer) every rank calls it
+// with the same list: each moment is summed over the ranks (each holds its shard's part, zeros
+// elsewhere), one parameter at a time, and rank 0 alone writes; the other ranks' path is ignored.
 Napi::Value Trainer::SaveMoments(const Napi::CallbackInfo& info) {
   JG_JS_METHOD("saveMoments", {
     const ParamLayout& layout = backend().layout();
-    std::string path = get_string(info[0], "path");
+    Communicator* c = nullptr;
+    double timeout = 0;
+    if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+      c = &Comm::from_js(info[3], "communicator");
+      if (!info[4].IsNumber() || !(info[4].As<Napi::Number>().DoubleValue() > 0))
+        expected("a number of seconds > 0", "timeoutSeconds", describe(info[4]));
+      timeout = info[4].As<Napi::Number>().DoubleValue();
+    }
+    const bool writes = !c || c->rank() == 0;
+    std::string path = writes ? get_string(info[0], "path") : std::string();
     if (!info[1].IsBuffer()) expected("a Buffer", "header", describe(info[1]));
     auto hb = info[1].As<Napi::Buffer<char>>();
     auto header = std::make_shared<std::vector<char>>(hb.Data(), hb.Data() + hb.Length());
@@ -343,11 +405,25 @@ Napi::Value Trainer::SaveMoments(const Napi::CallbackInfo& info) {
     }
     Training* t = training_.get();
     return queue_task(info.Env(), engine_, "saveMoments",
-        [t, path, header, items] {
-          TensorWriter w(path);
-          w.write_bytes(header->data(), static_cast<int64_t>(header->size()));
-          for (const auto& [p, which] : items) t->write_moment(w, *p, which);
-          w.finish();
+        [t, path, header, items, c, timeout, writes] {
+          std::unique_ptr<TensorWriter> w;
+          if (writes) {
+            w = std::make_unique<TensorWriter>(path);
+            w->write_bytes(header->data(), static_cast<int64_t>(header->size()));
+          }
+          if (!c) {
+            for (const auto& [p, which] : items) t->write_moment(*w, *p, which);
+          } else {
+            // One parameter's moment at a time: the memory this takes is bounded by the largest.
+            std::vector<float> buf;
+            for (const auto& [p, which] : items) {
+              buf.resize(static_cast<size_t>(p->numel));
+              t->get_moment(buf.data(), *p, which);
+              c->all_reduce_sum(buf.data(), p->numel, timeout, str_cat("the gather of the optimizer state (", p->name, ")"));
+              if (w) w->write_tensor(buf.data(), p->numel, DType::F32);
+            }
+          }
+          if (w) w->finish();
         },
         nullptr, Value());
   })

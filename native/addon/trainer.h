@@ -30,6 +30,8 @@ class Trainer : public Napi::ObjectWrap<Trainer> {
   Napi::Value SetGrad(const Napi::CallbackInfo& info);
   Napi::Value GetMoments(const Napi::CallbackInfo& info);
   Napi::Value SetMoments(const Napi::CallbackInfo& info);
+  Napi::Value ShardOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value GetOptimizerShard(const Napi::CallbackInfo& info);
   Napi::Value GetStepCount(const Napi::CallbackInfo& info);
   void SetStepCount(const Napi::CallbackInfo& info, const Napi::Value& value);
   Napi::Value SaveMoments(const Napi::CallbackInfo& info);

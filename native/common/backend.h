@@ -83,6 +83,20 @@ class GradComm {
   virtual void all_reduce_host(double* data, int64_t n) = 0;
 };
 
+// One process's collectives: every one leaves the data as it is (rank 0 of 1 holds every block).
+// A sharded Training's plain step(o) runs its sharded step over it.
+class LocalGradComm final : public GradComm {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  bool on_device() const override { return false; }
+  std::string name() const override { return "one process"; }
+  void all_reduce_sum(float*, int64_t) override {}
+  void reduce_scatter_sum(float*, int64_t) override {}
+  void all_gather(void*, int64_t) override {}
+  void all_reduce_host(double*, int64_t) override {}
+};
+
 // ZeRO-1 (optimizer-state sharding): rank r of n owns the AdamW state of the layout's flat
 // elements [begin, end). Blocks are equal, `block` = ceil(total / n) rounded up to a multiple of 64
 // elements (so fp32 and bf16 blocks start aligned), the last ones shorter or empty; gradient
@@ -98,6 +112,14 @@ struct OptimizerShard {
     s.begin = std::min(total, s.block * rank);
     s.end = std::min(total, s.begin + s.block);
     return s;
+  }
+  // Throws unless this is of(total, rank, ranks) for a layout of `total` elements.
+  void check(int64_t total) const {
+    JG_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "Expected a rank in [0, ", ranks, ") of at least one rank but received rank ",
+             rank, " of ", ranks);
+    const OptimizerShard want = of(total, rank, ranks);
+    JG_CHECK(begin == want.begin && end == want.end && block == want.block, "The optimizer shard [", begin, ", ", end,
+             ") of block ", block, " is not OptimizerShard::of(", total, ", ", rank, ", ", ranks, ")");
   }
 };
 
@@ -136,8 +158,10 @@ class Training {
   // bf16 weights for its products) for `shard`'s elements only. The moments of a fresh Training
   // are zeros, so this is called once before the first step or a load of the moments; get_moment,
   // set_moment, write_moment and read_moment then see zeros outside the shard and ignore writes
-  // there (checkpoints gather the shards: lib/train/session.ts). Throws UNSUPPORTED where the
-  // backend has no sharded step.
+  // there (checkpoints gather the shards: lib/train/session.ts). After a sharded step the
+  // gradients outside this rank's shard are undefined (the reduce-scatter leaves them so). A step
+  // without a communicator runs only on a shard of one rank (over LocalGradComm). Throws
+  // UNSUPPORTED where the backend has no sharded step.
   virtual void shard_optimizer(const OptimizerShard& shard) {
     (void)shard;
     JG_FAIL(ErrorKind::UNSUPPORTED, "This backend cannot shard its optimizer state");
@@ -228,8 +252,10 @@ class Backend {
   virtual std::unique_ptr<GradComm> make_grad_comm(Communicator& world, double timeout_s);
 
   // Gradients, AdamW state and workspace for this model (throws UNSUPPORTED where the backend has
-  // no training yet).
-  virtual std::unique_ptr<Training> make_training(bool checkpoint_activations) = 0;
+  // no training yet). With `shard` (ZeRO-1) the AdamW state is that shard's from the start
+  // (Training::shard_optimizer already applied), so a rank never holds the whole of it, not even
+  // while the Training is made.
+  virtual std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) = 0;
 
   // Bumped whenever the weights change (loading, initialising, setting a tensor, an optimizer step),
   // so activations kept from a forward pass can be checked against the weights that made them.

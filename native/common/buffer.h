@@ -64,6 +64,18 @@ class FloatBuffer {
     std::memset(data_, 0, bytes);
     size_ = n;
   }
+  // Grows to hold at least n floats keeping every value held now (the new part is zero). A mapped
+  // buffer grows in place (mremap); a small one is copied.
+  void grow_keep(int64_t n, const char* what) {
+    if (n <= size_) return;
+    if (mapped_) {
+      resize(n, what);
+      return;
+    }
+    FloatBuffer bigger(n, what);
+    if (size_ > 0) std::memcpy(bigger.data_, data_, static_cast<size_t>(size_) * sizeof(float));
+    *this = std::move(bigger);
+  }
   void release() {
 #if defined(__linux__)
     if (mapped_) munmap(data_, mapped_);

@@ -144,6 +144,11 @@ void Model::refresh_bf16() {
   for (const ParamInfo& p : layout_.params()) refresh_bf16(p);
 }
 
+void Model::reserve_param_slack(int64_t n) {
+  JG_CHECK_AS(ErrorKind::INTERNAL, masters_, "reserve_param_slack needs the fp32 master weights");
+  params_.grow_keep(n, "fp32 master weights");
+}
+
 void Model::make_masters() {
   check_live();
   if (masters_) return;

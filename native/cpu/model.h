@@ -146,7 +146,7 @@ class Model final : public Backend {
   void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
   // Bytes of activation memory a forward over n tokens and n_rows logits rows needs.
   int64_t forward_workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
-  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) override;
   MemoryReport memory_report() const override;
 
   // Whether the fp32 master weights exist (always in F32; in BF16 unless made without them and not
@@ -154,6 +154,10 @@ class Model final : public Backend {
   bool has_master_weights() const override { return masters_; }
   // A bf16-only model gains fp32 masters: the bf16 weights widened (exact), the norm weights moved.
   void make_masters();
+
+  // ZeRO-1: the fp32 parameter buffer grows to n floats (zeros past layout().total()), so the
+  // sharded step's all-gather writes every rank's block into it in place. Needs the masters.
+  void reserve_param_slack(int64_t n);
 
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }

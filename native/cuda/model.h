@@ -63,7 +63,7 @@ class Model final : public Backend {
   void decode_step(const DecodeStep& step, DecodeStepResult& out) override;
   // Activations live on the device (DeviceBuffer says how much it wanted when the GPU is full).
   int64_t forward_workspace_bytes(int64_t, int64_t) const override { return 0; }
-  std::unique_ptr<Training> make_training(bool checkpoint_activations) override;
+  std::unique_ptr<Training> make_training(bool checkpoint_activations, const OptimizerShard* shard = nullptr) override;
   // NCCL on this model's GPU and stream where it loads on every rank, else MPI through host memory
   // (nccl.cpp, make_grad_comm, says when and prints why).
   std::unique_ptr<GradComm> make_grad_comm(Communicator& world, double timeout_s) override;

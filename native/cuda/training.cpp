@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "../common/check.h"
+#include "../common/memory.h"
 #include "loss.h"
 #include "ops.h"
 
@@ -65,20 +67,36 @@ struct Training::Plan {
   void* dtmp = nullptr;  // an output gradient rounded to bf16 for the products (bf16 mode)
 };
 
-std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations) {
-  return std::make_unique<Training>(*this, checkpoint_activations);
+std::unique_ptr<jg::Training> Model::make_training(bool checkpoint_activations, const OptimizerShard* shard) {
+  return std::make_unique<Training>(*this, checkpoint_activations, shard);
 }
 
-Training::Training(Model& model, bool checkpoint_activations) : model_(model), checkpoint_(checkpoint_activations) {
+Training::Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard)
+    : model_(model), checkpoint_(checkpoint_activations) {
   DeviceScope scope(model_.device());
-  const size_t bytes = static_cast<size_t>(model_.layout().total()) * sizeof(float);
+  const int64_t total = model_.layout().total();
+  // Sharded: each moment holds the shard's elements only; the gradients stay whole on the device,
+  // with room for ranks * block elements (the reduce-scatter's and the all-gather's buffer under
+  // NCCL; over MPI the step stages them through host_ instead).
+  int64_t moments = total, grads = total;
+  if (shard) {
+    shard->check(total);
+    moments = std::max<int64_t>(shard->end - shard->begin, 1);
+    grads = std::max(total, checked_mul(shard->block, static_cast<int64_t>(shard->ranks)));
+  }
+  const size_t bytes = static_cast<size_t>(grads) * sizeof(float), mbytes = static_cast<size_t>(moments) * sizeof(float);
   grads_.reserve(bytes, "gradients");
-  m_.reserve(bytes, "AdamW first moments");
-  v_.reserve(bytes, "AdamW second moments");
+  m_.reserve(mbytes, shard ? "AdamW first moments (shard)" : "AdamW first moments");
+  v_.reserve(mbytes, shard ? "AdamW second moments (shard)" : "AdamW second moments");
   model_.master();  // a bf16-only model gains its fp32 masters here
   stats_.reserve(2 * sizeof(double), "optimizer statistics");
-  for (DeviceBuffer* b : {&grads_, &m_, &v_}) JG_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, bytes, model_.stream()));
+  JG_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, bytes, model_.stream()));
+  for (DeviceBuffer* b : {&m_, &v_}) JG_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, mbytes, model_.stream()));
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  if (shard) {
+    shard_ = *shard;
+    sharded_ = true;
+  }
 }
 
 Training::~Training() {
@@ -435,11 +453,7 @@ int64_t Training::kept_step_bytes(int64_t n_tokens, int64_t n_rows) const {
 // Data parallelism's step: the gradients summed over the ranks, then the plain step, whose
 // statistics (non-finite count, norm) are then global because every rank holds the same sums.
 StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
-  // ---- ZeRO-1 branches off here: with a sharded optimizer (shard_optimizer, optimizer_shard())
-  // the step is a reduce-scatter of the gradients, AdamW on this rank's shard and an all-gather of
-  // the updated weights. This backend has no sharded step yet (shard_optimizer still refuses).
-  JG_CHECK_AS(ErrorKind::UNSUPPORTED, optimizer_shard() == nullptr, "The CUDA backend has no sharded optimizer step");
-  // ---- Unsharded.
+  if (sharded_) return step_sharded(o, comm);
   if (!comm.on_device()) {
     // Host-memory collectives (MPI): the gradients go through the host parameter by parameter
     // (Training::reduce_grads).
@@ -458,6 +472,13 @@ StepStats Training::step(const AdamWOptions& o, GradComm& comm) {
 // clipping), clipping by max_grad_norm / (norm + 1e-6) when below 1, then AdamW on every parameter
 // (weight decay on the matrices only) and, in bf16 mode, the bf16 copy rewritten from the master.
 StepStats Training::step(const AdamWOptions& o) {
+  if (sharded_) {
+    // One process holding a shard (of one rank): the sharded step with nobody to talk to.
+    JG_CHECK_AS(ErrorKind::INTERNAL, shard_.ranks == 1, "A step of one rank's optimizer shard needs the other ",
+                shard_.ranks - 1, " ranks: give the step a communicator");
+    LocalGradComm solo;
+    return step_sharded(o, solo);
+  }
   DeviceScope scope(model_.device());
   cudaStream_t s = model_.stream();
   StepStats out;
@@ -500,6 +521,124 @@ StepStats Training::step(const AdamWOptions& o) {
   return out;
 }
 
+void Training::shard_optimizer(const OptimizerShard& shard) {
+  shard.check(model_.layout().total());
+  JG_CHECK(!sharded_, "The optimizer state is already sharded");
+  DeviceScope scope(model_.device());
+  cudaStream_t s = model_.stream();
+  const int64_t n = shard.end - shard.begin;
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
+  const int64_t full = checked_mul(shard.block, static_cast<int64_t>(shard.ranks));
+  if (static_cast<size_t>(full) * sizeof(float) > grads_.bytes()) {
+    // Room for ranks * block gradient elements (see the constructor); the gradients so far kept.
+    DeviceBuffer g;
+    g.reserve(static_cast<size_t>(full) * sizeof(float), "gradients");
+    JG_CUDA_CHECK(cudaMemsetAsync(g.get(), 0, g.bytes(), s));
+    JG_CUDA_CHECK(cudaMemcpyAsync(g.get(), grads_.get(), grads_.bytes(), cudaMemcpyDeviceToDevice, s));
+    JG_CUDA_CHECK(cudaStreamSynchronize(s));
+    grads_ = std::move(g);
+  }
+  // The moments held so far (zeros unless set) keep their shard's part; the rest is freed.
+  for (DeviceBuffer* b : {&m_, &v_}) {
+    DeviceBuffer mine;
+    mine.reserve(bytes, b == &m_ ? "AdamW first moments (shard)" : "AdamW second moments (shard)");
+    JG_CUDA_CHECK(cudaMemsetAsync(mine.get(), 0, bytes, s));
+    if (n > 0)
+      JG_CUDA_CHECK(cudaMemcpyAsync(mine.get(), static_cast<float*>(b->get()) + shard.begin, static_cast<size_t>(n) * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, s));
+    JG_CUDA_CHECK(cudaStreamSynchronize(s));
+    *b = std::move(mine);
+  }
+  shard_ = shard;
+  sharded_ = true;
+}
+
+// ZeRO-1, as cpu::Training::step_sharded: the gradients reduce-scattered, the non-finite count and
+// the sum of squares of the shard summed over the ranks (so skipping, clipping and grad_norm agree
+// everywhere), AdamW on the shard, and the updated fp32 weights all-gathered (then the bf16 copy
+// rewritten). Under NCCL the collectives run on the device: the gradient buffer holds ranks * block
+// elements and, once AdamW has read it, is the all-gather's buffer too. Over MPI the gradients and
+// weights are staged through host_ (ranks * block floats of host memory, made on first use).
+StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
+  const OptimizerShard& sh = shard_;
+  JG_CHECK_AS(ErrorKind::INTERNAL, comm.size() == sh.ranks && comm.rank() == sh.rank, "The optimizer shard is rank ",
+              sh.rank, " of ", sh.ranks, " but the step runs as rank ", comm.rank(), " of ", comm.size());
+  DeviceScope scope(model_.device());
+  cudaStream_t s = model_.stream();
+  StepStats out;
+  float* P = master();
+  model_.weights_changed();
+  const int64_t total = model_.layout().total(), n = sh.end - sh.begin, full = sh.block * sh.ranks;
+  const size_t f = sizeof(float);
+  const bool device = comm.on_device();
+  float* g = live_grads();
+  float* gs = g + sh.begin;
+  if (device) {
+    // Past the layout the buffer is slack that the previous step's all-gather wrote.
+    if (full > total) JG_CUDA_CHECK(cudaMemsetAsync(g + total, 0, static_cast<size_t>(full - total) * f, s));
+    comm.reduce_scatter_sum(g, sh.block);
+  } else {
+    host_.resize(static_cast<size_t>(full));
+    float* h = host_.data();
+    JG_CUDA_CHECK(cudaMemcpyAsync(h, g, static_cast<size_t>(total) * f, cudaMemcpyDeviceToHost, s));
+    JG_CUDA_CHECK(cudaStreamSynchronize(s));
+    std::fill(host_.begin() + total, host_.end(), 0.0f);
+    comm.reduce_scatter_sum(h, sh.block);
+    if (n > 0) JG_CUDA_CHECK(cudaMemcpyAsync(gs, h + sh.begin, static_cast<size_t>(n) * f, cudaMemcpyHostToDevice, s));
+  }
+  int64_t* d_count = static_cast<int64_t*>(stats_.get());
+  double* d_sumsq = static_cast<double*>(stats_.get()) + 1;
+  JG_CUDA_CHECK(cudaMemsetAsync(stats_.get(), 0, 2 * sizeof(double), s));
+  if (n > 0) {
+    nonfinite_zero(gs, n, d_count, s);
+    grad_sumsq(gs, n, d_sumsq, s);
+  }
+  double host[2] = {0, 0};
+  JG_CUDA_CHECK(cudaMemcpyAsync(host, stats_.get(), sizeof(host), cudaMemcpyDeviceToHost, s));
+  JG_CUDA_CHECK(cudaStreamSynchronize(s));
+  int64_t count = 0;
+  std::memcpy(&count, &host[0], sizeof(int64_t));
+  double stats[2] = {static_cast<double>(count), host[1]};
+  comm.all_reduce_host(stats, 2);
+  out.non_finite = static_cast<int64_t>(stats[0]);
+  if (o.skip_non_finite && out.non_finite > 0) {
+    out.skipped = true;
+    return out;
+  }
+  out.grad_norm = std::sqrt(stats[1]);
+  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
+    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
+    if (coef < 1.0) {
+      if (n > 0) grad_scale(gs, static_cast<float>(coef), n, s);
+      out.clipped = true;
+    }
+  }
+  step_++;
+  for (const ParamInfo& q : model_.layout().params()) {
+    const auto [lo, hi] = owned(q);
+    if (lo >= hi) continue;
+    const bool matrix = q.shape.size() == 2;
+    const AdamWParams hp{o.lr, o.beta1, o.beta2, o.eps, matrix ? o.weight_decay : 0.0, step_};
+    adamw_update(P + lo, moment(Moment::M) + (lo - sh.begin), moment(Moment::V) + (lo - sh.begin), g + lo, nullptr, hi - lo, hp, s);
+  }
+  if (device) {
+    // The gradients are spent: their buffer carries the weights (the next loss zeroes it first).
+    if (n > 0) JG_CUDA_CHECK(cudaMemcpyAsync(gs, P + sh.begin, static_cast<size_t>(n) * f, cudaMemcpyDeviceToDevice, s));
+    comm.all_gather(g, sh.block * static_cast<int64_t>(f));
+    JG_CUDA_CHECK(cudaMemcpyAsync(P, g, static_cast<size_t>(total) * f, cudaMemcpyDeviceToDevice, s));
+    grads_zeroed_ = true;
+  } else {
+    float* h = host_.data();
+    if (n > 0) JG_CUDA_CHECK(cudaMemcpyAsync(h + sh.begin, P + sh.begin, static_cast<size_t>(n) * f, cudaMemcpyDeviceToHost, s));
+    JG_CUDA_CHECK(cudaStreamSynchronize(s));
+    comm.all_gather(h, sh.block * static_cast<int64_t>(f));
+    JG_CUDA_CHECK(cudaMemcpyAsync(P, h, static_cast<size_t>(total) * f, cudaMemcpyHostToDevice, s));
+  }
+  if (model_.dtype() != DType::F32) convert_from_f32(model_.param(0), model_.dtype(), P, total, s);
+  JG_CUDA_CHECK(cudaStreamSynchronize(s));
+  return out;
+}
+
 void Training::get_grad(float* dst, const ParamInfo& p) {
   DeviceScope scope(model_.device());
   if (grads_zeroed_) {
@@ -518,16 +657,30 @@ void Training::set_grad(const ParamInfo& p, const float* src) {
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
 
+// Sharded: zeros outside this rank's shard, and writes there are ignored (backend.h).
 void Training::get_moment(float* dst, const ParamInfo& p, Moment which) {
   DeviceScope scope(model_.device());
-  JG_CUDA_CHECK(cudaMemcpyAsync(dst, moment(which) + p.offset, p.numel * sizeof(float), cudaMemcpyDeviceToHost,
+  int64_t lo = p.offset, hi = p.offset + p.numel, base = 0;
+  if (sharded_) {
+    std::memset(dst, 0, static_cast<size_t>(p.numel) * sizeof(float));
+    std::tie(lo, hi) = owned(p);
+    base = shard_.begin;
+  }
+  if (lo >= hi) return;
+  JG_CUDA_CHECK(cudaMemcpyAsync(dst + (lo - p.offset), moment(which) + (lo - base), (hi - lo) * sizeof(float), cudaMemcpyDeviceToHost,
                                 model_.stream()));
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
 
 void Training::set_moment(const ParamInfo& p, Moment which, const float* src) {
   DeviceScope scope(model_.device());
-  JG_CUDA_CHECK(cudaMemcpyAsync(moment(which) + p.offset, src, p.numel * sizeof(float), cudaMemcpyHostToDevice,
+  int64_t lo = p.offset, hi = p.offset + p.numel, base = 0;
+  if (sharded_) {
+    std::tie(lo, hi) = owned(p);
+    base = shard_.begin;
+  }
+  if (lo >= hi) return;
+  JG_CUDA_CHECK(cudaMemcpyAsync(moment(which) + (lo - base), src + (lo - p.offset), (hi - lo) * sizeof(float), cudaMemcpyHostToDevice,
                                 model_.stream()));
   JG_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
@@ -538,9 +691,15 @@ void Training::write_moment(TensorWriter& w, const ParamInfo& p, Moment which) {
   w.write_tensor(host.data(), p.numel, DType::F32);
 }
 
+// Sharded: only the shard's part of the tensor is read from the file.
 void Training::read_moment(const ParamInfo& p, Moment which, DType dtype, const std::string& path, int64_t offset) {
   std::vector<float> host(p.numel);
-  read_tensor(host.data(), p.numel, dtype, path, offset, p.name);
+  if (sharded_) {
+    const auto [lo, hi] = owned(p);
+    if (lo < hi) read_tensor(host.data() + (lo - p.offset), hi - lo, dtype, path, offset + (lo - p.offset) * dtype_size(dtype), p.name);
+  } else {
+    read_tensor(host.data(), p.numel, dtype, path, offset, p.name);
+  }
   set_moment(p, which, host.data());
 }
 

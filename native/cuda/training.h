@@ -9,7 +9,9 @@
 // layer): the same values to rounding, and one code path for the GEMMs that dominate on a GPU.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "../common/backend.h"
@@ -20,7 +22,8 @@ namespace jg::cuda {
 
 class Training final : public jg::Training {
  public:
-  Training(Model& model, bool checkpoint_activations);
+  // With `shard`: the moments of that shard only, from the start (see shard_optimizer).
+  Training(Model& model, bool checkpoint_activations, const OptimizerShard* shard = nullptr);
   ~Training() override;
 
   void zero_grad() override { grads_zeroed_ = true; }
@@ -28,6 +31,8 @@ class Training final : public jg::Training {
               const LossSpec& spec, float* logprobs, uint8_t* region) override;
   StepStats step(const AdamWOptions& o) override;
   StepStats step(const AdamWOptions& o, GradComm& comm) override;
+  void shard_optimizer(const OptimizerShard& shard) override;
+  const OptimizerShard* optimizer_shard() const override { return sharded_ ? &shard_ : nullptr; }
   int64_t step_count() const override { return step_; }
   void set_step_count(int64_t n) override { step_ = n; }
   int64_t workspace_bytes(int64_t n_tokens, int64_t n_rows) const override;
@@ -80,6 +85,14 @@ class Training final : public jg::Training {
   int64_t kept_step_bytes(int64_t n_tokens, int64_t n_rows) const;
   float* live_grads();  // zeroed first if zero_grad() is pending
   float* moment(Moment which) { return static_cast<float*>(which == Moment::M ? m_.get() : v_.get()); }
+  // ZeRO-1's step over host-memory collectives (shard_optimizer): the gradients staged through the
+  // host for the reduce-scatter, statistics summed over the ranks, AdamW on this rank's shard, the
+  // fp32 weights staged through the host for the all-gather, then the bf16 copy rewritten.
+  StepStats step_sharded(const AdamWOptions& o, GradComm& comm);
+  // The part of parameter p inside this rank's shard: layout offsets [lo, hi), empty when lo >= hi.
+  std::pair<int64_t, int64_t> owned(const ParamInfo& p) const {
+    return {std::max(p.offset, shard_.begin), std::min(p.offset + p.numel, shard_.end)};
+  }
   // The fp32 weights AdamW updates: the model's master copy (Model::master()).
   float* master() { return model_.master(); }
   void layer_forward(const Layer& a, float* x_out, const LayerParams& L, const Plan& p);
@@ -93,7 +106,13 @@ class Training final : public jg::Training {
 
   Model& model_;
   bool checkpoint_;
+  // Unsharded: the moments in the layout (layout().total() floats each). Sharded: the moments of
+  // the shard's elements only (m_[i] is layout element shard_.begin + i); host_ stages the sharded
+  // step's collectives (shard_.ranks * shard_.block floats).
   DeviceBuffer grads_, m_, v_, work_, inputs_, stats_;
+  OptimizerShard shard_;
+  bool sharded_ = false;
+  std::vector<float> host_;
   bool grads_zeroed_ = false;
   int64_t step_ = 0;
   // The last rollout's kept steps 0..kept_steps_-1, made under weights version kept_version_;

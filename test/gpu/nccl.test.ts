@@ -212,6 +212,34 @@ describe.skipIf(skipReason !== '')('NCCL data parallelism on the CUDA-on-CPU tie
     console.log(`SFT, 1 rank vs 2 ranks over NCCL: weights ${(await expectSameRun('s1', 's2n')).toExponential(2)} relative`);
   });
 
+  it('ZeRO-1 over NCCL: the reduce-scatter and all-gather run on the device buffers; 2 sharded ranks give the unsharded NCCL run and the sharded MPI run', { timeout: 480_000 }, async () => {
+    const config = sftConfig();
+    if (!existsSync(path.join(tmp, 's2n', 'checkpoint-3'))) {
+      const base = await justgrpo(['sft', '--config', config, '--out', 's2n'], { ranks: 2 });
+      expect(base.code, base.out).toBe(0);
+    }
+    const zero = await justgrpo(['sft', '--config', config, '--out', 's2z', '--zero-stage', '1'], { ranks: 2, env: { JUSTGRPO_FAKE_NCCL_LOG: path.join(tmp, 'zero-log') } });
+    expect(zero.code, zero.out).toBe(0);
+    expect(zero.out).toContain('gradients summed on the GPUs by NCCL 2.99.0');
+    // Per step and rank: one reduce-scatter of the gradients and one all-gather of the fp32 weights
+    // (4 bytes a parameter, as bytes), and no all-reduce of the gradients.
+    for (const r of [0, 1]) {
+      const log = readFileSync(path.join(tmp, `zero-log.${r}`), 'utf8').trim().split('\n');
+      const rs = log.filter((l) => l.startsWith('reducescatter ')), ag = log.filter((l) => l.startsWith('allgather '));
+      expect(rs).toHaveLength(3);
+      expect(ag).toHaveLength(3);
+      expect(log.filter((l) => l.startsWith('allreduce '))).toEqual([]);
+      const block = Number(rs[0]!.split(' ')[1]);
+      expect(ag[0]).toBe(`allgather ${4 * block} 1`);
+    }
+    // The sharded step over MPI (host staging) is the same arithmetic: bit for bit.
+    const host = await justgrpo(['sft', '--config', config, '--out', 's2zm', '--zero-stage', '1'], { ranks: 2, env: { JUSTGRPO_NCCL: '0' } });
+    expect(host.code, host.out).toBe(0);
+    await expectSameRun('s2zm', 's2z', { tol: 0 });
+    // Against the unsharded run only the gradient norm's summation order differs.
+    console.log(`SFT, 2 ranks over NCCL, ZeRO-1 vs unsharded: weights ${(await expectSameRun('s2n', 's2z')).toExponential(2)} relative`);
+  });
+
   it('JustGRPO: 2 ranks over NCCL give the host-MPI run bit for bit and the 1-rank run (same completions; losses to 1e-6, weights 2e-6)', { timeout: 480_000 }, async () => {
     const config = grpoConfig();
     const one = await justgrpo(['train', '--config', config, '--out', 'g1']);

@@ -2,7 +2,7 @@
 // mlp 12288, embedding 126464), worked by hand below.
 import { describe, expect, it } from 'vitest';
 
-import { formatMemoryPlan, lossWorkspaceBytes, memoryAdvice, memoryPlan, parameterCount } from '../../lib/train/memory-plan.js';
+import { formatMemoryPlan, lossWorkspaceBytes, memoryAdvice, memoryPlan, parameterCount, shardElements } from '../../lib/train/memory-plan.js';
 
 const LLADA_8B = { dModel: 4096, nLayers: 32, nHeads: 32, nKvHeads: 32, mlpHiddenSize: 12288, embeddingSize: 126464, maxSequenceLength: 4096 };
 const H100 = 80e9, H200 = 141e9;
@@ -71,5 +71,32 @@ describe('memory plan', () => {
     expect(text).toMatch(/AdamW moments\s+64\.1 GB/);
     expect(text).toMatch(/does not fit H100 80 GB/);
     expect(text).toMatch(/does not fit H200 141 GB/);
+  });
+
+  it('zeroStage 1 on 8 ranks: 64.1 GB of AdamW moments become 8.0 GB per rank; bf16 state 88.2 GB per GPU, fits 141 GB only', () => {
+    const options = { dtype: 'bf16' as const, ...JUSTGRPO, ranks: 8, zeroStage: 1 as const };
+    const plan = memoryPlan(LLADA_8B, options);
+    // OptimizerShard::of: ceil(P / 8) = 1_001_947_648, already a multiple of 64.
+    expect(plan.momentParams).toBe(1_001_947_648);
+    expect(plan.moments).toBe(8 * 1_001_947_648);
+    expect(plan.moments / 1e9).toBeCloseTo(8.02, 2);
+    expect(memoryPlan(LLADA_8B, { ...options, zeroStage: 0 }).moments / 1e9).toBeCloseTo(64.12, 2);
+    // Weights, masters and gradients stay whole: 2 + 4 + 4 bytes per parameter + the shard's moments.
+    expect((plan.weights + plan.masterWeights + plan.moments + plan.gradients) / 1e9).toBeCloseTo(88.17, 2);
+    expect(memoryAdvice(plan, options, H100)[0]).toMatch(/no batch setting fits.*more ranks/);
+    expect(memoryAdvice(plan, options, H200)[0]).not.toMatch(/no batch setting fits/);
+    // Without sharding the advice names zeroStage 1.
+    expect(memoryAdvice(memoryPlan(LLADA_8B, { ...options, zeroStage: 0 }), options, H200)[0]).toMatch(/zeroStage 1 over several GPUs/);
+    const text = formatMemoryPlan(plan, options, [{ name: 'H200 141 GB', bytes: H200 }]);
+    expect(text).toMatch(/per rank of 8, zeroStage 1: AdamW moments sharded/);
+    expect(text).toMatch(/AdamW moments \(1\/8\)\s+8\.0 GB/);
+  });
+
+  it("a rank's shard: ceil(params / ranks) rounded up to 64; one rank or zeroStage 0 holds everything", () => {
+    expect(shardElements(1000, 2, 1)).toBe(512);
+    expect(shardElements(100, 8, 1)).toBe(64);
+    expect(shardElements(1000, 1, 1)).toBe(1000);
+    expect(shardElements(1000, 4, 0)).toBe(1000);
+    expect(shardElements(128, 2, 1)).toBe(64);
   });
 });

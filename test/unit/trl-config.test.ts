@@ -110,3 +110,18 @@ describe("TRL's names in an SFT config", () => {
     expect(msg).toMatch(/^s\.json: `batchSize`: .*; `seed`: /);
   });
 });
+
+describe('zeroStage (optimizer-state sharding)', () => {
+  it('defaults to 0; takes 0 or 1, as zeroStage or zero_stage, in both configs', () => {
+    expect(parseSftConfig(minimal, 'sft.yaml').zeroStage).toBe(0);
+    expect(parseGrpoConfig(minimal, 'grpo.yaml').zeroStage).toBe(0);
+    expect(parseSftConfig({ ...minimal, zero_stage: 1 }, 'sft.yaml').zeroStage).toBe(1);
+    expect(parseGrpoConfig({ ...minimal, zeroStage: 1 }, 'grpo.yaml').zeroStage).toBe(1);
+    expect(parseTrainerConfig({ zero_stage: 1 }, 'GRPOTrainer.create config').zeroStage).toBe(1);
+  });
+
+  it('another stage is one error naming the file and the field', () => {
+    expect(configError(() => parseSftConfig({ ...minimal, zeroStage: 2 }, 'sft.yaml'))).toMatch(/sft\.yaml: `zeroStage`: Invalid option: expected one of 0\|1/);
+    expect(configError(() => parseGrpoConfig({ ...minimal, zero_stage: 3 }, 'grpo.yaml'))).toMatch(/grpo\.yaml.*zero_?[sS]tage/s);
+  });
+});
