@@ -1,5 +1,6 @@
 // Data parallelism on one machine (`npm run bench:dp [-- --size small]`): the same JustGRPO and SFT
-// runs as 1 rank x T threads and as T ranks x 1 thread (T = this machine's cores, at most 8), from
+// runs as 1 rank x T threads and as T ranks x 1 thread (T = this machine's cores, at most 8), the
+// latter also with the optimizer state sharded (zeroStage 1), from
 // the step times the runs log (median over the steps after the first). Needs mpirun (Open MPI or MPICH).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,14 +29,14 @@ const data = path.join(root, 'examples', 'data', 'arith-tiny.jsonl');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'justgrpo-bench-dp-'));
 const configs = {
   train: { model, data: { train: data }, rewardModule: path.join(root, 'examples', 'rewards', 'toy.mjs'), rewardFunctions: ['digits'],
-    numGenerations: 8, promptsPerStep: T, maxCompletionLength: 16, learningRate: 1e-4, maxSteps: 3, saveSteps: 1000 },
+    numGenerations: 8, promptsPerStep: T, maxCompletionLength: 16, learningRate: 1e-4, maxSteps: 4, saveSteps: 1000 },
   sft: { model, data: { train: data }, batchSize: 8 * T, learningRate: 1e-4, maxSteps: 6, saveSteps: 1000 },
 };
 
-function run(command, ranks, threads) {
-  const out = path.join(dir, `${command}-${ranks}x${threads}`);
+function run(command, ranks, threads, zeroStage = 0) {
+  const out = path.join(dir, `${command}-${ranks}x${threads}-z${zeroStage}`);
   const file = `${out}.json`;
-  writeFileSync(file, JSON.stringify({ ...configs[command], outputDir: out }));
+  writeFileSync(file, JSON.stringify({ ...configs[command], outputDir: out, zeroStage }));
   const env = { ...process.env, JUSTGRPO_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
   const args = [cli, command, '--config', file];
   const r = ranks === 1
@@ -50,9 +51,10 @@ try {
   console.log(`## Data parallelism on one machine: ${size} model, ${T} cores (${version.stdout.split('\n')[0]})`);
   const rows = [['run', 'layout', 'step s', 'tokens/s', 'vs 1 rank']];
   for (const command of ['train', 'sft']) {
-    const one = run(command, 1, T), many = run(command, T, 1);
+    const one = run(command, 1, T), many = run(command, T, 1), sharded = run(command, T, 1, 1);
     rows.push([command, `1 rank x ${T} threads`, one.seconds.toFixed(3), one.tokensPerSecond.toFixed(0), '1.00x']);
     rows.push([command, `${T} ranks x 1 thread`, many.seconds.toFixed(3), many.tokensPerSecond.toFixed(0), `${(one.seconds / many.seconds).toFixed(2)}x`]);
+    rows.push([command, `${T} ranks x 1 thread, zeroStage 1`, sharded.seconds.toFixed(3), sharded.tokensPerSecond.toFixed(0), `${(one.seconds / sharded.seconds).toFixed(2)}x`]);
   }
   table(rows);
 } finally {

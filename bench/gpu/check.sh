@@ -124,20 +124,8 @@ else
 fi
 
 stage "NCCL smoke (one GPU, one rank, no MPI launcher)"
-# The engine opens NCCL at run time (native/cuda/nccl.cpp): JUSTGRPO_NCCL_LIBRARY, else libnccl.so.2
-# on the loader's path or beside PyTorch. PyTorch's images carry it as the pip package nvidia-nccl;
-# name that file when the engine's own search would miss it (a Python outside the usual prefixes).
-# (find_spec: where the packages are, without importing torch, which takes seconds.)
-if [ -z "${JUSTGRPO_NCCL_LIBRARY:-}" ]; then
-  for f in $(python3 -c '
-import importlib.util as u, os
-for name, sub in (("nvidia", "nccl/lib"), ("torch", "lib")):
-    s = u.find_spec(name)
-    for p in (s.submodule_search_locations or []) if s else []:
-        print(os.path.join(p, sub, "libnccl.so.2"))' 2>/dev/null); do
-    if [ -f "$f" ]; then export JUSTGRPO_NCCL_LIBRARY="$f"; break; fi
-  done
-fi
+# NCCL from PyTorch's pip package where the engine's own search would miss it.
+source "$root/bench/gpu/nccl-env.sh"
 echo "JUSTGRPO_NCCL_LIBRARY=${JUSTGRPO_NCCL_LIBRARY:-(unset: libnccl.so.2 on the library path)}"
 # Seconds at most: a 1-rank communicator, three checked collectives, two timed sizes.
 timeout 60 node bench/gpu/nccl.mjs --smoke --json "$OUT/nccl.json" || echo "NCCL smoke failed or timed out (status $?)"

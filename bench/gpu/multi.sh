@@ -28,17 +28,8 @@ if [ "${gpus:-0}" -lt 2 ] || [ "$N" -lt 2 ]; then echo "multi: skipped: ${gpus:-
 [ "$N" -le "$gpus" ] || { echo "multi: $N ranks asked for but $gpus GPUs here" >&2; exit 1; }
 [ -f dist/cli/main.js ] || { echo "multi: dist/ is missing (npm run build:ts)" >&2; exit 1; }
 
-# As check.sh: NCCL from PyTorch's pip package where the engine's own search would miss it.
-if [ -z "${JUSTGRPO_NCCL_LIBRARY:-}" ]; then
-  for f in $(python3 -c '
-import importlib.util as u, os
-for name, sub in (("nvidia", "nccl/lib"), ("torch", "lib")):
-    s = u.find_spec(name)
-    for p in (s.submodule_search_locations or []) if s else []:
-        print(os.path.join(p, sub, "libnccl.so.2"))' 2>/dev/null); do
-    if [ -f "$f" ]; then export JUSTGRPO_NCCL_LIBRARY="$f"; break; fi
-  done
-fi
+# NCCL from PyTorch's pip package where the engine's own search would miss it.
+source "$root/bench/gpu/nccl-env.sh"
 export JUSTGRPO_NCCL=1 JUSTGRPO_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 flags=(--bind-to none)
 if mpirun --version 2>&1 | grep -q 'Open MPI'; then

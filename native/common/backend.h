@@ -121,6 +121,11 @@ struct OptimizerShard {
     JG_CHECK(begin == want.begin && end == want.end && block == want.block, "The optimizer shard [", begin, ", ", end,
              ") of block ", block, " is not OptimizerShard::of(", total, ", ", rank, ", ", ranks, ")");
   }
+  // That a sharded step runs with the ranks the shard was made for.
+  void check_ranks(const GradComm& comm) const {
+    JG_CHECK_AS(ErrorKind::INTERNAL, comm.size() == ranks && comm.rank() == rank, "The optimizer shard is rank ", rank,
+                " of ", ranks, " but the step runs as rank ", comm.rank(), " of ", comm.size());
+  }
 };
 
 // Gradients, optimizer state and training workspace for one Backend's parameters; made by

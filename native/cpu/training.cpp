@@ -132,8 +132,7 @@ void Training::shard_optimizer(const OptimizerShard& shard) {
 // (weight decay by the whole parameter's shape) and the all-gather hands every rank every part.
 StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
   const OptimizerShard& s = shard_;
-  JG_CHECK_AS(ErrorKind::INTERNAL, comm.size() == s.ranks && comm.rank() == s.rank, "The optimizer shard is rank ",
-              s.rank, " of ", s.ranks, " but the step runs as rank ", comm.rank(), " of ", comm.size());
+  s.check_ranks(comm);
   StepStats out;
   model_.weights_changed();
   const int64_t total = model_.layout().total(), full = s.block * s.ranks, n = s.end - s.begin;

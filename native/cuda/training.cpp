@@ -561,8 +561,7 @@ void Training::shard_optimizer(const OptimizerShard& shard) {
 // weights are staged through host_ (ranks * block floats of host memory, made on first use).
 StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
   const OptimizerShard& sh = shard_;
-  JG_CHECK_AS(ErrorKind::INTERNAL, comm.size() == sh.ranks && comm.rank() == sh.rank, "The optimizer shard is rank ",
-              sh.rank, " of ", sh.ranks, " but the step runs as rank ", comm.rank(), " of ", comm.size());
+  sh.check_ranks(comm);
   DeviceScope scope(model_.device());
   cudaStream_t s = model_.stream();
   StepStats out;

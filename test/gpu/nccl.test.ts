@@ -16,7 +16,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { gpuBuild } from './tier.js';
 
 import { native } from '../../lib/native/binding.js';
-import { readF32Tensors } from '../helpers/train.js';
+import { relDiff, tensorsRelDiff } from '../helpers/train.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -92,25 +92,10 @@ function grpoConfig(): string {
 }
 
 const metrics = (dir: string) => readFileSync(path.join(tmp, dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
 
 /** The largest ||a - b|| / ||a|| over the tensors of two runs' final weights. */
-async function weightsRelDiff(a: string, b: string): Promise<number> {
-  const x = await readF32Tensors(path.join(tmp, a, 'checkpoint-3', 'model.safetensors'));
-  const y = await readF32Tensors(path.join(tmp, b, 'checkpoint-3', 'model.safetensors'));
-  expect([...y.keys()].sort()).toEqual([...x.keys()].sort());
-  let worst = 0;
-  for (const [name, u] of x) {
-    const v = y.get(name)!;
-    let d = 0, n = 0;
-    for (let i = 0; i < u.length; i++) {
-      d += (u[i]! - v[i]!) ** 2;
-      n += u[i]! ** 2;
-    }
-    worst = Math.max(worst, Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30));
-  }
-  return worst;
-}
+const weightsRelDiff = (a: string, b: string) =>
+  tensorsRelDiff(path.join(tmp, a, 'checkpoint-3', 'model.safetensors'), path.join(tmp, b, 'checkpoint-3', 'model.safetensors'));
 
 /**
  * Losses and gradient norms to `tol` relative, and the final weights; returns the weights'

@@ -67,6 +67,27 @@ export async function readF32Tensors(file: string): Promise<Map<string, Float32A
   return out;
 }
 
+/** |a - b| relative to the larger of the two. */
+export const relDiff = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
+
+/** The largest relative difference ||a - b|| / ||a|| over the tensors of two safetensors files (the same names in both, checked). */
+export async function tensorsRelDiff(fileA: string, fileB: string): Promise<number> {
+  const a = await readF32Tensors(fileA), b = await readF32Tensors(fileB);
+  const names = (m: Map<string, Float32Array>) => [...m.keys()].sort().join(',');
+  if (names(a) !== names(b)) throw new Error(`${fileA} and ${fileB} hold different tensors: ${names(a)} against ${names(b)}`);
+  let worst = 0;
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    let d = 0, n = 0;
+    for (let i = 0; i < x.length; i++) {
+      d += (x[i]! - y[i]!) ** 2;
+      n += x[i]! ** 2;
+    }
+    worst = Math.max(worst, Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30));
+  }
+  return worst;
+}
+
 export async function trainCase(name: string): Promise<TrainCase> {
   const dir = path.join(FIXTURES, name);
   const spec = JSON.parse(readFileSync(path.join(dir, 'train.json'), 'utf8')) as {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { loadModel } from '../../lib/index.js';
-import { readF32Tensors } from '../helpers/train.js';
+import { relDiff, tensorsRelDiff } from '../helpers/train.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -81,24 +81,7 @@ function sftConfig(name: string): string {
 }
 
 const metrics = (dir: string) => readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
 
-/** The largest relative difference ||a - b|| / ||a|| over the tensors of two safetensors files. */
-async function tensorsRelDiff(fileA: string, fileB: string): Promise<number> {
-  const a = await readF32Tensors(fileA), b = await readF32Tensors(fileB);
-  expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-  let worst = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    let d = 0, n = 0;
-    for (let i = 0; i < x.length; i++) {
-      d += (x[i]! - y[i]!) ** 2;
-      n += x[i]! ** 2;
-    }
-    worst = Math.max(worst, Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30));
-  }
-  return worst;
-}
 
 /** The 1-rank recording of each step's completion ids against the ranks' recordings put back in rank order. */
 function recordedSteps(prefix: string, ranks: number): number[][][] {

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { readSafetensorsHeader } from '../../lib/safetensors.js';
-import { readF32Tensors } from '../helpers/train.js';
+import { readF32Tensors, relDiff, tensorsRelDiff } from '../helpers/train.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -81,25 +81,8 @@ function sftConfig(name: string, over: Record<string, unknown> = {}): string {
 }
 
 const metrics = (dir: string) => readFileSync(path.join(tmp, dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
 const file = (dir: string, step: number, name: 'model' | 'optimizer') => path.join(tmp, dir, `checkpoint-${step}`, `${name}.safetensors`);
 
-/** The largest relative difference ||a - b|| / ||a|| over the tensors of two safetensors files. */
-async function tensorsRelDiff(fileA: string, fileB: string): Promise<number> {
-  const a = await readF32Tensors(fileA), b = await readF32Tensors(fileB);
-  expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-  let worst = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    let d = 0, n = 0;
-    for (let i = 0; i < x.length; i++) {
-      d += (x[i]! - y[i]!) ** 2;
-      n += x[i]! ** 2;
-    }
-    worst = Math.max(worst, Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30));
-  }
-  return worst;
-}
 
 /** Same run: losses and gradient norms per step, and the weights and moments of `step`'s checkpoint. */
 async function expectSameRun(a: string, b: string, o: { step: number; steps: number[]; absLoss?: boolean }) {
