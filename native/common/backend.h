@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +38,28 @@ struct StepStats {
   int64_t non_finite = 0;  // gradient elements that were NaN or infinite (zeroed)
   bool clipped = false, skipped = false;
 };
+
+// An optimizer step's decisions from the gradients' non-finite count and sum of squares (taken after
+// the non-finite values were zeroed; summed over the ranks under data parallelism): with
+// skip_non_finite and any non-finite value, out.skipped (the whole update is dropped); else
+// out.grad_norm, and the factor the gradients are scaled by before AdamW: max_grad_norm /
+// (norm + 1e-6) when that is below 1 (out.clipped, as torch.nn.utils.clip_grad_norm_), else 1.
+inline double step_decision(const AdamWOptions& o, int64_t non_finite, double sumsq, StepStats& out) {
+  out.non_finite = non_finite;
+  if (o.skip_non_finite && non_finite > 0) {
+    out.skipped = true;
+    return 1.0;
+  }
+  out.grad_norm = std::sqrt(sumsq);
+  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
+    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
+    if (coef < 1.0) {
+      out.clipped = true;
+      return coef;
+    }
+  }
+  return 1.0;
+}
 
 // Which AdamW moment: first (exp_avg) or second (exp_avg_sq).
 enum class Moment { M, V };

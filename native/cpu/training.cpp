@@ -72,20 +72,11 @@ StepStats Training::step(const AdamWOptions& o) {
   model_.weights_changed();
   const int64_t total = model_.layout().total();
   float* g = live_grads();
-  out.non_finite = nonfinite_zero(g, total);
+  const int64_t non_finite = nonfinite_zero(g, total);  // before the sum of squares: it zeroes them
+  const double scale = step_decision(o, non_finite, grad_sumsq(g, total), out);
   // skip_non_finite: one bad value drops the whole update (weights, moments, step count unchanged).
-  if (o.skip_non_finite && out.non_finite > 0) {
-    out.skipped = true;
-    return out;
-  }
-  out.grad_norm = std::sqrt(grad_sumsq(g, total));
-  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
-    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      grad_scale(g, static_cast<float>(coef), total);
-      out.clipped = true;
-    }
-  }
+  if (out.skipped) return out;
+  if (out.clipped) grad_scale(g, static_cast<float>(scale), total);
   step_++;
   for (const ParamInfo& p : model_.layout().params()) {
     const bool matrix = p.shape.size() == 2;
@@ -141,21 +132,12 @@ StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
   std::memset(g + total, 0, static_cast<size_t>(full - total) * sizeof(float));
   comm.reduce_scatter_sum(g, s.block);
   float* gs = g + s.begin;
-  double stats[2] = {static_cast<double>(nonfinite_zero(gs, n)), grad_sumsq(gs, n)};
+  double stats[2] = {static_cast<double>(nonfinite_zero(gs, n)), 0.0};
+  stats[1] = grad_sumsq(gs, n);  // after the zeroing
   comm.all_reduce_host(stats, 2);
-  out.non_finite = static_cast<int64_t>(stats[0]);
-  if (o.skip_non_finite && out.non_finite > 0) {
-    out.skipped = true;
-    return out;
-  }
-  out.grad_norm = std::sqrt(stats[1]);
-  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
-    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      grad_scale(gs, static_cast<float>(coef), n);
-      out.clipped = true;
-    }
-  }
+  const double scale = step_decision(o, static_cast<int64_t>(stats[0]), stats[1], out);
+  if (out.skipped) return out;
+  if (out.clipped) grad_scale(gs, static_cast<float>(scale), n);
   step_++;
   float* w = model_.params();
   for (const ParamInfo& p : model_.layout().params()) {

@@ -495,20 +495,12 @@ StepStats Training::step(const AdamWOptions& o) {
   double host[2] = {0, 0};
   JG_CUDA_CHECK(cudaMemcpyAsync(host, stats_.get(), sizeof(host), cudaMemcpyDeviceToHost, s));
   JG_CUDA_CHECK(cudaStreamSynchronize(s));
-  std::memcpy(&out.non_finite, &host[0], sizeof(int64_t));
+  int64_t non_finite = 0;
+  std::memcpy(&non_finite, &host[0], sizeof(int64_t));
+  const double scale = step_decision(o, non_finite, host[1], out);
   // skip_non_finite: one bad value drops the whole update (weights, moments, step count unchanged).
-  if (o.skip_non_finite && out.non_finite > 0) {
-    out.skipped = true;
-    return out;
-  }
-  out.grad_norm = std::sqrt(host[1]);
-  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
-    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      grad_scale(g, static_cast<float>(coef), total, s);
-      out.clipped = true;
-    }
-  }
+  if (out.skipped) return out;
+  if (out.clipped) grad_scale(g, static_cast<float>(scale), total, s);
   step_++;
   const bool bf16 = model_.dtype() != DType::F32;
   for (const ParamInfo& q : model_.layout().params()) {
@@ -599,19 +591,9 @@ StepStats Training::step_sharded(const AdamWOptions& o, GradComm& comm) {
   std::memcpy(&count, &host[0], sizeof(int64_t));
   double stats[2] = {static_cast<double>(count), host[1]};
   comm.all_reduce_host(stats, 2);
-  out.non_finite = static_cast<int64_t>(stats[0]);
-  if (o.skip_non_finite && out.non_finite > 0) {
-    out.skipped = true;
-    return out;
-  }
-  out.grad_norm = std::sqrt(stats[1]);
-  if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) {
-    const double coef = o.max_grad_norm / (out.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      if (n > 0) grad_scale(gs, static_cast<float>(coef), n, s);
-      out.clipped = true;
-    }
-  }
+  const double scale = step_decision(o, static_cast<int64_t>(stats[0]), stats[1], out);
+  if (out.skipped) return out;
+  if (out.clipped && n > 0) grad_scale(gs, static_cast<float>(scale), n, s);
   step_++;
   for (const ParamInfo& q : model_.layout().params()) {
     const auto [lo, hi] = owned(q);
